@@ -1,0 +1,1 @@
+"""The generic durable runtime: runs any registered LangGraph graph to completion."""

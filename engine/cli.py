@@ -1,0 +1,253 @@
+"""The `orchestrator` command: a thin layer over the settings, the store and the daemon."""
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from psycopg import AsyncConnection
+from rich.console import Console
+from rich.table import Table
+
+# Typer vendors click; its usage errors are only reachable here.
+from typer._click.exceptions import UsageError
+
+from engine import logs, store
+from engine.daemon import Daemon
+from engine.database import connection_kwargs, database_url, open_pool
+from engine.migrations import MigrationError, current_version, discover, migrate
+from engine.settings import Settings
+from engine.signals import stop_on_signals
+from engine.workflow import load_workflows
+
+app = typer.Typer(
+    help="Durable orchestrator for the persona content pipeline.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+runs_app = typer.Typer(help="Create, inspect, approve and control runs.", no_args_is_help=True)
+db_app = typer.Typer(help="The database the orchestrator uses.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+app.add_typer(db_app, name="db")
+
+console = Console()
+T = TypeVar("T")
+
+
+class UsageFailure(Exception):
+    """Bad arguments: exit 2 with one line."""
+
+
+class NotFound(Exception):
+    """A named thing does not exist: exit 1 with one line."""
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except typer.Abort:
+        _fail("aborted", 1)
+    except UsageError as error:
+        _fail(error.format_message().replace("\n", " "), 2)
+    except (UsageFailure, store.InvalidInput, MigrationError) as error:
+        _fail(str(error), 2)
+    except (NotFound, store.RunNotFound, store.Refused) as error:
+        _fail(str(error), 1)
+
+
+async def _with_connection(
+    settings: Settings, action: Callable[[store.Connection], Awaitable[T]]
+) -> T:
+    url = database_url(settings)
+    async with await AsyncConnection.connect(url, **connection_kwargs(settings)) as conn:  # type: ignore[arg-type]
+        return await action(conn)
+
+
+def _run(action: Callable[[store.Connection], Awaitable[T]]) -> T:
+    return asyncio.run(_with_connection(Settings(), action))
+
+
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UsageFailure(f"{option}: not valid JSON ({error.msg} at position {error.pos})") from None
+    if not isinstance(value, dict):
+        raise UsageFailure(f"{option}: must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, default=str, indent=2))
+
+
+# --- services -----------------------------------------------------------------
+
+
+@app.command("migrate")
+def migrate_command(
+    to: Annotated[int | None, typer.Option("--to", help="Target version (default: newest).")] = None,
+) -> None:
+    """Bring the schema to the newest version (or --to N, up or down)."""
+    logs.configure()
+    before, after = _run(lambda conn: migrate(conn, to))
+    console.print(f"schema at version {after} (was {before})")
+
+
+@app.command()
+def daemon(
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Runs at a time.")] = None,
+    worker_id: Annotated[str | None, typer.Option(help="Name in leases and logs.")] = None,
+) -> None:
+    """Run the worker: claim runs, execute them, resume them after approvals and restarts."""
+    settings = Settings()
+    overrides = {"concurrency": concurrency, "worker_id": worker_id}
+    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    logs.configure()
+    asyncio.run(_serve(settings, migrate_first=False))
+
+
+@app.command()
+def up(
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Runs at a time.")] = None,
+) -> None:
+    """All in one: the database (embedded unless DATABASE_URL is set), migrations, the daemon."""
+    settings = Settings()
+    if concurrency is not None:
+        settings = settings.model_copy(update={"concurrency": concurrency})
+    logs.configure()
+    asyncio.run(_serve(settings, migrate_first=True))
+
+
+async def _serve(settings: Settings, *, migrate_first: bool) -> None:
+    url = database_url(settings)
+    async with await AsyncConnection.connect(url, **connection_kwargs(settings)) as conn:  # type: ignore[arg-type]
+        if migrate_first:
+            await migrate(conn)
+        version, head = await current_version(conn), len(discover())
+        if version != head:
+            raise UsageFailure(
+                f"database schema is at version {version}, this code needs {head}: "
+                "run 'orchestrator migrate'"
+            )
+    workflows = load_workflows(settings.workflows)
+    async with open_pool(url, settings) as pool:
+        stop = asyncio.Event()
+        with stop_on_signals(stop):
+            await Daemon(url, pool, settings, workflows).serve(stop)
+
+
+# --- runs ---------------------------------------------------------------------
+
+
+@runs_app.command("create")
+def runs_create(
+    project: Annotated[str, typer.Option(help="Project slug.")],
+    brief: Annotated[str | None, typer.Option(help="What the run should produce.")] = None,
+    payload: Annotated[str | None, typer.Option(help="The run's input as a JSON object.")] = None,
+    workflow: Annotated[str, typer.Option(help="Registered workflow name.")] = "production",
+) -> None:
+    """Queue a run; prints its run_id as the last line."""
+    body = _json_object(payload, "--payload") if payload is not None else {}
+    if brief is not None:
+        body["brief"] = brief
+    store.validate_project(project)
+    if workflow not in Settings().workflows:
+        raise UsageFailure(f"--workflow: no workflow named {workflow!r}")
+    run = _run(lambda conn: store.create_run(conn, project=project, payload=body, workflow=workflow))
+    print(run["run_id"])
+
+
+@runs_app.command("list")
+def runs_list(
+    status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
+    project: Annotated[str | None, typer.Option(help="Only runs of this project.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10000, help="At most this many.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List runs, newest first."""
+    rows = _run(lambda conn: store.list_runs(conn, status=status, project=project, limit=limit))
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("run_id", "project", "status", "workflow", "created_at", "updated_at")
+    for row in rows:
+        table.add_row(row["run_id"], row["project"], row["status"], row["workflow"],
+                      f"{row['created_at']:%Y-%m-%d %H:%M:%S}",
+                      f"{row['updated_at']:%Y-%m-%d %H:%M:%S}")
+    console.print(table)
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="The run.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The run, its current checkpoint and its artifacts."""
+    view = _run(lambda conn: store.show_run(conn, run_id))
+    if as_json:
+        _print_json({"run": view.run, "checkpoint": view.checkpoint, "artifacts": view.artifacts})
+        return
+    run = Table("field", "value", title=f"run {run_id}")
+    for key in ("project", "status", "workflow", "graph_version", "created_at", "updated_at",
+                "lease_owner", "payload", "result", "error", "waiting_for"):
+        if view.run.get(key) is not None:
+            run.add_row(key, _short(view.run[key]))
+    console.print(run)
+    if view.checkpoint:
+        console.print(f"checkpoint step {view.checkpoint['step']} at {view.checkpoint['updated_at']}")
+        console.print_json(json.dumps(view.checkpoint["state"], default=str))
+    artifacts = Table("type", "persona", "provider", "url", "created_at", title="artifacts")
+    for artifact in view.artifacts:
+        artifacts.add_row(artifact["type"], artifact["persona"] or "", artifact["provider"] or "",
+                          artifact["url"] or "", f"{artifact['created_at']:%H:%M:%S}")
+    console.print(artifacts)
+
+
+def _short(value: object, width: int = 100) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@runs_app.command("approve")
+def runs_approve(
+    run_id: Annotated[str, typer.Argument(help="The run.")],
+    gate: Annotated[str, typer.Option(help="The gate the run waits at (e.g. workflow, publish).")],
+    reject: Annotated[bool, typer.Option("--reject", help="Reject instead of approving.")] = False,
+    comment: Annotated[str | None, typer.Option(help="Why; sent back to Brendan on a rejection.")] = None,
+    approver: Annotated[str | None, typer.Option(help="Who decides.")] = None,
+    payload: Annotated[str | None, typer.Option(help="JSON object, e.g. an edited workflow.")] = None,
+) -> None:
+    """Approve (or --reject) the gate a run waits at."""
+    body = _json_object(payload, "--payload") if payload is not None else None
+    row = _run(lambda conn: store.approve(conn, run_id, gate=gate, rejected=reject, comment=comment,
+                                          approver=approver, payload=body))
+    console.print(f"{row['decision']} {run_id} at gate {gate} (approval {row['id']})")
+
+
+@runs_app.command("cancel")
+def runs_cancel(run_id: Annotated[str, typer.Argument(help="The run.")]) -> None:
+    """Cancel a run that has not ended."""
+    _run(lambda conn: store.cancel_run(conn, run_id))
+    console.print(f"cancelled {run_id}")
+
+
+@runs_app.command("retry")
+def runs_retry(run_id: Annotated[str, typer.Argument(help="The run.")]) -> None:
+    """Queue a failed run again; it resumes from its last checkpoint."""
+    _run(lambda conn: store.retry_run(conn, run_id))
+    console.print(f"queued {run_id} again")
+
+
+@db_app.command("url")
+def db_url() -> None:
+    """Print the database URL (starting the embedded server if that is the one in use)."""
+    print(database_url(Settings()))

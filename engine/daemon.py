@@ -1,0 +1,177 @@
+"""The worker loop: claim runs with work, execute them, keep their leases, drain on stop."""
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection
+
+from engine.database import Pool
+from engine.executor import Claim, Executor
+from engine.settings import Settings
+from engine.sql import QUERIES
+from engine.status import PENDING_PREFIX, Status
+from engine.workflow import Workflow
+
+log = logging.getLogger(__name__)
+
+CHANNELS = ("orchestrator_runs_v1", "orchestrator_approvals_v1", "orchestrator_events_v1")
+
+
+class Daemon:
+    def __init__(
+        self, url: str, pool: Pool, settings: Settings, workflows: dict[str, Workflow]
+    ) -> None:
+        self._url = url
+        self._pool = pool
+        self._settings = settings
+        self._worker_id = settings.worker_id
+        self._executor = Executor(pool, settings, workflows)
+        self._lease_ttl = timedelta(seconds=settings.lease_ttl)
+        self._held: dict[str, tuple[asyncio.Task[None], int]] = {}
+        self._wake = asyncio.Event()
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Work until `stop` is set, then drain. A dead side task stops the daemon loudly."""
+        extra = {"worker_id": self._worker_id}
+        log.info("daemon started", extra={"action": "daemon_started", **extra})
+        async with asyncio.TaskGroup() as side:
+            side_tasks = [side.create_task(self._heartbeat())]
+            if self._settings.listen:
+                side_tasks.append(side.create_task(self._listen()))
+            await self._work(stop)
+            for task in side_tasks:
+                task.cancel()
+        log.info("daemon stopped", extra={"action": "daemon_stopped", **extra})
+
+    async def _work(self, stop: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as runs:
+            while not stop.is_set():
+                self._wake.clear()
+                free = self._settings.concurrency - len(self._held)
+                for claim in await self._claim(free) if free > 0 else []:
+                    task = runs.create_task(self._execute(claim), name=claim.run_id)
+                    self._held[claim.run_id] = (task, claim.epoch)
+                await self._sleep(stop)
+            await self._drain()
+
+    async def _sleep(self, stop: asyncio.Event) -> None:
+        """Until a NOTIFY, a freed slot, a stop request or the poll interval."""
+        waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(
+                waiters, timeout=self._settings.poll_interval, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _claim(self, limit: int) -> list[Claim]:
+        try:
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute(
+                    QUERIES["claim_runs"],
+                    {
+                        "limit": limit,
+                        "worker_id": self._worker_id,
+                        "lease_ttl": self._lease_ttl,
+                        "queued": Status.QUEUED,
+                        "running": Status.RUNNING,
+                        "waiting_provider": Status.WAITING_PROVIDER,
+                        "pending_prefix": PENDING_PREFIX,
+                        "pending_like": PENDING_PREFIX.replace("_", r"\_") + "%",
+                    },
+                )
+                rows = await cursor.fetchall()
+        except psycopg.OperationalError as error:
+            log.warning("claim failed: %s", error, extra={"action": "claim_failed"})
+            return []
+        return [_claim_from_row(row) for row in rows]
+
+    async def _execute(self, claim: Claim) -> None:
+        extra = {"run_id": claim.run_id, "worker_id": self._worker_id, "epoch": claim.epoch}
+        log.info("run claimed", extra={"action": "run_claimed", **extra})
+        try:
+            await self._executor.execute(claim)
+        except asyncio.CancelledError:
+            # Shutdown (or a lost lease): give the run back at once instead of
+            # making the next worker wait for the lease to expire.
+            with contextlib.suppress(psycopg.Error):
+                await self._executor.requeue(claim)
+            log.info("run released", extra={"action": "run_released", **extra})
+            raise
+        except Exception as error:  # a run's failure must not stop the worker
+            log.exception("run crashed the executor: %s", error,
+                          extra={"action": "executor_error", **extra})
+        finally:
+            self._held.pop(claim.run_id, None)
+            self._wake.set()
+
+    async def _drain(self) -> None:
+        tasks = [task for task, _ in self._held.values()]
+        if not tasks:
+            return
+        log.info("draining %d runs", len(tasks), extra={"action": "drain_started"})
+        _, unfinished = await asyncio.wait(tasks, timeout=self._settings.shutdown_grace)
+        for task in unfinished:
+            task.cancel()
+        await asyncio.gather(*unfinished, return_exceptions=True)
+
+    async def _heartbeat(self) -> None:
+        interval = self._settings.lease_ttl / 3
+        while True:
+            await asyncio.sleep(interval)
+            held = dict(self._held)
+            if not held:
+                continue
+            try:
+                async with self._pool.connection() as conn:
+                    cursor = await conn.execute(
+                        QUERIES["heartbeat"],
+                        {
+                            "run_ids": list(held),
+                            "epochs": [epoch for _, epoch in held.values()],
+                            "lease_ttl": self._lease_ttl,
+                            "running": Status.RUNNING,
+                        },
+                    )
+                    kept = {row["run_id"] for row in await cursor.fetchall()}
+            except psycopg.OperationalError as error:
+                log.warning("heartbeat failed: %s", error, extra={"action": "heartbeat_failed"})
+                continue
+            for run_id in held.keys() - kept:
+                task, _ = held[run_id]
+                if not task.done():
+                    log.warning("lease lost; stopping run", extra={"action": "lease_lost",
+                                                                    "run_id": run_id})
+                    task.cancel()
+
+    async def _listen(self) -> None:
+        """Set the wake event on every NOTIFY; reconnect when the connection drops."""
+        while True:
+            try:
+                async with await AsyncConnection.connect(self._url, autocommit=True) as conn:
+                    for channel in CHANNELS:
+                        await conn.execute(f"LISTEN {channel}")  # type: ignore[arg-type]
+                    self._wake.set()  # a NOTIFY may have been missed while disconnected
+                    async for _ in conn.notifies():
+                        self._wake.set()
+            except psycopg.OperationalError as error:
+                log.warning("listener lost its connection: %s", error,
+                            extra={"action": "listener_reconnect"})
+                await asyncio.sleep(self._settings.poll_interval)
+
+
+def _claim_from_row(row: dict[str, Any]) -> Claim:
+    return Claim(
+        run_id=row["run_id"],
+        project=row["project"],
+        workflow=row["workflow"],
+        payload=row["payload"],
+        epoch=row["lease_epoch"],
+        approval=row["approval"],
+        has_checkpoint=row["has_checkpoint"],
+    )

@@ -1,0 +1,163 @@
+"""Execute one claimed run until it finishes, pauses at an interrupt, or fails."""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from langgraph.types import Command
+from psycopg.types.json import Jsonb
+from tenacity import (
+    AsyncRetrying,
+    retry_if_not_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from engine.database import Pool
+from engine.saver import FencedSaver, LeaseLost, state_view
+from engine.settings import Settings
+from engine.sql import QUERIES
+from engine.status import Status, pending
+from engine.workflow import RunContext, Workflow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A run this worker holds at `epoch`, and how to continue it."""
+
+    run_id: str
+    project: str
+    workflow: str
+    payload: dict[str, Any]
+    epoch: int
+    approval: dict[str, Any] | None
+    has_checkpoint: bool
+
+
+def pause_status(wait: object) -> tuple[str, datetime | None]:
+    """The status for a run paused at an interrupt whose value is `wait`.
+
+    Gates interrupt with `{"gate": name, ...}`; provider waits with
+    `{"provider": name, "wake_at": iso-time, ...}`.
+    """
+    if isinstance(wait, dict) and isinstance(wait.get("gate"), str):
+        return pending(wait["gate"]), None
+    if isinstance(wait, dict) and isinstance(wait.get("provider"), str):
+        wake_at = wait.get("wake_at")
+        return Status.WAITING_PROVIDER, datetime.fromisoformat(wake_at) if wake_at else None
+    raise ValueError(f"interrupt value {wait!r} names neither a gate nor a provider")
+
+
+class Executor:
+    def __init__(self, pool: Pool, settings: Settings, workflows: dict[str, Workflow]) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._workflows = workflows
+        self._lease_ttl = timedelta(seconds=settings.lease_ttl)
+
+    async def execute(self, claim: Claim) -> None:
+        extra = {"run_id": claim.run_id, "project": claim.project, "epoch": claim.epoch}
+        workflow = self._workflows.get(claim.workflow)
+        if workflow is None:
+            error = {"type": "UnknownWorkflow", "message": f"no workflow named {claim.workflow!r}"}
+            await self._update("fail_run", claim, None, status=Status.FAILED,
+                               error=Jsonb(error), attempt=0)
+            log.error("unknown workflow", extra={"action": "run_failed", **extra})
+            return
+        try:
+            output = await self._invoke(claim, workflow)
+        except LeaseLost:
+            log.warning("lease lost; abandoning run", extra={"action": "lease_lost", **extra})
+            return
+        except Exception as exc:
+            attempts = self._settings.max_attempts
+            error = {"type": type(exc).__name__, "message": str(exc), "attempts": attempts}
+            await self._update("fail_run", claim, workflow, status=Status.FAILED,
+                               error=Jsonb(error), attempt=attempts)
+            log.error("run failed", extra={"action": "run_failed", **extra}, exc_info=exc)
+            return
+        if interrupts := output.get("__interrupt__"):
+            wait = interrupts[0].value
+            status, wake_at = pause_status(wait)
+            await self._update("pause_run", claim, workflow, status=status,
+                               waiting_for=Jsonb(wait), wake_at=wake_at)
+            log.info("run paused", extra={"action": "run_paused", "status": status, **extra})
+        else:
+            result = state_view({"channel_values": output})["values"]  # type: ignore[typeddict-item]
+            await self._update("finish_run", claim, workflow, status=Status.PUBLISHED,
+                               result=Jsonb(result))
+            log.info("run finished", extra={"action": "run_finished", **extra})
+
+    async def _invoke(self, claim: Claim, workflow: Workflow) -> dict[str, Any]:
+        approval = claim.approval
+        saver = FencedSaver(
+            self._pool,
+            run_id=claim.run_id,
+            epoch=claim.epoch,
+            lease_ttl=self._lease_ttl,
+            approval_id=approval["id"] if approval else None,
+        )
+        graph = workflow.graph.copy(update={"checkpointer": saver})
+        context = RunContext(claim.run_id, claim.project, claim.epoch, self._lease_ttl, self._pool)
+        first_input: Any
+        if approval is not None:
+            first_input = Command(resume=approval)
+        elif claim.has_checkpoint:
+            first_input = None
+        else:
+            first_input = {**claim.payload, "project": claim.project}
+        config = {"configurable": {"thread_id": claim.run_id}}
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._settings.max_attempts),
+            wait=wait_exponential(
+                multiplier=self._settings.retry_backoff, max=self._settings.retry_backoff_max
+            ),
+            retry=retry_if_not_exception_type(LeaseLost),
+            reraise=True,
+            before_sleep=lambda state: log.warning(
+                "step failed; retrying",
+                extra={"action": "run_retry", "run_id": claim.run_id,
+                       "attempt": state.attempt_number},
+                exc_info=state.outcome.exception() if state.outcome else None,
+            ),
+        )
+        async for attempt in retrying:
+            with attempt:
+                # Once anything is written, the checkpoint holds the input (or
+                # the resume value): continue from it instead of starting over.
+                output = await graph.ainvoke(
+                    None if saver.wrote else first_input,
+                    config,  # type: ignore[arg-type]
+                    context=context,
+                    durability="sync",
+                )
+                return dict(output)
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    async def requeue(self, claim: Claim) -> None:
+        """Hand an unfinished run back to the queue (graceful shutdown)."""
+        await self._update("requeue_run", claim, None)
+
+    async def _update(
+        self, query: str, claim: Claim, workflow: Workflow | None, **params: object
+    ) -> None:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                QUERIES[query],  # type: ignore[index]
+                {
+                    "run_id": claim.run_id,
+                    "epoch": claim.epoch,
+                    "running": Status.RUNNING,
+                    "queued": Status.QUEUED,
+                    "graph_version": workflow.version if workflow else None,
+                    **params,
+                },
+            )
+        if cursor.rowcount == 0:
+            log.warning(
+                "run changed hands before its status could be written",
+                extra={"action": "lease_lost", "run_id": claim.run_id, "query": query},
+            )

@@ -1,0 +1,111 @@
+"""Numbered up/down SQL migrations, applied one transaction each under an advisory lock."""
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import LiteralString, cast
+
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+_FILE = re.compile(r"^(?P<version>\d{4})_(?P<name>\w+)\.(?P<direction>up|down)\.sql$")
+# Any constant will do, as long as every replica uses the same one.
+_LOCK_KEY = 0x6F72636865737472
+
+_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS orchestrator_migrations (
+    version    INT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
+)"""
+
+
+class MigrationError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    up: Path
+    down: Path
+
+
+def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    files: dict[int, dict[str, Path]] = {}
+    names: dict[int, str] = {}
+    for path in directory.iterdir():
+        if match := _FILE.match(path.name):
+            version = int(match["version"])
+            files.setdefault(version, {})[match["direction"]] = path
+            names[version] = match["name"]
+    migrations = []
+    for version in sorted(files):
+        pair = files[version]
+        if set(pair) != {"up", "down"}:
+            raise MigrationError(f"migration {version:04d} needs both an up and a down file")
+        migrations.append(Migration(version, names[version], pair["up"], pair["down"]))
+    if [m.version for m in migrations] != list(range(1, len(migrations) + 1)):
+        raise MigrationError(f"migrations in {directory} are not numbered 1..N without gaps")
+    return migrations
+
+
+async def current_version(conn: AsyncConnection[DictRow]) -> int:
+    await conn.execute(_VERSION_TABLE)
+    row = await (await conn.execute("SELECT max(version) AS v FROM orchestrator_migrations")).fetchone()
+    return int(row["v"]) if row and row["v"] is not None else 0
+
+
+async def migrate(conn: AsyncConnection[DictRow], target: int | None = None) -> tuple[int, int]:
+    """Bring the schema to `target` (default: newest) and set up LangGraph's tables.
+
+    `conn` must be in autocommit mode. Returns (version before, version after).
+    """
+    migrations = discover()
+    head = len(migrations)
+    target = head if target is None else target
+    if not 0 <= target <= head:
+        raise MigrationError(f"--to must be between 0 and {head}, got {target}")
+    await conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+    try:
+        before = await current_version(conn)
+        if before > head:
+            raise MigrationError(f"database is at version {before}, newer than this code ({head})")
+        steps = (
+            migrations[before:target]
+            if target >= before
+            else list(reversed(migrations[target:before]))
+        )
+        upward = target >= before
+        for migration in steps:
+            sql = (migration.up if upward else migration.down).read_text()
+            async with conn.transaction():
+                await conn.execute(cast(LiteralString, sql))
+                if upward:
+                    await conn.execute(
+                        "INSERT INTO orchestrator_migrations (version, name) VALUES (%s, %s)",
+                        (migration.version, migration.name),
+                    )
+                else:
+                    await conn.execute(
+                        "DELETE FROM orchestrator_migrations WHERE version = %s",
+                        (migration.version,),
+                    )
+            log.info(
+                "migration applied",
+                extra={
+                    "action": "migration_applied",
+                    "version": migration.version,
+                    "direction": "up" if upward else "down",
+                },
+            )
+        await AsyncPostgresSaver(conn).setup()
+        return before, target
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))

@@ -1,0 +1,45 @@
+"""All configuration, from `ORCHESTRATOR_*` environment variables or a `.env` file."""
+
+import os
+import socket
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ORCHESTRATOR_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    database_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ORCHESTRATOR_DATABASE_URL", "DATABASE_URL", "database_url"),
+        description="PostgreSQL URL; unset means the embedded server under data_dir.",
+    )
+    data_dir: Path = Path(".orchestrator")
+    worker_id: str = Field(default_factory=_default_worker_id)
+    concurrency: PositiveInt = 8
+    lease_ttl: PositiveFloat = Field(default=30.0, description="seconds a claim lasts unrenewed")
+    poll_interval: PositiveFloat = Field(default=1.0, description="seconds between polls")
+    listen: bool = Field(default=True, description="wake on NOTIFY; off means poll only")
+    shutdown_grace: PositiveFloat = Field(default=20.0, description="seconds to drain on SIGTERM")
+    max_attempts: PositiveInt = 3
+    retry_backoff: PositiveFloat = Field(default=0.5, description="first retry delay, seconds")
+    retry_backoff_max: PositiveFloat = 10.0
+    pool_size: PositiveInt = 10
+    prepare_threshold: int | None = Field(
+        default=5, description="None disables prepared statements (needed behind pgbouncer)"
+    )
+    workflows: dict[str, str] = Field(
+        default={"production": "personas.graph:production_workflow"},
+        description="workflow name -> 'module:factory' returning an engine.Workflow",
+    )
+    chat_model: str = Field(
+        default="offline", description="'offline' or 'module:Class' of a BaseChatModel"
+    )

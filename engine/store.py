@@ -1,0 +1,156 @@
+"""Operations on runs for the CLI and the API: create, read, approve, cancel, retry."""
+
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
+
+from engine.sql import QUERIES
+from engine.status import Status
+
+PROJECT_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
+
+Connection = AsyncConnection[DictRow]
+
+
+class InvalidInput(ValueError):
+    """Bad input from a user; the message names the field."""
+
+
+class RunNotFound(LookupError):
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id} not found")
+
+
+class Refused(Exception):
+    """The database refused the change (e.g. the approval trigger); message from PostgreSQL."""
+
+
+@dataclass(frozen=True)
+class RunView:
+    """The seed's triad: the run, its current checkpoint and its artifacts."""
+
+    run: dict[str, Any]
+    checkpoint: dict[str, Any] | None
+    artifacts: list[dict[str, Any]]
+
+
+def new_run_id() -> str:
+    return "run_" + "".join(secrets.choice(_BASE32) for _ in range(12))
+
+
+def validate_project(project: str) -> str:
+    if not PROJECT_SLUG.match(project):
+        raise InvalidInput(
+            f"project: {project!r} is not a slug (lowercase letters, digits, '-' or '_', "
+            "at most 63 characters, starting with a letter or digit)"
+        )
+    return project
+
+
+async def create_run(
+    conn: Connection,
+    *,
+    project: str,
+    payload: dict[str, Any],
+    workflow: str = "production",
+    priority: int = 0,
+) -> dict[str, Any]:
+    cursor = await conn.execute(
+        QUERIES["insert_run"],
+        {
+            "run_id": new_run_id(),
+            "project": validate_project(project),
+            "status": Status.QUEUED,
+            "payload": Jsonb(payload),
+            "workflow": workflow,
+            "priority": priority,
+        },
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return dict(row)
+
+
+async def get_run(conn: Connection, run_id: str) -> dict[str, Any]:
+    row = await (await conn.execute(QUERIES["get_run"], {"run_id": run_id})).fetchone()
+    if row is None:
+        raise RunNotFound(run_id)
+    return dict(row)
+
+
+async def show_run(conn: Connection, run_id: str) -> RunView:
+    run = await get_run(conn, run_id)
+    params = {"run_id": run_id}
+    checkpoint = await (await conn.execute(QUERIES["get_checkpoint"], params)).fetchone()
+    artifacts = await (await conn.execute(QUERIES["list_artifacts"], params)).fetchall()
+    return RunView(run, dict(checkpoint) if checkpoint else None, [dict(a) for a in artifacts])
+
+
+async def list_runs(
+    conn: Connection, *, status: str | None = None, project: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    cursor = await conn.execute(
+        QUERIES["list_runs"], {"status": status, "project": project, "limit": limit}
+    )
+    return [dict(row) for row in await cursor.fetchall()]
+
+
+async def approve(
+    conn: Connection,
+    run_id: str,
+    *,
+    gate: str,
+    rejected: bool = False,
+    comment: str | None = None,
+    approver: str | None = None,
+    approver_ip: str | None = None,
+    payload: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Insert an approval row; the database's trigger decides whether it is accepted."""
+    try:
+        cursor = await conn.execute(
+            QUERIES["insert_approval"],
+            {
+                "run_id": run_id,
+                "gate": gate,
+                "approver": approver,
+                "approver_ip": approver_ip,
+                "decision": "rejected" if rejected else "approved",
+                "comment": comment,
+                "payload": Jsonb(payload) if payload is not None else None,
+            },
+        )
+    except psycopg.errors.CheckViolation as error:
+        raise Refused(str(error.diag.message_primary)) from None
+    row = await cursor.fetchone()
+    assert row is not None
+    return dict(row)
+
+
+async def cancel_run(conn: Connection, run_id: str) -> dict[str, Any]:
+    return await _transition(conn, "cancel_run", run_id, "it has already ended")
+
+
+async def retry_run(conn: Connection, run_id: str) -> dict[str, Any]:
+    return await _transition(conn, "retry_run", run_id, "only failed runs can be retried")
+
+
+async def _transition(conn: Connection, query: str, run_id: str, why: str) -> dict[str, Any]:
+    params = {
+        "run_id": run_id,
+        "queued": Status.QUEUED,
+        "failed": Status.FAILED,
+        "cancelled": Status.CANCELLED,
+    }
+    row = await (await conn.execute(QUERIES[query], params)).fetchone()  # type: ignore[index]
+    if row is None:
+        current = await get_run(conn, run_id)
+        raise Refused(f"run {run_id} is {current['status']}: {why}")
+    return dict(row)

@@ -1,0 +1,1 @@
+"""HITL gates: where a run pauses for a person's decision."""

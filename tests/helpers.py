@@ -1,0 +1,91 @@
+"""Waiting on the database with a deadline, and daemons as real subprocesses."""
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, LiteralString
+
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
+
+from tests.conftest import ROOT, orchestrator_env
+
+Rows = list[dict[str, Any]]
+
+
+async def wait_for(
+    conn: AsyncConnection[DictRow],
+    query: LiteralString,
+    params: dict[str, Any] | tuple[Any, ...] | None = None,
+    *,
+    until: Callable[[Rows], bool],
+    timeout: float = 30.0,
+) -> Rows:
+    """Poll `query` until `until(rows)` holds; fail with the last rows at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = [dict(r) for r in await (await conn.execute(query, params)).fetchall()]
+        if until(rows):
+            return rows
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s; last rows: {rows}")
+        await asyncio.sleep(0.02)
+
+
+async def statuses(conn: AsyncConnection[DictRow]) -> dict[str, str]:
+    rows = await (await conn.execute("SELECT run_id, status FROM runs")).fetchall()
+    return {row["run_id"]: row["status"] for row in rows}
+
+
+class DaemonProcess:
+    """`orchestrator daemon` in a subprocess, its log in a file for failures."""
+
+    def __init__(self, db_url: str, log_dir: Path, worker_id: str, **settings: object) -> None:
+        self.worker_id = worker_id
+        self.log_path = log_dir / f"{worker_id}.log"
+        self._log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "engine", "daemon", "--worker-id", worker_id],
+            env=orchestrator_env(db_url, **settings),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.kill()
+        self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+@contextmanager
+def daemons(db_url: str, log_dir: Path) -> Iterator[Callable[..., DaemonProcess]]:
+    """Start daemons with `start(worker_id, **settings)`; all are killed at the end."""
+    started: list[DaemonProcess] = []
+
+    def start(worker_id: str, **settings: object) -> DaemonProcess:
+        process = DaemonProcess(db_url, log_dir, worker_id, **settings)
+        started.append(process)
+        return process
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.close()

@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
-from psycopg import AsyncConnection
 from rich.console import Console
 from rich.table import Table
 
@@ -16,7 +15,7 @@ from typer._click.exceptions import UsageError
 
 from engine import logs, store
 from engine.daemon import Daemon
-from engine.database import connection_kwargs, database_url, open_pool
+from engine.database import connect, database_url, open_pool
 from engine.migrations import MigrationError, current_version, discover, migrate
 from engine.settings import Settings
 from engine.signals import stop_on_signals
@@ -67,7 +66,7 @@ async def _with_connection(
     settings: Settings, action: Callable[[store.Connection], Awaitable[T]]
 ) -> T:
     url = database_url(settings)
-    async with await AsyncConnection.connect(url, **connection_kwargs(settings)) as conn:  # type: ignore[arg-type]
+    async with await connect(url, settings) as conn:
         return await action(conn)
 
 
@@ -79,7 +78,9 @@ def _json_object(text: str, option: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        raise UsageFailure(f"{option}: not valid JSON ({error.msg} at position {error.pos})") from None
+        raise UsageFailure(
+            f"{option}: not valid JSON ({error.msg} at position {error.pos})"
+        ) from None
     if not isinstance(value, dict):
         raise UsageFailure(f"{option}: must be a JSON object, got {type(value).__name__}")
     return value
@@ -94,7 +95,9 @@ def _print_json(value: object) -> None:
 
 @app.command("migrate")
 def migrate_command(
-    to: Annotated[int | None, typer.Option("--to", help="Target version (default: newest).")] = None,
+    to: Annotated[
+        int | None, typer.Option("--to", help="Target version (default: newest).")
+    ] = None,
 ) -> None:
     """Bring the schema to the newest version (or --to N, up or down)."""
     logs.configure()
@@ -129,7 +132,7 @@ def up(
 
 async def _serve(settings: Settings, *, migrate_first: bool) -> None:
     url = database_url(settings)
-    async with await AsyncConnection.connect(url, **connection_kwargs(settings)) as conn:  # type: ignore[arg-type]
+    async with await connect(url, settings) as conn:
         if migrate_first:
             await migrate(conn)
         version, head = await current_version(conn), len(discover())
@@ -162,7 +165,9 @@ def runs_create(
     store.validate_project(project)
     if workflow not in Settings().workflows:
         raise UsageFailure(f"--workflow: no workflow named {workflow!r}")
-    run = _run(lambda conn: store.create_run(conn, project=project, payload=body, workflow=workflow))
+    run = _run(
+        lambda conn: store.create_run(conn, project=project, payload=body, workflow=workflow)
+    )
     print(run["run_id"])
 
 
@@ -180,9 +185,14 @@ def runs_list(
         return
     table = Table("run_id", "project", "status", "workflow", "created_at", "updated_at")
     for row in rows:
-        table.add_row(row["run_id"], row["project"], row["status"], row["workflow"],
-                      f"{row['created_at']:%Y-%m-%d %H:%M:%S}",
-                      f"{row['updated_at']:%Y-%m-%d %H:%M:%S}")
+        table.add_row(
+            row["run_id"],
+            row["project"],
+            row["status"],
+            row["workflow"],
+            f"{row['created_at']:%Y-%m-%d %H:%M:%S}",
+            f"{row['updated_at']:%Y-%m-%d %H:%M:%S}",
+        )
     console.print(table)
 
 
@@ -197,18 +207,36 @@ def runs_show(
         _print_json({"run": view.run, "checkpoint": view.checkpoint, "artifacts": view.artifacts})
         return
     run = Table("field", "value", title=f"run {run_id}")
-    for key in ("project", "status", "workflow", "graph_version", "created_at", "updated_at",
-                "lease_owner", "payload", "result", "error", "waiting_for"):
+    for key in (
+        "project",
+        "status",
+        "workflow",
+        "graph_version",
+        "created_at",
+        "updated_at",
+        "lease_owner",
+        "payload",
+        "result",
+        "error",
+        "waiting_for",
+    ):
         if view.run.get(key) is not None:
             run.add_row(key, _short(view.run[key]))
     console.print(run)
     if view.checkpoint:
-        console.print(f"checkpoint step {view.checkpoint['step']} at {view.checkpoint['updated_at']}")
+        console.print(
+            f"checkpoint step {view.checkpoint['step']} at {view.checkpoint['updated_at']}"
+        )
         console.print_json(json.dumps(view.checkpoint["state"], default=str))
     artifacts = Table("type", "persona", "provider", "url", "created_at", title="artifacts")
     for artifact in view.artifacts:
-        artifacts.add_row(artifact["type"], artifact["persona"] or "", artifact["provider"] or "",
-                          artifact["url"] or "", f"{artifact['created_at']:%H:%M:%S}")
+        artifacts.add_row(
+            artifact["type"],
+            artifact["persona"] or "",
+            artifact["provider"] or "",
+            artifact["url"] or "",
+            f"{artifact['created_at']:%H:%M:%S}",
+        )
     console.print(artifacts)
 
 
@@ -222,14 +250,27 @@ def runs_approve(
     run_id: Annotated[str, typer.Argument(help="The run.")],
     gate: Annotated[str, typer.Option(help="The gate the run waits at (e.g. workflow, publish).")],
     reject: Annotated[bool, typer.Option("--reject", help="Reject instead of approving.")] = False,
-    comment: Annotated[str | None, typer.Option(help="Why; sent back to Brendan on a rejection.")] = None,
+    comment: Annotated[
+        str | None, typer.Option(help="Why; sent back to Brendan on a rejection.")
+    ] = None,
     approver: Annotated[str | None, typer.Option(help="Who decides.")] = None,
-    payload: Annotated[str | None, typer.Option(help="JSON object, e.g. an edited workflow.")] = None,
+    payload: Annotated[
+        str | None, typer.Option(help="JSON object, e.g. an edited workflow.")
+    ] = None,
 ) -> None:
     """Approve (or --reject) the gate a run waits at."""
     body = _json_object(payload, "--payload") if payload is not None else None
-    row = _run(lambda conn: store.approve(conn, run_id, gate=gate, rejected=reject, comment=comment,
-                                          approver=approver, payload=body))
+    row = _run(
+        lambda conn: store.approve(
+            conn,
+            run_id,
+            gate=gate,
+            rejected=reject,
+            comment=comment,
+            approver=approver,
+            payload=body,
+        )
+    )
     console.print(f"{row['decision']} {run_id} at gate {gate} (approval {row['id']})")
 
 

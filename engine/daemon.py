@@ -7,9 +7,8 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
-from psycopg import AsyncConnection
 
-from engine.database import Pool
+from engine.database import Pool, connect
 from engine.executor import Claim, Executor
 from engine.settings import Settings
 from engine.sql import QUERIES
@@ -104,8 +103,9 @@ class Daemon:
             log.info("run released", extra={"action": "run_released", **extra})
             raise
         except Exception as error:  # a run's failure must not stop the worker
-            log.exception("run crashed the executor: %s", error,
-                          extra={"action": "executor_error", **extra})
+            log.exception(
+                "run crashed the executor: %s", error, extra={"action": "executor_error", **extra}
+            )
         finally:
             self._held.pop(claim.run_id, None)
             self._wake.set()
@@ -145,23 +145,27 @@ class Daemon:
             for run_id in held.keys() - kept:
                 task, _ = held[run_id]
                 if not task.done():
-                    log.warning("lease lost; stopping run", extra={"action": "lease_lost",
-                                                                    "run_id": run_id})
+                    log.warning(
+                        "lease lost; stopping run", extra={"action": "lease_lost", "run_id": run_id}
+                    )
                     task.cancel()
 
     async def _listen(self) -> None:
         """Set the wake event on every NOTIFY; reconnect when the connection drops."""
         while True:
             try:
-                async with await AsyncConnection.connect(self._url, autocommit=True) as conn:
+                async with await connect(self._url, self._settings) as conn:
                     for channel in CHANNELS:
-                        await conn.execute(f"LISTEN {channel}")  # type: ignore[arg-type]
+                        await conn.execute(f"LISTEN {channel}")
                     self._wake.set()  # a NOTIFY may have been missed while disconnected
                     async for _ in conn.notifies():
                         self._wake.set()
             except psycopg.OperationalError as error:
-                log.warning("listener lost its connection: %s", error,
-                            extra={"action": "listener_reconnect"})
+                log.warning(
+                    "listener lost its connection: %s",
+                    error,
+                    extra={"action": "listener_reconnect"},
+                )
                 await asyncio.sleep(self._settings.poll_interval)
 
 

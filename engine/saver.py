@@ -101,7 +101,9 @@ class FencedSaver(AsyncPostgresSaver):
             ):
                 await cur.execute(QUERIES["fence"], self._fence)
                 if self._approval_id is not None:
-                    await cur.execute(QUERIES["consume_approval"], {"approval_id": self._approval_id})
+                    await cur.execute(
+                        QUERIES["consume_approval"], {"approval_id": self._approval_id}
+                    )
                 yield cur
                 if (in_flight := _checkpoint_in_flight.get()) is not None:
                     checkpoint, metadata = in_flight

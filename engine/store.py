@@ -149,7 +149,7 @@ async def _transition(conn: Connection, query: str, run_id: str, why: str) -> di
         "failed": Status.FAILED,
         "cancelled": Status.CANCELLED,
     }
-    row = await (await conn.execute(QUERIES[query], params)).fetchone()  # type: ignore[index]
+    row = await (await conn.execute(QUERIES[query], params)).fetchone()
     if row is None:
         current = await get_run(conn, run_id)
         raise Refused(f"run {run_id} is {current['status']}: {why}")

@@ -1,6 +1,5 @@
 """Brendan, the producer: proposes which personas run, and in which order."""
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -9,7 +8,7 @@ from langgraph.runtime import Runtime
 
 from engine.workflow import RunContext
 from personas.model import PROPOSE_WORKFLOW
-from personas.state import CREW, ProductionState, round_of
+from personas.state import CREW, PersonaNode, ProductionState, round_of
 
 SYSTEM = (
     f"You are Brendan, the producer of a short-video channel. {PROPOSE_WORKFLOW}, "
@@ -23,9 +22,7 @@ def parse_workflow(reply: str) -> list[str]:
     return sorted(positions, key=positions.__getitem__)
 
 
-def make_brendan(
-    model: BaseChatModel,
-) -> Callable[[ProductionState, Runtime[RunContext]], Awaitable[dict[str, Any]]]:
+def make_brendan(model: BaseChatModel) -> PersonaNode:
     async def brendan(state: ProductionState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         request = f"Brief: {state.get('brief', '')}"
         if feedback := state.get("feedback"):

@@ -4,7 +4,6 @@ Until the provider clients land, media, editor and publisher record what
 they would ask the providers for, without calling them.
 """
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -12,23 +11,25 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
 from engine.workflow import RunContext
-from personas.state import ProductionState, round_of
-
-Node = Callable[[ProductionState, Runtime[RunContext]], Awaitable[dict[str, Any]]]
+from personas.state import PersonaNode, ProductionState, round_of
 
 
 def _finished(state: ProductionState, persona: str, **updates: Any) -> dict[str, Any]:
     return {"done": [*state.get("done", []), persona], **updates}
 
 
-def make_script_writer(model: BaseChatModel) -> Node:
+def make_script_writer(model: BaseChatModel) -> PersonaNode:
     async def script_writer(state: ProductionState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-        reply = await model.ainvoke([
-            SystemMessage("You are the script writer. Write a 30-second video script."),
-            HumanMessage(f"Brief: {state.get('brief', '')}"),
-        ])
+        reply = await model.ainvoke(
+            [
+                SystemMessage("You are the script writer. Write a 30-second video script."),
+                HumanMessage(f"Brief: {state.get('brief', '')}"),
+            ]
+        )
         await runtime.context.record_artifact(
-            "script", key=f"script_writer:{round_of(state)}", persona="script_writer",
+            "script",
+            key=f"script_writer:{round_of(state)}",
+            persona="script_writer",
             metadata={"text": reply.text},
         )
         return _finished(state, "script_writer", script=reply.text)
@@ -60,7 +61,9 @@ async def editor(state: ProductionState, runtime: Runtime[RunContext]) -> dict[s
 async def publisher(state: ProductionState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     publication = {"project": state.get("project"), "platforms": ["tiktok"], "posted": True}
     await runtime.context.record_artifact(
-        "publication", key=f"publisher:{round_of(state)}", persona="publisher",
+        "publication",
+        key=f"publisher:{round_of(state)}",
+        persona="publisher",
         metadata=publication,
     )
     return _finished(state, "publisher", publication=publication)

@@ -18,7 +18,9 @@ def production_workflow() -> Workflow:
     model = load_chat_model(Settings().chat_model)
     builder = StateGraph(ProductionState, context_schema=RunContext)
     builder.add_node("brendan", make_brendan(model))
-    builder.add_node("workflow_gate", workflow_gate, destinations=("brendan", "publish_gate", *CREW))
+    builder.add_node(
+        "workflow_gate", workflow_gate, destinations=("brendan", "publish_gate", *CREW)
+    )
     builder.add_node("script_writer", make_script_writer(model))
     builder.add_node("media", media)
     builder.add_node("editor", editor)

@@ -1,8 +1,11 @@
 """The production graph's state and the order in which personas run."""
 
-from typing import Any, TypedDict
+from typing import Any, Protocol, TypedDict
 
 from langgraph.graph import END
+from langgraph.runtime import Runtime
+
+from engine.workflow import RunContext
 
 CREW = ("script_writer", "media", "editor", "publisher")
 PUBLISHER = "publisher"
@@ -20,6 +23,12 @@ class ProductionState(TypedDict, total=False):
     media: list[dict[str, Any]]
     render: dict[str, Any]
     publication: dict[str, Any]
+
+
+class PersonaNode(Protocol):
+    async def __call__(
+        self, state: ProductionState, *, runtime: Runtime[RunContext]
+    ) -> dict[str, Any]: ...
 
 
 def round_of(state: ProductionState) -> int:

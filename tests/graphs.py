@@ -40,10 +40,12 @@ async def _record(node: str, runtime: Runtime[RunContext]) -> int:
             "INSERT INTO node_ledger (run_id, node, epoch) VALUES (%s, %s, %s)",
             (ctx.run_id, node, ctx.epoch),
         )
-        row = await (await conn.execute(
-            "SELECT count(*) AS n FROM node_ledger WHERE run_id = %s AND node = %s",
-            (ctx.run_id, node),
-        )).fetchone()
+        row = await (
+            await conn.execute(
+                "SELECT count(*) AS n FROM node_ledger WHERE run_id = %s AND node = %s",
+                (ctx.run_id, node),
+            )
+        ).fetchone()
     assert row is not None
     return int(row["n"])
 

@@ -24,16 +24,16 @@ async def wait_for(
     params: dict[str, Any] | tuple[Any, ...] | None = None,
     *,
     until: Callable[[Rows], bool],
-    timeout: float = 30.0,
+    within: float = 30.0,
 ) -> Rows:
     """Poll `query` until `until(rows)` holds; fail with the last rows at the deadline."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         rows = [dict(r) for r in await (await conn.execute(query, params)).fetchall()]
         if until(rows):
             return rows
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s; last rows: {rows}")
+            raise AssertionError(f"timed out after {within}s; last rows: {rows}")
         await asyncio.sleep(0.02)
 
 

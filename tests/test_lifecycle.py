@@ -19,18 +19,28 @@ def _status_is(status: str):  # type: ignore[no-untyped-def]
     return lambda rows: rows and rows[0]["status"] == status
 
 
-async def test_production_happy_path_through_the_cli(db_url: str, conn: Conn, tmp_path: Path) -> None:
+async def test_production_happy_path_through_the_cli(
+    db_url: str, conn: Conn, tmp_path: Path
+) -> None:
     with daemons(db_url, tmp_path) as start:
         start("w1")
-        created = orchestrator(db_url, "runs", "create", "--project", "cats",
-                               "--brief", "Thirty seconds on why cats sit in boxes")
+        created = orchestrator(
+            db_url,
+            "runs",
+            "create",
+            "--project",
+            "cats",
+            "--brief",
+            "Thirty seconds on why cats sit in boxes",
+        )
         assert created.returncode == 0, created.stderr
         run_id = created.stdout.strip().splitlines()[-1]
         assert run_id.startswith("run_")
 
         await wait_for(conn, RUN_STATUS, (run_id,), until=_status_is("pending_workflow"))
-        approved = orchestrator(db_url, "runs", "approve", run_id, "--gate", "workflow",
-                                "--approver", "ann")
+        approved = orchestrator(
+            db_url, "runs", "approve", run_id, "--gate", "workflow", "--approver", "ann"
+        )
         assert approved.returncode == 0, approved.stderr
         await wait_for(conn, RUN_STATUS, (run_id,), until=_status_is("pending_publish"))
         approved = orchestrator(db_url, "runs", "approve", run_id, "--gate", "publish")
@@ -43,16 +53,27 @@ async def test_production_happy_path_through_the_cli(db_url: str, conn: Conn, tm
     assert view["run"]["status"] == "published"
     assert view["run"]["graph_version"] == "production-1"
     assert view["checkpoint"]["state"]["values"]["done"] == [
-        "script_writer", "media", "editor", "publisher"
+        "script_writer",
+        "media",
+        "editor",
+        "publisher",
     ]
     assert [a["type"] for a in view["artifacts"]] == [
-        "workflow_proposal", "script", "image", "render", "publication"
+        "workflow_proposal",
+        "script",
+        "image",
+        "render",
+        "publication",
     ]
     listed = json.loads(orchestrator(db_url, "runs", "list", "--json").stdout)
     assert [r["run_id"] for r in listed] == [run_id]
-    approvals = await (await conn.execute(
-        "SELECT gate, approver, consumed_at FROM hitl_approvals ORDER BY id")).fetchall()
-    assert [(a["gate"], a["approver"]) for a in approvals] == [("workflow", "ann"), ("publish", None)]
+    approvals = await (
+        await conn.execute("SELECT gate, approver, consumed_at FROM hitl_approvals ORDER BY id")
+    ).fetchall()
+    assert [(a["gate"], a["approver"]) for a in approvals] == [
+        ("workflow", "ann"),
+        ("publish", None),
+    ]
     assert all(a["consumed_at"] is not None for a in approvals)
 
 
@@ -89,8 +110,9 @@ async def test_rejection_returns_to_brendan_and_an_edited_workflow_runs(
         )
         assert proposals[1]["metadata"]["workflow"] == ["script_writer", "editor", "publisher"]
         await wait_for(conn, RUN_STATUS, (run_id,), until=_status_is("pending_workflow"))
-        await store.approve(conn, run_id, gate="workflow",
-                            payload={"workflow": ["script_writer", "publisher"]})
+        await store.approve(
+            conn, run_id, gate="workflow", payload={"workflow": ["script_writer", "publisher"]}
+        )
         await wait_for(conn, RUN_STATUS, (run_id,), until=_status_is("pending_publish"))
         await store.approve(conn, run_id, gate="publish")
         rows = await wait_for(conn, RUN_STATUS, (run_id,), until=_status_is("published"))
@@ -113,8 +135,9 @@ async def test_node_errors_are_retried_then_fail_and_retry_resumes(
         retried = orchestrator(db_url, "runs", "retry", broken["run_id"])
         assert retried.returncode == 0, retried.stderr
         await wait_for(conn, RUN_STATUS, (broken["run_id"],), until=_status_is("pending_review"))
-    ledger = await (await conn.execute(
-        "SELECT run_id, node, count(*) AS n FROM node_ledger GROUP BY 1, 2")).fetchall()
+    ledger = await (
+        await conn.execute("SELECT run_id, node, count(*) AS n FROM node_ledger GROUP BY 1, 2")
+    ).fetchall()
     counts = {(r["run_id"], r["node"]): r["n"] for r in ledger}
     # n1 completed before the failures and is never run again; n2 ran until it passed.
     assert counts[(flaky["run_id"], "n1")] == 1

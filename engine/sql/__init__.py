@@ -10,8 +10,7 @@ _BLOCK = re.compile(r"^-- (?P<name>\w+) --\n(?:--.*\n)*(?P<sql>(?:(?!-- \w+ --\n
 def _load() -> dict[str, LiteralString]:
     text = resources.files(__package__).joinpath("queries.sql").read_text()
     return {
-        m["name"]: cast(LiteralString, m["sql"].strip().rstrip(";"))
-        for m in _BLOCK.finditer(text)
+        m["name"]: cast(LiteralString, m["sql"].strip().rstrip(";")) for m in _BLOCK.finditer(text)
     }
 
 

@@ -14,12 +14,10 @@ from rich.table import Table
 from typer._click.exceptions import UsageError
 
 from engine import logs, store
-from engine.daemon import Daemon
 from engine.database import connect, database_url, open_pool
 from engine.migrations import MigrationError, current_version, discover, migrate
 from engine.settings import Settings
 from engine.signals import stop_on_signals
-from engine.workflow import load_workflows
 
 app = typer.Typer(
     help="Durable orchestrator for the persona content pipeline.",
@@ -32,7 +30,8 @@ db_app = typer.Typer(help="The database the orchestrator uses.", no_args_is_help
 app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
 
-console = Console()
+# Piped output is read by scripts and people with wide terminals: don't squeeze tables to 80.
+console = Console(width=None if sys.stdout.isatty() else 240)
 T = TypeVar("T")
 
 
@@ -131,6 +130,10 @@ def up(
 
 
 async def _serve(settings: Settings, *, migrate_first: bool) -> None:
+    # LangGraph takes a second to import: only the commands that run graphs pay for it.
+    from engine.daemon import Daemon
+    from engine.workflow import load_workflows
+
     url = database_url(settings)
     async with await connect(url, settings) as conn:
         if migrate_first:
@@ -183,7 +186,7 @@ def runs_list(
     if as_json:
         _print_json(rows)
         return
-    table = Table("run_id", "project", "status", "workflow", "created_at", "updated_at")
+    table = _table("run_id", "project", "status", "workflow", "created_at", "updated_at")
     for row in rows:
         table.add_row(
             row["run_id"],
@@ -206,7 +209,7 @@ def runs_show(
     if as_json:
         _print_json({"run": view.run, "checkpoint": view.checkpoint, "artifacts": view.artifacts})
         return
-    run = Table("field", "value", title=f"run {run_id}")
+    run = _table("field", "value", title=f"run {run_id}")
     for key in (
         "project",
         "status",
@@ -228,7 +231,7 @@ def runs_show(
             f"checkpoint step {view.checkpoint['step']} at {view.checkpoint['updated_at']}"
         )
         console.print_json(json.dumps(view.checkpoint["state"], default=str))
-    artifacts = Table("type", "persona", "provider", "url", "created_at", title="artifacts")
+    artifacts = _table("type", "persona", "provider", "url", "created_at", title="artifacts")
     for artifact in view.artifacts:
         artifacts.add_row(
             artifact["type"],
@@ -238,6 +241,14 @@ def runs_show(
             f"{artifact['created_at']:%H:%M:%S}",
         )
     console.print(artifacts)
+
+
+def _table(*columns: str, title: str | None = None) -> Table:
+    """Identifiers and times stay on one line, whatever the terminal's width."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, no_wrap=column != "value", overflow="fold")
+    return table
 
 
 def _short(value: object, width: int = 100) -> str:

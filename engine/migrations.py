@@ -5,7 +5,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
@@ -106,6 +105,9 @@ async def migrate(conn: AsyncConnection[DictRow], target: int | None = None) -> 
                     "direction": "up" if upward else "down",
                 },
             )
+        # Imported here: LangGraph is slow to import and most commands never need it.
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
         await AsyncPostgresSaver(conn).setup()
         return before, target
     finally:

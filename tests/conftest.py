@@ -95,6 +95,13 @@ async def conn(db_url: str) -> AsyncIterator[AsyncConnection[DictRow]]:
         yield c
 
 
+@pytest.fixture
+async def approver_conn(db_url: str) -> AsyncIterator[AsyncConnection[DictRow]]:
+    """A second connection, for a task that acts while the test polls on `conn`."""
+    async with await AsyncConnection.connect(db_url, autocommit=True, row_factory=dict_row) as c:
+        yield c
+
+
 def orchestrator_env(db_url: str, **settings: object) -> dict[str, str]:
     """The environment of an `orchestrator` subprocess on the test's database."""
     env = {

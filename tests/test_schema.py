@@ -1,0 +1,211 @@
+"""The schema: the approval guard, migrations up/down/up, the seed's queries, the claim plan."""
+
+import re
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import AsyncConnection, sql
+from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
+
+from engine import store
+from engine.migrations import discover, migrate
+from engine.sql import QUERIES
+from engine.status import TERMINAL, Status
+from tests.conftest import ROOT
+
+Conn = AsyncConnection[DictRow]
+TABLES = ("runs", "orchestration_checkpoints", "artifacts", "webhook_events", "hitl_approvals")
+
+
+async def _snapshot(conn: Conn) -> dict[str, Any]:
+    """Row count and content checksum of every table."""
+    snapshot = {}
+    for table in TABLES:
+        query = sql.SQL(
+            "SELECT count(*) AS n, md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), ''))"
+            " AS sum FROM {} t"
+        ).format(sql.Identifier(table))
+        row = await (await conn.execute(query)).fetchone()
+        snapshot[table] = row
+    return snapshot
+
+
+async def _set_status(conn: Conn, run_id: str, status: str) -> None:
+    await conn.execute("UPDATE runs SET status = %s WHERE run_id = %s", (status, run_id))
+
+
+@pytest.mark.parametrize(
+    ("run_id", "gate", "status", "message"),
+    [
+        (
+            "run_missing00000",
+            "workflow",
+            None,
+            "approval refused: run run_missing00000 does not exist (gate workflow)",
+        ),
+        (
+            None,
+            "publish",
+            "pending_workflow",
+            "approval refused: run {run} is not waiting at gate publish "
+            "(status is pending_workflow)",
+        ),
+        (
+            None,
+            "workflow",
+            "running",
+            "approval refused: run {run} is not waiting at gate workflow (status is running)",
+        ),
+        (
+            None,
+            "workflow",
+            "published",
+            "approval refused: run {run} is not waiting at gate workflow (status is published)",
+        ),
+    ],
+)
+async def test_bad_approvals_are_refused_by_the_trigger_and_write_nothing(
+    conn: Conn, run_id: str | None, gate: str, status: str | None, message: str
+) -> None:
+    run = await store.create_run(conn, project="p", payload={})
+    if status is not None:
+        await _set_status(conn, run["run_id"], status)
+    target = run_id or run["run_id"]
+    before = await _snapshot(conn)
+    with pytest.raises(psycopg.errors.CheckViolation) as refused:
+        await conn.execute(
+            "INSERT INTO hitl_approvals (run_id, gate, approver) VALUES (%s, %s, 'x')",
+            (target, gate),
+        )
+    assert refused.value.diag.message_primary == message.format(run=run["run_id"])
+    assert await _snapshot(conn) == before
+
+
+async def test_a_second_approval_for_the_same_gate_is_refused(conn: Conn) -> None:
+    run = await store.create_run(conn, project="p", payload={})
+    await _set_status(conn, run["run_id"], "pending_workflow")
+    await store.approve(conn, run["run_id"], gate="workflow")
+    before = await _snapshot(conn)
+    with pytest.raises(store.Refused, match="already has an unconsumed approval at gate workflow"):
+        await store.approve(conn, run["run_id"], gate="workflow", rejected=True)
+    assert await _snapshot(conn) == before
+
+
+async def _fill(conn: Conn, run_id: str = "run_abc123") -> None:
+    """One row in every table, the run named as in the seed's examples."""
+    await conn.execute(
+        "INSERT INTO runs (run_id, project, status, payload, created_at) "
+        "VALUES (%s, 'p', 'queued', '{}', NOW() - INTERVAL '1 hour')",
+        (run_id,),
+    )
+    await conn.execute(
+        "INSERT INTO orchestration_checkpoints (run_id, state) VALUES (%s, %s)",
+        (run_id, Jsonb({"values": {"brief": "b"}})),
+    )
+    await conn.execute(
+        "INSERT INTO artifacts (run_id, type, persona, idempotency_key) "
+        "VALUES (%s, 'script', 'script_writer', %s)",
+        (run_id, f"{run_id}:script"),
+    )
+    await conn.execute(
+        "INSERT INTO webhook_events (provider, signature_status, delivery_id, payload) "
+        "VALUES ('kie', 'valid', 'd1', '{}')"
+    )
+    await _set_status(conn, run_id, "pending_workflow")
+    await store.approve(conn, run_id, gate="workflow", approver="ann", approver_ip="10.0.0.1")
+
+
+async def test_migrations_up_down_up_keep_every_row(conn: Conn) -> None:
+    head = len(discover())
+    await _fill(conn)
+    before = await _snapshot(conn)
+    assert await migrate(conn, 1) == (head, 1)
+    assert await migrate(conn) == (1, head)
+    # The down migration drops webhook_events.run_id (it was NULL): rows are intact.
+    assert await _snapshot(conn) == before
+    columns = await (
+        await conn.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = 'webhook_events' AND column_name = 'run_id'"
+        )
+    ).fetchall()
+    assert len(columns) == 1
+
+
+async def test_all_downs_then_all_ups_rebuild_the_schema(conn: Conn) -> None:
+    head = len(discover())
+    assert await migrate(conn, 0) == (head, 0)
+    tables = await (
+        await conn.execute(
+            "SELECT count(*) AS n FROM information_schema.tables WHERE table_name = ANY(%s)",
+            (list(TABLES),),
+        )
+    ).fetchone()
+    assert tables is not None and tables["n"] == 0
+    assert await migrate(conn) == (0, head)
+    await _fill(conn)
+
+
+async def test_migrate_refuses_an_unknown_target(conn: Conn) -> None:
+    from engine.migrations import MigrationError
+
+    with pytest.raises(MigrationError, match="--to must be between 0 and"):
+        await migrate(conn, 99)
+
+
+def _seed_queries() -> list[str]:
+    text = (ROOT / "docs" / "run-state-and-checkpoints.md").read_text()
+    statements = []
+    for block in re.findall(r"```sql\n(.*?)```", text, re.S):
+        if "CREATE TABLE" in block:
+            continue
+        statements += [s.strip() for s in block.split(";") if s.strip().strip("-").strip()]
+    return statements
+
+
+def test_the_seed_document_has_the_operator_queries() -> None:
+    assert len(_seed_queries()) == 6
+
+
+@pytest.mark.parametrize("query", _seed_queries())
+async def test_the_seed_queries_run_unchanged(conn: Conn, query: str) -> None:
+    await _fill(conn)
+    await conn.execute("UPDATE runs SET status = 'running'")
+    rows = await (await conn.execute(query)).fetchall()
+    assert rows, query
+
+
+def test_terminal_statuses_in_sql_match_the_engine() -> None:
+    """The claim index and query name terminal statuses literally (a partial index
+    predicate must be constant); they must be exactly the engine's."""
+    literal = "('published', 'failed', 'cancelled')"
+    assert literal in QUERIES["claim_runs"]
+    assert literal in (ROOT / "migrations" / "0001_initial.up.sql").read_text()
+    assert {s.strip(" '") for s in literal.strip("()").split(",")} == set(TERMINAL)
+
+
+async def test_the_claim_query_uses_the_live_runs_index(conn: Conn) -> None:
+    await conn.execute(
+        "INSERT INTO runs (run_id, project, status, payload) "
+        "SELECT 'run_' || i, 'p', 'published', '{}' FROM generate_series(1, 20000) i"
+    )
+    await conn.execute("ANALYZE runs")
+    plan = await (
+        await conn.execute(
+            "EXPLAIN " + QUERIES["claim_runs"],
+            {
+                "limit": 4,
+                "worker_id": "w",
+                "lease_ttl": "30 seconds",
+                "queued": Status.QUEUED,
+                "running": Status.RUNNING,
+                "waiting_provider": Status.WAITING_PROVIDER,
+                "pending_prefix": "pending_",
+                "pending_like": r"pending\_%",
+            },
+        )
+    ).fetchall()
+    text = "\n".join(row["QUERY PLAN"] for row in plan)
+    assert "runs_claimable" in text, text

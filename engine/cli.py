@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -39,10 +40,6 @@ class UsageFailure(Exception):
     """Bad arguments: exit 2 with one line."""
 
 
-class NotFound(Exception):
-    """A named thing does not exist: exit 1 with one line."""
-
-
 def _fail(message: str, code: int) -> NoReturn:
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(code)
@@ -57,8 +54,12 @@ def main() -> None:
         _fail(error.format_message().replace("\n", " "), 2)
     except (UsageFailure, store.InvalidInput, MigrationError) as error:
         _fail(str(error), 2)
-    except (NotFound, store.RunNotFound, store.Refused) as error:
+    except (store.RunNotFound, store.Refused) as error:
         _fail(str(error), 1)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = "ORCHESTRATOR_" + str(first["loc"][0]).upper() if first["loc"] else "settings"
+        _fail(f"setting {field}: {first['msg']}", 2)
 
 
 async def _with_connection(
@@ -99,7 +100,7 @@ def migrate_command(
     ] = None,
 ) -> None:
     """Bring the schema to the newest version (or --to N, up or down)."""
-    logs.configure()
+    logs.configure(Settings().log_level)
     before, after = _run(lambda conn: migrate(conn, to))
     console.print(f"schema at version {after} (was {before})")
 
@@ -113,7 +114,7 @@ def daemon(
     settings = Settings()
     overrides = {"concurrency": concurrency, "worker_id": worker_id}
     settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-    logs.configure()
+    logs.configure(settings.log_level)
     asyncio.run(_serve(settings, migrate_first=False))
 
 
@@ -125,7 +126,7 @@ def up(
     settings = Settings()
     if concurrency is not None:
         settings = settings.model_copy(update={"concurrency": concurrency})
-    logs.configure()
+    logs.configure(settings.log_level)
     asyncio.run(_serve(settings, migrate_first=True))
 
 

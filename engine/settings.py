@@ -40,6 +40,7 @@ class Settings(BaseSettings):
         default={"production": "personas.graph:production_workflow"},
         description="workflow name -> 'module:factory' returning an engine.Workflow",
     )
+    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     chat_model: str = Field(
         default="offline", description="'offline' or 'module:Class' of a BaseChatModel"
     )

@@ -83,3 +83,10 @@ def test_db_url_prints_the_configured_database(db_url: str) -> None:
     result = orchestrator(db_url, "db", "url")
     assert result.returncode == 0
     assert result.stdout.strip() == db_url
+
+
+def test_a_bad_setting_exits_2_naming_the_variable(db_url: str) -> None:
+    result = orchestrator(db_url, "daemon", concurrency="many")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: setting ORCHESTRATOR_CONCURRENCY: Input should be")
+    assert result.stderr.count("\n") == 1

@@ -1,0 +1,1 @@
+"""Benchmarks: one command, real PostgreSQL, the daemon as a real subprocess."""

@@ -60,5 +60,4 @@ def open_pool(url: str, settings: Settings, *, min_size: int = 1) -> Pool:
         max_size=max(settings.pool_size, min_size),
         kwargs=connection_kwargs(settings),
         open=False,
-        check=AsyncConnectionPool.check_connection,
     )

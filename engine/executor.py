@@ -16,7 +16,8 @@ from tenacity import (
 )
 
 from engine.database import Pool
-from engine.saver import FencedSaver, LeaseLost, state_view
+from engine.lease import Lease, LeaseLost
+from engine.saver import FencedSaver, state_view
 from engine.settings import Settings
 from engine.sql import QUERIES
 from engine.status import Status, pending
@@ -102,15 +103,10 @@ class Executor:
 
     async def _invoke(self, claim: Claim, workflow: Workflow) -> dict[str, Any]:
         approval = claim.approval
-        saver = FencedSaver(
-            self._pool,
-            run_id=claim.run_id,
-            epoch=claim.epoch,
-            lease_ttl=self._lease_ttl,
-            approval_id=approval["id"] if approval else None,
-        )
+        lease = Lease(claim.run_id, claim.epoch, self._lease_ttl)
+        saver = FencedSaver(self._pool, lease, approval_id=approval["id"] if approval else None)
         graph = workflow.graph.copy(update={"checkpointer": saver})
-        context = RunContext(claim.run_id, claim.project, claim.epoch, self._lease_ttl, self._pool)
+        context = RunContext(claim.run_id, claim.project, lease, self._pool)
         first_input: Any
         if approval is not None:
             first_input = Command(resume=approval)

@@ -14,10 +14,8 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from datetime import timedelta
 from typing import Any
 
-import psycopg
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
@@ -26,18 +24,13 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 
 from engine.database import Pool
+from engine.lease import Lease
 from engine.sql import QUERIES
-
-LEASE_LOST_SQLSTATE = "OR001"
 
 # The checkpoint being written by the current task, for `_cursor` to mirror.
 _checkpoint_in_flight: ContextVar[tuple[Checkpoint, CheckpointMetadata] | None] = ContextVar(
     "checkpoint_in_flight", default=None
 )
-
-
-class LeaseLost(Exception):
-    """This worker no longer holds the run: another claimed it, or it was cancelled."""
 
 
 def state_view(checkpoint: Checkpoint) -> dict[str, Any]:
@@ -57,19 +50,10 @@ def _jsonable(value: object) -> object:
 
 
 class FencedSaver(AsyncPostgresSaver):
-    def __init__(
-        self,
-        pool: Pool,
-        *,
-        run_id: str,
-        epoch: int,
-        lease_ttl: timedelta,
-        approval_id: int | None = None,
-    ) -> None:
+    def __init__(self, pool: Pool, lease: Lease, *, approval_id: int | None = None) -> None:
         super().__init__(pool)
         self._pool = pool
-        self._fence = {"run_id": run_id, "epoch": epoch, "lease_ttl": lease_ttl}
-        self._run_id = run_id
+        self._lease = lease
         self._approval_id = approval_id
         self.wrote = False
 
@@ -92,33 +76,24 @@ class FencedSaver(AsyncPostgresSaver):
             async with super()._cursor() as cur:
                 yield cur
             return
-        try:
-            async with (
-                self.lock,
-                self._pool.connection() as conn,
-                conn.transaction(),
-                conn.cursor(binary=True, row_factory=dict_row) as cur,
-            ):
-                await cur.execute(QUERIES["fence"], self._fence)
-                if self._approval_id is not None:
-                    await cur.execute(
-                        QUERIES["consume_approval"], {"approval_id": self._approval_id}
-                    )
-                yield cur
-                if (in_flight := _checkpoint_in_flight.get()) is not None:
-                    checkpoint, metadata = in_flight
-                    await cur.execute(
-                        QUERIES["upsert_checkpoint_view"],
-                        {
-                            "run_id": self._run_id,
-                            "state": Jsonb(state_view(checkpoint)),
-                            "checkpoint_id": checkpoint["id"],
-                            "step": metadata.get("step"),
-                        },
-                    )
-        except psycopg.Error as error:
-            if error.sqlstate == LEASE_LOST_SQLSTATE:
-                raise LeaseLost(str(error.diag.message_primary)) from None
-            raise
+        async with (
+            self.lock,
+            self._lease.transaction(self._pool) as conn,
+            conn.cursor(binary=True, row_factory=dict_row) as cur,
+        ):
+            if self._approval_id is not None:
+                await cur.execute(QUERIES["consume_approval"], {"approval_id": self._approval_id})
+            yield cur
+            if (in_flight := _checkpoint_in_flight.get()) is not None:
+                checkpoint, metadata = in_flight
+                await cur.execute(
+                    QUERIES["upsert_checkpoint_view"],
+                    {
+                        "run_id": self._lease.run_id,
+                        "state": Jsonb(state_view(checkpoint)),
+                        "checkpoint_id": checkpoint["id"],
+                        "step": metadata.get("step"),
+                    },
+                )
         self._approval_id = None
         self.wrote = True

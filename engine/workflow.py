@@ -3,13 +3,13 @@
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from langgraph.pregel import Pregel
 from psycopg.types.json import Jsonb
 
 from engine.database import Pool
+from engine.lease import Lease
 from engine.sql import QUERIES
 
 
@@ -28,8 +28,7 @@ class RunContext:
 
     run_id: str
     project: str
-    epoch: int
-    lease_ttl: timedelta
+    lease: Lease
     pool: Pool
 
     async def record_artifact(
@@ -48,8 +47,7 @@ class RunContext:
         A node that runs again after a crash rewrites the same row instead of
         adding a second one; a worker that lost the run writes nothing.
         """
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(QUERIES["fence"], self._fence_params())
+        async with self.lease.transaction(self.pool) as conn:
             cursor = await conn.execute(
                 QUERIES["record_artifact"],
                 {
@@ -66,9 +64,6 @@ class RunContext:
             row = await cursor.fetchone()
         assert row is not None
         return dict(row)
-
-    def _fence_params(self) -> dict[str, object]:
-        return {"run_id": self.run_id, "epoch": self.epoch, "lease_ttl": self.lease_ttl}
 
 
 WorkflowFactory = Callable[[], Workflow]

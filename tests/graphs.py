@@ -38,7 +38,7 @@ async def _record(node: str, runtime: Runtime[RunContext]) -> int:
     async with ctx.pool.connection() as conn:
         await conn.execute(
             "INSERT INTO node_ledger (run_id, node, epoch) VALUES (%s, %s, %s)",
-            (ctx.run_id, node, ctx.epoch),
+            (ctx.run_id, node, ctx.lease.epoch),
         )
         row = await (
             await conn.execute(

@@ -40,6 +40,36 @@ class Settings(BaseSettings):
         default={"production": "personas.graph:production_workflow"},
         description="workflow name -> 'module:factory' returning an engine.Workflow",
     )
+    # HTTP: the API (webhook ingress, runs) and the sandbox provider server.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    api_token: SecretStr | None = Field(
+        default=None, description="bearer token required by write endpoints when set"
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="where providers reach our webhooks; default http://api_host:api_port",
+    )
+    sandbox_port: int = Field(default=8100, ge=1, le=65535)
+    # Providers: a provider with no API key talks to the sandbox.
+    kie_base_url: str | None = None
+    kie_api_key: SecretStr | None = None
+    kie_webhook_secret: SecretStr | None = None
+    shotstack_base_url: str | None = None
+    shotstack_api_key: SecretStr | None = None
+    shotstack_env: str = Field(default="stage", pattern="^(stage|v1)$")
+    upload_post_base_url: str | None = None
+    upload_post_api_key: SecretStr | None = None
+    upload_post_webhook_secret: SecretStr | None = None
+    upload_post_user: str = "orchestrator"
+    provider_timeout: PositiveFloat = Field(default=30.0, description="seconds per HTTP request")
+    provider_max_attempts: PositiveInt = 5
+    provider_poll_interval: PositiveFloat = Field(
+        default=30.0, description="seconds a provider wait sleeps before asking for the job"
+    )
+    provider_job_timeout: PositiveFloat = Field(
+        default=3600.0, description="seconds before a provider job that never ends fails the run"
+    )
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     chat_model: str = Field(
         default="offline", description="'offline' or 'module:Class' of a BaseChatModel"

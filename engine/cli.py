@@ -111,45 +111,91 @@ def daemon(
     worker_id: Annotated[str | None, typer.Option(help="Name in leases and logs.")] = None,
 ) -> None:
     """Run the worker: claim runs, execute them, resume them after approvals and restarts."""
-    settings = Settings()
-    overrides = {"concurrency": concurrency, "worker_id": worker_id}
-    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-    logs.configure(settings.log_level)
-    asyncio.run(_serve(settings, migrate_first=False))
+    settings = _overridden(concurrency=concurrency, worker_id=worker_id)
+    asyncio.run(_serve(settings, daemon=True))
+
+
+@app.command()
+def api(
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port to listen on.")] = None,
+) -> None:
+    """Serve the HTTP API: runs, approvals, provider webhooks, health."""
+    asyncio.run(_serve(_overridden(api_port=port), api=True))
+
+
+@app.command()
+def sandbox(
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port to listen on.")] = None,
+) -> None:
+    """Serve the sandbox providers (kie.ai, Shotstack, upload-post) on loopback."""
+    asyncio.run(_serve(_overridden(sandbox_port=port), sandbox=True, needs_database=False))
 
 
 @app.command()
 def up(
     concurrency: Annotated[int | None, typer.Option(min=1, help="Runs at a time.")] = None,
 ) -> None:
-    """All in one: the database (embedded unless DATABASE_URL is set), migrations, the daemon."""
+    """All in one: database (embedded unless DATABASE_URL is set), migrations, daemon, API,
+    and the sandbox providers when no provider key is set."""
+    settings = _overridden(concurrency=concurrency)
+    asyncio.run(
+        _serve(settings, migrate_first=True, daemon=True, api=True, sandbox=settings.uses_sandbox)
+    )
+
+
+def _overridden(**options: object) -> Settings:
     settings = Settings()
-    if concurrency is not None:
-        settings = settings.model_copy(update={"concurrency": concurrency})
+    settings = settings.model_copy(update={k: v for k, v in options.items() if v is not None})
     logs.configure(settings.log_level)
-    asyncio.run(_serve(settings, migrate_first=True))
+    return settings
 
 
-async def _serve(settings: Settings, *, migrate_first: bool) -> None:
-    # LangGraph takes a second to import: only the commands that run graphs pay for it.
+async def _serve(
+    settings: Settings,
+    *,
+    migrate_first: bool = False,
+    daemon: bool = False,
+    api: bool = False,
+    sandbox: bool = False,
+    needs_database: bool = True,
+) -> None:
+    # LangGraph and FastAPI take a second to import: only the services pay for them.
+    from engine.api import create_app
     from engine.daemon import Daemon
+    from engine.references import load_reference
+    from engine.serving import serve_http
     from engine.workflow import load_workflows
 
-    url = database_url(settings)
+    url = database_url(settings) if needs_database else ""
+    if needs_database:
+        await _check_schema(url, settings, migrate_first=migrate_first)
+    stop = asyncio.Event()
+    with stop_on_signals(stop):
+        async with asyncio.TaskGroup() as services:
+            if sandbox:
+                run_sandbox = load_reference(settings.sandbox_service, "sandbox_service")
+                services.create_task(run_sandbox(settings, stop))
+            if api:
+                verifiers = load_reference(settings.webhook_verifiers, "webhook_verifiers")
+                app = create_app(settings, verifiers(settings), url=url)
+                services.create_task(serve_http(app, settings.api_host, settings.api_port, stop))
+            if daemon:
+                workflows = load_workflows(settings.workflows)
+                async with open_pool(url, settings) as pool:
+                    await Daemon(url, pool, settings, workflows).serve(stop)
+                stop.set()
+
+
+async def _check_schema(url: str, settings: Settings, *, migrate_first: bool) -> None:
     async with await connect(url, settings) as conn:
         if migrate_first:
             await migrate(conn)
         version, head = await current_version(conn), len(discover())
-        if version != head:
-            raise UsageFailure(
-                f"database schema is at version {version}, this code needs {head}: "
-                "run 'orchestrator migrate'"
-            )
-    workflows = load_workflows(settings.workflows)
-    async with open_pool(url, settings) as pool:
-        stop = asyncio.Event()
-        with stop_on_signals(stop):
-            await Daemon(url, pool, settings, workflows).serve(stop)
+    if version != head:
+        raise UsageFailure(
+            f"database schema is at version {version}, this code needs {head}: "
+            "run 'orchestrator migrate'"
+        )
 
 
 # --- runs ---------------------------------------------------------------------

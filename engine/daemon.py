@@ -176,6 +176,6 @@ def _claim_from_row(row: dict[str, Any]) -> Claim:
         workflow=row["workflow"],
         payload=row["payload"],
         epoch=row["lease_epoch"],
-        approval=row["approval"],
+        resume=row["resume"],
         has_checkpoint=row["has_checkpoint"],
     )

@@ -35,8 +35,12 @@ class Claim:
     workflow: str
     payload: dict[str, Any]
     epoch: int
-    approval: dict[str, Any] | None
+    resume: dict[str, Any] | None  # the approval, or the provider events, it resumes with
     has_checkpoint: bool
+
+    @property
+    def approval_id(self) -> int | None:
+        return int(self.resume["id"]) if self.resume and "gate" in self.resume else None
 
 
 def pause_status(wait: object) -> tuple[str, datetime | None]:
@@ -102,14 +106,15 @@ class Executor:
             log.info("run finished", extra={"action": "run_finished", **extra})
 
     async def _invoke(self, claim: Claim, workflow: Workflow) -> dict[str, Any]:
-        approval = claim.approval
         lease = Lease(claim.run_id, claim.epoch, self._lease_ttl)
-        saver = FencedSaver(self._pool, lease, approval_id=approval["id"] if approval else None)
+        saver = FencedSaver(
+            self._pool, lease, resuming=claim.resume is not None, approval_id=claim.approval_id
+        )
         graph = workflow.graph.copy(update={"checkpointer": saver})
         context = RunContext(claim.run_id, claim.project, lease, self._pool)
         first_input: Any
-        if approval is not None:
-            first_input = Command(resume=approval)
+        if claim.resume is not None:
+            first_input = Command(resume=claim.resume)
         elif claim.has_checkpoint:
             first_input = None
         else:

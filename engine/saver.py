@@ -2,8 +2,9 @@
 
 Every checkpoint write runs in one transaction that (1) checks and renews the
 worker's lease at its epoch, (2) on the first write after a resume marks the
-approval consumed, (3) writes LangGraph's rows, and (4) for a checkpoint,
-mirrors the state into `orchestration_checkpoints`. A worker that lost the run
+resume consumed (the run waits for nothing; its approval is spent), (3) writes
+LangGraph's rows, and (4) for a checkpoint, mirrors the state into
+`orchestration_checkpoints`. A worker that lost the run
 cannot write anything: the transaction fails with `LeaseLost`.
 
 One saver per running run: `AsyncPostgresSaver` serialises its calls with a
@@ -50,10 +51,13 @@ def _jsonable(value: object) -> object:
 
 
 class FencedSaver(AsyncPostgresSaver):
-    def __init__(self, pool: Pool, lease: Lease, *, approval_id: int | None = None) -> None:
+    def __init__(
+        self, pool: Pool, lease: Lease, *, resuming: bool, approval_id: int | None
+    ) -> None:
         super().__init__(pool)
         self._pool = pool
         self._lease = lease
+        self._resuming = resuming
         self._approval_id = approval_id
         self.wrote = False
 
@@ -81,8 +85,11 @@ class FencedSaver(AsyncPostgresSaver):
             self._lease.transaction(self._pool) as conn,
             conn.cursor(binary=True, row_factory=dict_row) as cur,
         ):
-            if self._approval_id is not None:
-                await cur.execute(QUERIES["consume_approval"], {"approval_id": self._approval_id})
+            if self._resuming:
+                await cur.execute(
+                    QUERIES["consume_resume"],
+                    {"run_id": self._lease.run_id, "approval_id": self._approval_id},
+                )
             yield cur
             if (in_flight := _checkpoint_in_flight.get()) is not None:
                 checkpoint, metadata = in_flight
@@ -95,5 +102,5 @@ class FencedSaver(AsyncPostgresSaver):
                         "step": metadata.get("step"),
                     },
                 )
-        self._approval_id = None
+        self._resuming = False
         self.wrote = True

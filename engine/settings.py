@@ -50,6 +50,15 @@ class Settings(BaseSettings):
         default=None,
         description="where providers reach our webhooks; default http://api_host:api_port",
     )
+    max_body_bytes: PositiveInt = Field(default=1_048_576, description="largest request body")
+    webhook_verifiers: str = Field(
+        default="providers.webhooks:verifiers",
+        description="'module:factory' taking Settings, returning {provider: verifier}",
+    )
+    sandbox_service: str = Field(
+        default="providers.sandbox.service:run",
+        description="'module:coroutine(settings, stop)' serving the sandbox providers",
+    )
     sandbox_port: int = Field(default=8100, ge=1, le=65535)
     # Providers: a provider with no API key talks to the sandbox.
     kie_base_url: str | None = None
@@ -74,3 +83,14 @@ class Settings(BaseSettings):
     chat_model: str = Field(
         default="offline", description="'offline' or 'module:Class' of a BaseChatModel"
     )
+
+    @property
+    def uses_sandbox(self) -> bool:
+        """No provider key is configured: the providers are the local sandbox."""
+        keys = (self.kie_api_key, self.shotstack_api_key, self.upload_post_api_key)
+        return all(key is None for key in keys)
+
+    @property
+    def callback_base_url(self) -> str:
+        """Where providers deliver webhooks (`/webhooks/{provider}` under it)."""
+        return (self.public_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")

@@ -1,6 +1,5 @@
 """What the engine runs: named, versioned LangGraph graphs, and the context their nodes get."""
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +9,7 @@ from psycopg.types.json import Jsonb
 
 from engine.database import Pool
 from engine.lease import Lease
+from engine.references import load_reference
 from engine.sql import QUERIES
 
 
@@ -41,6 +41,7 @@ class RunContext:
         url: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         status: str = "done",
+        provider_job_id: str | None = None,
     ) -> dict[str, Any]:
         """Write an artifact once per `key` (scoped to the run), fenced by the lease.
 
@@ -57,26 +58,37 @@ class RunContext:
                     "persona": persona,
                     "url": url,
                     "metadata": Jsonb(dict(metadata or {})),
-                    "idempotency_key": f"{self.run_id}:{key}",
+                    "idempotency_key": self.idempotency_key(key),
                     "status": status,
+                    "provider_job_id": provider_job_id,
                 },
             )
             row = await cursor.fetchone()
         assert row is not None
         return dict(row)
 
+    async def artifact(self, key: str) -> dict[str, Any] | None:
+        """The artifact recorded under `key`, if a previous execution got that far."""
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                QUERIES["get_artifact"], {"idempotency_key": self.idempotency_key(key)}
+            )
+            row = await cursor.fetchone()
+        return dict(row) if row else None
+
+    def idempotency_key(self, key: str) -> str:
+        """`key` scoped to this run: what providers receive as our idempotency key."""
+        return f"{self.run_id}:{key}"
+
 
 WorkflowFactory = Callable[[], Workflow]
 
 
 def load_workflows(refs: Mapping[str, str]) -> dict[str, Workflow]:
-    """Import each 'module:factory' reference and build its workflow."""
+    """Build each workflow from its 'module:factory' reference."""
     workflows = {}
     for name, ref in refs.items():
-        module_name, _, attr = ref.partition(":")
-        if not attr:
-            raise ValueError(f"workflow {name!r}: reference {ref!r} is not 'module:factory'")
-        factory: WorkflowFactory = getattr(importlib.import_module(module_name), attr)
+        factory: WorkflowFactory = load_reference(ref, f"workflow {name!r}")
         workflow = factory()
         if workflow.name != name:
             raise ValueError(f"workflow {name!r}: {ref} builds a workflow named {workflow.name!r}")

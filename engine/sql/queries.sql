@@ -6,7 +6,8 @@ RETURNING *;
 
 -- claim_runs --
 -- Take up to %(limit)s runs that have work: queued, abandoned by a dead worker,
--- approved at their gate, or due for a provider poll
+-- approved at their gate, or woken by a provider event or their timer; return
+-- what each resumes with (the approval, or the provider events, now processed)
 WITH due AS (
     SELECT r.run_id
     FROM runs r
@@ -14,7 +15,10 @@ WITH due AS (
       AND (
             r.status = %(queued)s
          OR (r.status = %(running)s AND r.lease_expires_at < NOW())
-         OR (r.status = %(waiting_provider)s AND r.wake_at <= NOW())
+         OR (r.status = %(waiting_provider)s AND (r.wake_at <= NOW() OR EXISTS (
+                SELECT 1 FROM webhook_events e
+                WHERE e.run_id = r.run_id AND e.processed_at IS NULL
+                  AND e.signature_status IN ('valid', 'verified_by_fetch'))))
          OR (r.status LIKE %(pending_like)s AND EXISTS (
                 SELECT 1 FROM hitl_approvals a
                 WHERE a.run_id = r.run_id AND a.consumed_at IS NULL
@@ -23,36 +27,55 @@ WITH due AS (
     ORDER BY r.priority DESC, r.created_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE runs SET
+        status = %(running)s,
+        lease_owner = %(worker_id)s,
+        lease_expires_at = NOW() + %(lease_ttl)s,
+        lease_epoch = runs.lease_epoch + 1,
+        updated_at = NOW()
+    FROM due
+    WHERE runs.run_id = due.run_id
+    RETURNING runs.run_id, runs.project, runs.workflow, runs.payload, runs.lease_epoch,
+        runs.waiting_for
+), events AS (
+    -- Events are hints (the persona asks the provider for the job's state), so
+    -- they are spent here: a worker dying now costs a wait for wake_at, no more.
+    UPDATE webhook_events e SET processed_at = NOW()
+    FROM claimed
+    WHERE e.run_id = claimed.run_id AND e.processed_at IS NULL
+      AND e.signature_status IN ('valid', 'verified_by_fetch')
+    RETURNING e.run_id, e.id, e.provider, e.job_id, e.payload
 )
-UPDATE runs SET
-    status = %(running)s,
-    lease_owner = %(worker_id)s,
-    lease_expires_at = NOW() + %(lease_ttl)s,
-    lease_epoch = runs.lease_epoch + 1,
-    updated_at = NOW()
-FROM due
-WHERE runs.run_id = due.run_id
-RETURNING runs.run_id, runs.project, runs.workflow, runs.payload, runs.lease_epoch,
-    runs.graph_version,
-    (SELECT row_to_json(a) FROM hitl_approvals a
-     WHERE a.run_id = runs.run_id AND a.consumed_at IS NULL
-       AND a.gate = runs.waiting_for ->> 'gate'
-     ORDER BY a.id LIMIT 1) AS approval,
-    EXISTS (SELECT 1 FROM orchestration_checkpoints c WHERE c.run_id = runs.run_id)
-        AS has_checkpoint;
+SELECT c.run_id, c.project, c.workflow, c.payload, c.lease_epoch,
+    CASE
+        WHEN c.waiting_for ? 'gate' THEN (
+            SELECT row_to_json(a) FROM hitl_approvals a
+            WHERE a.run_id = c.run_id AND a.consumed_at IS NULL
+              AND a.gate = c.waiting_for ->> 'gate'
+            ORDER BY a.id LIMIT 1)
+        WHEN c.waiting_for ? 'provider' THEN json_build_object('events', COALESCE((
+            SELECT json_agg(json_build_object(
+                'id', ev.id, 'provider', ev.provider, 'job_id', ev.job_id, 'payload', ev.payload)
+                ORDER BY ev.id)
+            FROM events ev WHERE ev.run_id = c.run_id), '[]'::json))
+    END AS resume,
+    EXISTS (SELECT 1 FROM orchestration_checkpoints o WHERE o.run_id = c.run_id)
+        AS has_checkpoint
+FROM claimed c;
 
 -- fence --
 -- Renew the lease, or fail the transaction if the worker lost the run
 SELECT orchestrator_fence(%(run_id)s, %(epoch)s, %(lease_ttl)s);
 
--- consume_approval --
--- The approval has been handed to the graph: it will not be handed out again
+-- consume_resume --
+-- The resume value is in LangGraph's hands: the run waits for nothing, and its
+-- approval (if any) will not be handed out again
 WITH consumed AS (
     UPDATE hitl_approvals SET consumed_at = NOW()
     WHERE id = %(approval_id)s AND consumed_at IS NULL
-    RETURNING run_id
 )
-UPDATE runs SET waiting_for = NULL FROM consumed WHERE runs.run_id = consumed.run_id;
+UPDATE runs SET waiting_for = NULL WHERE run_id = %(run_id)s;
 
 -- upsert_checkpoint_view --
 -- Mirror the latest LangGraph state as readable JSON (the seed's table)
@@ -102,12 +125,18 @@ RETURNING runs.run_id;
 
 -- record_artifact --
 -- Store a persona's output once per idempotency key
-INSERT INTO artifacts (run_id, type, provider, persona, url, metadata, idempotency_key, status)
+INSERT INTO artifacts (run_id, type, provider, persona, url, metadata, idempotency_key, status,
+                       provider_job_id)
 VALUES (%(run_id)s, %(type)s, %(provider)s, %(persona)s, %(url)s, %(metadata)s,
-        %(idempotency_key)s, %(status)s)
+        %(idempotency_key)s, %(status)s, %(provider_job_id)s)
 ON CONFLICT (idempotency_key) DO UPDATE SET
-    url = EXCLUDED.url, metadata = EXCLUDED.metadata, status = EXCLUDED.status
+    url = EXCLUDED.url, metadata = EXCLUDED.metadata, status = EXCLUDED.status,
+    provider_job_id = COALESCE(EXCLUDED.provider_job_id, artifacts.provider_job_id)
 RETURNING *;
+
+-- get_artifact --
+-- An artifact by its idempotency key (what a re-executed step already did)
+SELECT * FROM artifacts WHERE idempotency_key = %(idempotency_key)s;
 
 -- get_run --
 -- One run by id
@@ -120,7 +149,8 @@ FROM orchestration_checkpoints WHERE run_id = %(run_id)s;
 
 -- list_artifacts --
 -- A run's artifacts in the order they were made
-SELECT id, type, provider, persona, url, metadata, status, idempotency_key, created_at
+SELECT id, type, provider, persona, url, metadata, status, idempotency_key, provider_job_id,
+    created_at
 FROM artifacts WHERE run_id = %(run_id)s ORDER BY created_at ASC, id ASC;
 
 -- list_runs --
@@ -152,3 +182,23 @@ UPDATE runs SET
     status = %(queued)s, error = NULL, attempt = 0, updated_at = NOW()
 WHERE run_id = %(run_id)s AND status = %(failed)s
 RETURNING *;
+
+-- insert_webhook_event --
+-- Store a provider's delivery once per delivery id, tied to the run whose
+-- artifact names the job; returns nothing for a replayed delivery
+INSERT INTO webhook_events (provider, signature_status, delivery_id, headers, payload, raw_body,
+                            job_id, run_id)
+VALUES (%(provider)s, %(signature_status)s, %(delivery_id)s, %(headers)s, %(payload)s,
+        %(raw_body)s, %(job_id)s,
+        (SELECT run_id FROM artifacts
+         WHERE provider = %(provider)s AND provider_job_id = %(job_id)s LIMIT 1))
+ON CONFLICT (provider, delivery_id) DO NOTHING
+RETURNING id, run_id, signature_status;
+
+-- notify_event --
+-- Wake the daemons for a run (delivered when the transaction commits)
+SELECT pg_notify('orchestrator_events_v1', %(run_id)s);
+
+-- schema_version --
+-- The newest migration applied
+SELECT max(version) AS version FROM orchestrator_migrations;

@@ -1,0 +1,233 @@
+"""The HTTP API: runs, approvals, webhook ingress and health, over the same store as the CLI."""
+
+import hmac
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from engine import store
+from engine.database import Pool, open_pool
+from engine.migrations import discover
+from engine.settings import Settings
+from engine.sql import QUERIES
+from engine.webhooks import Verifier, error, webhook_router
+
+SLUG = store.PROJECT_SLUG.pattern
+
+
+class NewRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    project: str = Field(pattern=SLUG, max_length=63)
+    brief: str | None = Field(default=None, max_length=20_000)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    workflow: str = Field(default="production", max_length=100)
+    priority: int = Field(default=0, ge=-1000, le=1000)
+
+
+class NewApproval(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    gate: str = Field(pattern=r"^[a-z][a-z0-9_]{0,40}$")
+    decision: Literal["approved", "rejected"] = "approved"
+    comment: str | None = Field(default=None, max_length=5_000)
+    approver: str | None = Field(default=None, max_length=200)
+    payload: dict[str, Any] | None = None
+
+
+class BodyLimit:
+    """Refuse bodies over `limit` bytes with 413, whatever Content-Length claims."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error(413, f"request body is larger than {self.limit} bytes", "body")
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(
+    settings: Settings, verifiers: Mapping[str, Verifier], *, url: str, pool: Pool | None = None
+) -> FastAPI:
+    """The API on its own pool (or `pool`, when the caller shares one)."""
+    owned = pool is None
+    pool = pool if pool is not None else open_pool(url, settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if owned:
+            await pool.open()
+        try:
+            yield
+        finally:
+            if owned:
+                await pool.close()
+
+    app = FastAPI(title="orchestrator", lifespan=lifespan)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    token = settings.api_token
+
+    async def authorized(request: Request) -> None:
+        if token is None:
+            return
+        given = request.headers.get("authorization", "")
+        expected = f"Bearer {token.get_secret_value()}"
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise _Unauthorized
+
+    writer = [Depends(authorized)]
+
+    @app.exception_handler(_Unauthorized)
+    async def unauthorized(_: Request, __: Exception) -> JSONResponse:
+        response = error(401, "a valid bearer token is required", "authorization")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"] if part not in ("body", "query"))
+        return JSONResponse(
+            {
+                "error": f"{field or 'body'}: {first['msg']}",
+                "field": field or "body",
+                "detail": jsonable_encoder(exc.errors(), exclude={"input", "ctx", "url"}),
+            },
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # e.g. a body that is not UTF-8 or not JSON at all: same shape as our own errors.
+        field = "body" if exc.status_code == 400 else None
+        return error(exc.status_code, str(exc.detail), field)
+
+    @app.exception_handler(store.RunNotFound)
+    async def not_found(_: Request, exc: Exception) -> JSONResponse:
+        return error(404, str(exc), "run_id")
+
+    @app.exception_handler(store.Refused)
+    async def refused(_: Request, exc: Exception) -> JSONResponse:
+        return error(409, str(exc))
+
+    @app.post("/runs", status_code=201, dependencies=writer)
+    async def create_run(new: NewRun) -> JSONResponse:
+        if new.workflow not in settings.workflows:
+            return error(422, f"workflow: no workflow named {new.workflow!r}", "workflow")
+        payload = {**new.payload, **({"brief": new.brief} if new.brief is not None else {})}
+        async with pool.connection() as conn:
+            run = await store.create_run(
+                conn,
+                project=new.project,
+                payload=payload,
+                workflow=new.workflow,
+                priority=new.priority,
+            )
+        return JSONResponse(jsonable_encoder(run), status_code=201)
+
+    @app.get("/runs")
+    async def list_runs(
+        status: Annotated[str | None, Query(max_length=64)] = None,
+        project: Annotated[str | None, Query(max_length=63)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> JSONResponse:
+        async with pool.connection() as conn:
+            runs = await store.list_runs(conn, status=status, project=project, limit=limit)
+        return JSONResponse(jsonable_encoder(runs))
+
+    @app.get("/runs/{run_id}")
+    async def show_run(run_id: str) -> JSONResponse:
+        async with pool.connection() as conn:
+            view = await store.show_run(conn, run_id)
+        return JSONResponse(
+            jsonable_encoder(
+                {"run": view.run, "checkpoint": view.checkpoint, "artifacts": view.artifacts}
+            )
+        )
+
+    @app.post("/runs/{run_id}/approvals", status_code=201, dependencies=writer)
+    async def approve(run_id: str, approval: NewApproval, request: Request) -> JSONResponse:
+        async with pool.connection() as conn:
+            await store.get_run(conn, run_id)  # 404 before the trigger's 409
+            row = await store.approve(
+                conn,
+                run_id,
+                gate=approval.gate,
+                rejected=approval.decision == "rejected",
+                comment=approval.comment,
+                approver=approval.approver,
+                approver_ip=request.client.host if request.client else None,
+                payload=approval.payload,
+            )
+        return JSONResponse(jsonable_encoder(row), status_code=201)
+
+    @app.post("/runs/{run_id}/cancel", dependencies=writer)
+    async def cancel(run_id: str) -> JSONResponse:
+        async with pool.connection() as conn:
+            return JSONResponse(jsonable_encoder(await store.cancel_run(conn, run_id)))
+
+    @app.post("/runs/{run_id}/retry", dependencies=writer)
+    async def retry(run_id: str) -> JSONResponse:
+        async with pool.connection() as conn:
+            return JSONResponse(jsonable_encoder(await store.retry_run(conn, run_id)))
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        head = len(discover())
+        try:
+            async with pool.connection(timeout=2) as conn:
+                row = await (await conn.execute(QUERIES["schema_version"])).fetchone()
+        except Exception as exc:  # any failure to reach the database means not ready
+            return JSONResponse({"status": "unavailable", "database": str(exc)}, status_code=503)
+        version = row["version"] if row else None
+        if version != head:
+            return JSONResponse(
+                {"status": "unavailable", "schema_version": version, "expected": head},
+                status_code=503,
+            )
+        return JSONResponse({"status": "ok", "schema_version": version})
+
+    app.include_router(webhook_router(pool, verifiers))
+    return app
+
+
+class _Unauthorized(Exception):
+    pass

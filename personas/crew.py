@@ -1,8 +1,4 @@
-"""The personas that carry out an approved workflow: script, media, edit, publish.
-
-Until the provider clients land, media, editor and publisher record what
-they would ask the providers for, without calling them.
-"""
+"""The script writer: text from the chat model, no provider involved."""
 
 from typing import Any
 
@@ -35,35 +31,3 @@ def make_script_writer(model: BaseChatModel) -> PersonaNode:
         return _finished(state, "script_writer", script=reply.text)
 
     return script_writer
-
-
-async def media(state: ProductionState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    prompt = f"Key visual for: {state.get('script') or state.get('brief', '')}"[:500]
-    item = {"kind": "image", "prompt": prompt}
-    await runtime.context.record_artifact(
-        "image", key=f"media:{round_of(state)}", persona="media", metadata=item
-    )
-    return _finished(state, "media", media=[item])
-
-
-async def editor(state: ProductionState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    edit = {
-        "script": state.get("script", ""),
-        "clips": [m["prompt"] for m in state.get("media", [])],
-        "output": {"format": "mp4", "resolution": "hd"},
-    }
-    await runtime.context.record_artifact(
-        "render", key=f"editor:{round_of(state)}", persona="editor", metadata=edit
-    )
-    return _finished(state, "editor", render=edit)
-
-
-async def publisher(state: ProductionState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    publication = {"project": state.get("project"), "platforms": ["tiktok"], "posted": True}
-    await runtime.context.record_artifact(
-        "publication",
-        key=f"publisher:{round_of(state)}",
-        persona="publisher",
-        metadata=publication,
-    )
-    return _finished(state, "publisher", publication=publication)

@@ -1,33 +1,50 @@
 """The composition root: Brendan, the workflow gate, the crew, the publish gate."""
 
+from datetime import timedelta
+
 from langgraph.graph import START, StateGraph
 
 from engine.settings import Settings
 from engine.workflow import RunContext, Workflow
 from gates.production import publish_gate, workflow_gate
 from personas.brendan import make_brendan
-from personas.crew import editor, make_script_writer, media, publisher
+from personas.crew import make_script_writer
+from personas.editor import ShotstackRenderStep
+from personas.media import KieImageStep
 from personas.model import load_chat_model
+from personas.provider_step import WaitPolicy, add_provider_step
+from personas.publisher import UploadPostStep
 from personas.state import CREW, ProductionState, next_step
+from providers.clients import ProviderClients
 
 # Bump when a change makes old checkpoints unsafe to resume on this graph.
-GRAPH_VERSION = "production-1"
+GRAPH_VERSION = "production-2"
 
 
 def production_workflow() -> Workflow:
-    model = load_chat_model(Settings().chat_model)
+    settings = Settings()
+    model = load_chat_model(settings.chat_model)
+    # One HTTP client for the daemon's lifetime, shared by every run.
+    clients = ProviderClients(settings)
+    callback = settings.callback_base_url + "/webhooks/"
+    policy = WaitPolicy(
+        poll_interval=timedelta(seconds=settings.provider_poll_interval),
+        job_timeout=timedelta(seconds=settings.provider_job_timeout),
+    )
     builder = StateGraph(ProductionState, context_schema=RunContext)
     builder.add_node("brendan", make_brendan(model))
     builder.add_node(
         "workflow_gate", workflow_gate, destinations=("brendan", "publish_gate", *CREW)
     )
     builder.add_node("script_writer", make_script_writer(model))
-    builder.add_node("media", media)
-    builder.add_node("editor", editor)
+    builder.add_conditional_edges("script_writer", next_step)
+    for step in (
+        KieImageStep(clients.kie, callback + "kie"),
+        ShotstackRenderStep(clients.shotstack, callback + "shotstack"),
+        UploadPostStep(clients.upload_post, settings.upload_post_user),
+    ):
+        add_provider_step(builder, step, policy)
     builder.add_node("publish_gate", publish_gate, destinations=("brendan", "publisher"))
-    builder.add_node("publisher", publisher)
     builder.add_edge(START, "brendan")
     builder.add_edge("brendan", "workflow_gate")
-    for persona in CREW:
-        builder.add_conditional_edges(persona, next_step)
     return Workflow("production", GRAPH_VERSION, builder.compile())

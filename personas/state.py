@@ -19,6 +19,8 @@ class ProductionState(TypedDict, total=False):
     workflow: list[str]  # the approved workflow
     done: list[str]  # personas of the approved workflow that have finished
     publish_approved: bool
+    platforms: list[str]  # where the publisher posts (from the payload)
+    jobs: dict[str, dict[str, Any]]  # persona -> the provider job it waits for
     script: str
     media: list[dict[str, Any]]
     render: dict[str, Any]

@@ -86,7 +86,13 @@ ON CONFLICT (run_id) DO UPDATE SET
     checkpoint_id = EXCLUDED.checkpoint_id, step = EXCLUDED.step;
 
 -- pause_run --
--- The graph stopped at an interrupt: record what it waits for and let go of it
+-- The graph stopped at an interrupt: record what it waits for and let go of it.
+-- A provider's webhook that beat the job id into the database is adopted now.
+WITH adopted AS (
+    UPDATE webhook_events SET run_id = %(run_id)s
+    WHERE run_id IS NULL AND processed_at IS NULL
+      AND provider = %(waiting_for)s ->> 'provider' AND job_id = %(waiting_for)s ->> 'job_id'
+)
 UPDATE runs SET
     status = %(status)s, waiting_for = %(waiting_for)s, wake_at = %(wake_at)s,
     graph_version = COALESCE(graph_version, %(graph_version)s),

@@ -1,0 +1,159 @@
+"""A persona step that hands work to a provider: submit, wait without a worker, collect.
+
+Three nodes per step, so that each wake-up is a fresh node execution:
+- `<persona>` submits the job once: an artifact with our idempotency key is
+  recorded before the call and the provider's job id after it, so a re-executed
+  node reuses the job (or asks the provider whether it got the request);
+- `<persona>_wait` pauses the run with `interrupt()` (status `waiting_provider`,
+  no lease held, `wake_at` for the poll fallback) until a webhook or the timer;
+- `<persona>_collect` asks the provider for the job; not done yet → wait again,
+  failed or too slow → the step fails, done → the result artifact.
+"""
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from langgraph.graph import StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Command, interrupt
+
+from engine.workflow import RunContext
+from personas.state import ProductionState, next_step, round_of
+
+
+class ProviderJobFailed(RuntimeError):
+    """The provider finished the job without a result."""
+
+
+class ProviderJobTimeout(RuntimeError):
+    """The job did not finish within the policy's time."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """A provider's answer about a job, in the terms the step needs."""
+
+    done: bool
+    succeeded: bool
+    url: str | None = None
+    error: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class ProviderStep(Protocol):
+    @property
+    def persona(self) -> str: ...
+    @property
+    def provider(self) -> str:
+        """As in `/webhooks/{provider}` and `artifacts.provider`."""
+
+    @property
+    def artifact_type(self) -> str: ...
+
+    async def submit(self, state: ProductionState, ctx: RunContext, key: str) -> str:
+        """Start the job with idempotency key `key`; the provider's job id."""
+
+    async def find(self, state: ProductionState, ctx: RunContext, key: str) -> str | None:
+        """The job an interrupted earlier submit started, if the provider can tell."""
+
+    async def check(self, job_id: str, ctx: RunContext) -> Job: ...
+
+    def finished(self, state: ProductionState, artifact: dict[str, Any]) -> dict[str, Any]:
+        """The state update once the job succeeded (`artifact` is its result row)."""
+
+
+@dataclass(frozen=True)
+class WaitPolicy:
+    poll_interval: timedelta
+    job_timeout: timedelta
+
+
+def add_provider_step(
+    builder: StateGraph[Any, Any, Any, Any], step: ProviderStep, policy: WaitPolicy
+) -> None:
+    persona = step.persona
+    wait_node, collect_node = f"{persona}_wait", f"{persona}_collect"
+
+    async def submit(state: ProductionState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+        ctx = runtime.context
+        key = f"{persona}:{round_of(state)}"
+        recorded = await ctx.artifact(key)
+        job_id = recorded["provider_job_id"] if recorded else None
+        if recorded is not None and job_id is None:
+            # An earlier execution called the provider but died before hearing back.
+            job_id = await step.find(state, ctx, ctx.idempotency_key(key))
+        if job_id is None:
+            recorded = await _record(ctx, step, key, status="submitting")
+            job_id = await step.submit(state, ctx, ctx.idempotency_key(key))
+        recorded = await _record(ctx, step, key, status="submitted", provider_job_id=job_id)
+        job = {"job_id": job_id, "submitted_at": recorded["created_at"].isoformat()}
+        return {"jobs": {**state.get("jobs", {}), persona: job}}
+
+    def wait(state: ProductionState) -> dict[str, Any]:
+        job = state["jobs"][persona]
+        wake_at = datetime.now(UTC) + policy.poll_interval
+        interrupt(
+            {
+                "provider": step.provider,
+                "persona": persona,
+                "job_id": job["job_id"],
+                "wake_at": wake_at.isoformat(),
+            }
+        )
+        return {}
+
+    async def collect(state: ProductionState, runtime: Runtime[RunContext]) -> Command[str]:
+        ctx = runtime.context
+        job_ref = state["jobs"][persona]
+        job = await step.check(job_ref["job_id"], ctx)
+        if not job.done:
+            waited = datetime.now(UTC) - datetime.fromisoformat(job_ref["submitted_at"])
+            if waited > policy.job_timeout:
+                raise ProviderJobTimeout(
+                    f"{step.provider} job {job_ref['job_id']} unfinished after {waited}"
+                )
+            return Command(goto=wait_node)
+        if not job.succeeded:
+            raise ProviderJobFailed(
+                f"{step.provider} job {job_ref['job_id']} failed: {job.error or 'no reason given'}"
+            )
+        artifact = await _record(
+            ctx,
+            step,
+            f"{persona}:{round_of(state)}",
+            status="done",
+            provider_job_id=job_ref["job_id"],
+            url=job.url,
+            metadata=job.metadata,
+        )
+        update = {"done": [*state.get("done", []), persona], **step.finished(state, artifact)}
+        return Command(goto=next_step({**state, **update}), update=update)  # type: ignore[typeddict-item]
+
+    builder.add_node(persona, submit)
+    builder.add_node(wait_node, wait)
+    builder.add_node(collect_node, collect, destinations=(wait_node,))
+    builder.add_edge(persona, wait_node)
+    builder.add_edge(wait_node, collect_node)
+
+
+async def _record(
+    ctx: RunContext,
+    step: ProviderStep,
+    key: str,
+    *,
+    status: str,
+    provider_job_id: str | None = None,
+    url: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return await ctx.record_artifact(
+        step.artifact_type,
+        key=key,
+        persona=step.persona,
+        provider=step.provider,
+        status=status,
+        provider_job_id=provider_job_id,
+        url=url,
+        metadata={"idempotency_key": ctx.idempotency_key(key), **(metadata or {})},
+    )

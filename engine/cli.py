@@ -172,18 +172,24 @@ async def _serve(
     stop = asyncio.Event()
     with stop_on_signals(stop):
         async with asyncio.TaskGroup() as services:
+            http = []
             if sandbox:
                 run_sandbox = load_reference(settings.sandbox_service, "sandbox_service")
-                services.create_task(run_sandbox(settings, stop))
+                http.append(services.create_task(run_sandbox(settings)))
             if api:
                 verifiers = load_reference(settings.webhook_verifiers, "webhook_verifiers")
                 app = create_app(settings, verifiers(settings), url=url)
-                services.create_task(serve_http(app, settings.api_host, settings.api_port, stop))
+                http.append(
+                    services.create_task(serve_http(app, settings.api_host, settings.api_port))
+                )
             if daemon:
                 workflows = load_workflows(settings.workflows)
                 async with open_pool(url, settings) as pool:
                     await Daemon(url, pool, settings, workflows).serve(stop)
-                stop.set()
+            else:
+                await stop.wait()
+            for task in http:
+                task.cancel()
 
 
 async def _check_schema(url: str, settings: Settings, *, migrate_first: bool) -> None:

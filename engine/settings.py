@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     )
     sandbox_service: str = Field(
         default="providers.sandbox.service:run",
-        description="'module:coroutine(settings, stop)' serving the sandbox providers",
+        description="'module:coroutine(settings)' serving the sandbox providers until cancelled",
     )
     sandbox_port: int = Field(default=8100, ge=1, le=65535)
     # Providers: a provider with no API key talks to the sandbox.

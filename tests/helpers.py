@@ -43,14 +43,22 @@ async def statuses(conn: AsyncConnection[DictRow]) -> dict[str, str]:
 
 
 class DaemonProcess:
-    """`orchestrator daemon` in a subprocess, its log in a file for failures."""
+    """An `orchestrator` service in a subprocess (the daemon unless `command` says
+    otherwise), its log in a file for failures."""
 
-    def __init__(self, db_url: str, log_dir: Path, worker_id: str, **settings: object) -> None:
-        self.worker_id = worker_id
-        self.log_path = log_dir / f"{worker_id}.log"
+    def __init__(
+        self,
+        db_url: str,
+        log_dir: Path,
+        name: str,
+        command: tuple[str, ...] = (),
+        **settings: object,
+    ) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "engine", "daemon", "--worker-id", worker_id],
+            [sys.executable, "-m", "engine", *(command or ("daemon", "--worker-id", name))],
             env=orchestrator_env(db_url, **settings),
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -76,11 +84,12 @@ class DaemonProcess:
 
 @contextmanager
 def daemons(db_url: str, log_dir: Path) -> Iterator[Callable[..., DaemonProcess]]:
-    """Start daemons with `start(worker_id, **settings)`; all are killed at the end."""
+    """Start daemons with `start(worker_id, **settings)`, other services with
+    `start(name, "api", **settings)`; all are killed at the end."""
     started: list[DaemonProcess] = []
 
-    def start(worker_id: str, **settings: object) -> DaemonProcess:
-        process = DaemonProcess(db_url, log_dir, worker_id, **settings)
+    def start(name: str, *command: str, **settings: object) -> DaemonProcess:
+        process = DaemonProcess(db_url, log_dir, name, command, **settings)
         started.append(process)
         return process
 

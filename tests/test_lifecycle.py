@@ -10,6 +10,7 @@ from psycopg.types.json import Jsonb
 from engine import store
 from tests.conftest import orchestrator
 from tests.helpers import daemons, wait_for
+from tests.stack import stack
 
 Conn = AsyncConnection[DictRow]
 RUN_STATUS = "SELECT status, error, result FROM runs WHERE run_id = %s"
@@ -22,8 +23,8 @@ def _status_is(status: str):  # type: ignore[no-untyped-def]
 async def test_production_happy_path_through_the_cli(
     db_url: str, conn: Conn, tmp_path: Path
 ) -> None:
-    with daemons(db_url, tmp_path) as start:
-        start("w1")
+    async with stack(db_url, tmp_path) as s:
+        s.daemon("w1")
         created = orchestrator(
             db_url,
             "runs",
@@ -51,7 +52,7 @@ async def test_production_happy_path_through_the_cli(
     assert shown.returncode == 0, shown.stderr
     view = json.loads(shown.stdout)
     assert view["run"]["status"] == "published"
-    assert view["run"]["graph_version"] == "production-1"
+    assert view["run"]["graph_version"] == "production-2"
     assert view["checkpoint"]["state"]["values"]["done"] == [
         "script_writer",
         "media",
@@ -97,8 +98,8 @@ async def test_rejection_returns_to_brendan_and_an_edited_workflow_runs(
 ) -> None:
     run = await store.create_run(conn, project="p", payload={"brief": "dogs"})
     run_id = run["run_id"]
-    with daemons(db_url, tmp_path) as start:
-        start("w1")
+    async with stack(db_url, tmp_path) as s:
+        s.daemon("w1")
         await wait_for(conn, RUN_STATUS, (run_id,), until=_status_is("pending_workflow"))
         await store.approve(conn, run_id, gate="workflow", rejected=True, comment="skip media")
         proposals = await wait_for(
@@ -111,12 +112,15 @@ async def test_rejection_returns_to_brendan_and_an_edited_workflow_runs(
         assert proposals[1]["metadata"]["workflow"] == ["script_writer", "editor", "publisher"]
         await wait_for(conn, RUN_STATUS, (run_id,), until=_status_is("pending_workflow"))
         await store.approve(
-            conn, run_id, gate="workflow", payload={"workflow": ["script_writer", "publisher"]}
+            conn,
+            run_id,
+            gate="workflow",
+            payload={"workflow": ["script_writer", "editor", "publisher"]},
         )
         await wait_for(conn, RUN_STATUS, (run_id,), until=_status_is("pending_publish"))
         await store.approve(conn, run_id, gate="publish")
         rows = await wait_for(conn, RUN_STATUS, (run_id,), until=_status_is("published"))
-    assert rows[0]["result"]["done"] == ["script_writer", "publisher"]
+    assert rows[0]["result"]["done"] == ["script_writer", "editor", "publisher"]
     assert rows[0]["result"]["feedback"] == ["skip media"]
 
 

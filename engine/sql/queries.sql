@@ -18,6 +18,7 @@ WITH due AS (
          OR (r.status = %(waiting_provider)s AND (r.wake_at <= NOW() OR EXISTS (
                 SELECT 1 FROM webhook_events e
                 WHERE e.run_id = r.run_id AND e.processed_at IS NULL
+                  AND e.job_id = r.waiting_for ->> 'job_id'
                   AND e.signature_status IN ('valid', 'verified_by_fetch'))))
          OR (r.status LIKE %(pending_like)s AND EXISTS (
                 SELECT 1 FROM hitl_approvals a
@@ -39,11 +40,14 @@ WITH due AS (
     RETURNING runs.run_id, runs.project, runs.workflow, runs.payload, runs.lease_epoch,
         runs.waiting_for
 ), events AS (
-    -- Events are hints (the persona asks the provider for the job's state), so
-    -- they are spent here: a worker dying now costs a wait for wake_at, no more.
+    -- Events about the job a run waits for are hints (the persona asks the
+    -- provider for the job's state), so they are spent here: a worker dying now
+    -- costs a wait for wake_at, no more. Events about a job the run is not (yet)
+    -- waiting for stay, and wake it when it does.
     UPDATE webhook_events e SET processed_at = NOW()
     FROM claimed
     WHERE e.run_id = claimed.run_id AND e.processed_at IS NULL
+      AND e.job_id = claimed.waiting_for ->> 'job_id'
       AND e.signature_status IN ('valid', 'verified_by_fetch')
     RETURNING e.run_id, e.id, e.provider, e.job_id, e.payload
 )

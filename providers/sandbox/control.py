@@ -24,6 +24,7 @@ class SettingsChange(BaseModel):
     job_latency: float | None = Field(default=None, ge=0)
     never_finish: bool | None = None
     fail_jobs: bool | None = None
+    response_delay: float | None = Field(default=None, ge=0, le=60)
 
 
 @router.get("/calls")

@@ -4,6 +4,7 @@ Each provider's router uses a `ProviderRoute` subclass; the route's name is the
 operation that the call log records and that a fault names.
 """
 
+import asyncio
 import http
 import math
 from collections.abc import Callable, Coroutine, Mapping
@@ -93,6 +94,8 @@ class ProviderRoute(APIRoute):
                     at=datetime.now(UTC),
                 )
             )
+            if state.settings.response_delay:
+                await asyncio.sleep(state.settings.response_delay)
             return response
 
         return handle_recorded

@@ -56,6 +56,9 @@ class JobSettings:
     job_latency: float
     never_finish: bool = False
     fail_jobs: bool = False
+    # Seconds an answer is held back after the call is handled and logged: a test
+    # can kill its caller while the provider has acted but the caller doesn't know.
+    response_delay: float = 0.0
 
     def timing(self) -> Timing:
         ending = None if self.never_finish else Phase.FAILED if self.fail_jobs else Phase.SUCCEEDED

@@ -1,0 +1,162 @@
+"""End to end over real HTTP: API, daemon, sandbox providers and their signed webhooks.
+
+Webhooks, not the timer, wake runs here: the poll fallback is set to a minute.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
+
+from tests.helpers import wait_for
+from tests.stack import Stack, stack
+
+Conn = AsyncConnection[DictRow]
+STATUS = "SELECT status, error FROM runs WHERE run_id = %s"
+JOB_RECORDED = (
+    "SELECT 1 FROM artifacts WHERE run_id = %s AND persona = %s AND provider_job_id IS NOT NULL"
+)
+
+
+def _status_is(status: str) -> Any:
+    def check(rows: list[dict[str, Any]]) -> bool:
+        if rows and rows[0]["status"] == "failed":
+            raise AssertionError(f"run failed: {rows[0]['error']}")
+        return bool(rows) and rows[0]["status"] == status
+
+    return check
+
+
+async def _approve(s: Stack, conn: Conn, run_id: str, gate: str) -> None:
+    await wait_for(conn, STATUS, (run_id,), until=_status_is(f"pending_{gate}"), within=60)
+    response = await s.http.post(
+        f"{s.api}/runs/{run_id}/approvals", json={"gate": gate, "approver": "e2e"}
+    )
+    assert response.status_code == 201, response.text
+
+
+async def _create(s: Stack) -> str:
+    response = await s.http.post(
+        f"{s.api}/runs", json={"project": "cats", "brief": "Why cats sit in boxes"}
+    )
+    assert response.status_code == 201, response.text
+    run_id: str = response.json()["run_id"]
+    return run_id
+
+
+async def _calls(s: Stack, run_id: str, operation: str) -> int:
+    return len(await s.sandbox_calls(run_id=run_id, operation=operation))
+
+
+async def test_a_run_goes_from_brief_to_published_through_the_providers(
+    db_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    async with stack(db_url, tmp_path) as s:
+        s.daemon("w1")
+        run_id = await _create(s)
+        await _approve(s, conn, run_id, "workflow")
+        await _approve(s, conn, run_id, "publish")
+        await wait_for(conn, STATUS, (run_id,), until=_status_is("published"), within=60)
+        shown = (await s.http.get(f"{s.api}/runs/{run_id}")).json()
+        for operation in ("gpt4o_image_generate", "render", "upload"):
+            assert await _calls(s, run_id, operation) == 1, operation
+
+    artifacts = {a["type"]: a for a in shown["artifacts"]}
+    assert list(artifacts) == ["workflow_proposal", "script", "image", "render", "publication"]
+    for kind, provider in (
+        ("image", "kie"),
+        ("render", "shotstack"),
+        ("publication", "upload-post"),
+    ):
+        assert artifacts[kind]["provider"] == provider
+        assert artifacts[kind]["status"] == "done"
+        assert artifacts[kind]["url"], kind
+        assert artifacts[kind]["provider_job_id"], kind
+    assert shown["run"]["result"]["publication"]["status"] == "completed"
+    events = await (
+        await conn.execute(
+            "SELECT provider, signature_status, processed_at FROM webhook_events "
+            "WHERE run_id = %s ORDER BY id",
+            (run_id,),
+        )
+    ).fetchall()
+    statuses = {(e["provider"], e["signature_status"]) for e in events}
+    assert statuses == {
+        ("kie", "valid"),
+        ("shotstack", "verified_by_fetch"),
+        ("upload-post", "valid"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("gate", "persona", "operation", "most_submits"),
+    [
+        # kie.ai cannot look a task up by our key: a call cut off mid-flight may be
+        # sent again, but never once its job id is recorded.
+        ("workflow", "media", "gpt4o_image_generate", 2),
+        # upload-post can: a publish cut off mid-flight is found, never posted twice.
+        ("publish", "publisher", "upload", 1),
+    ],
+)
+async def test_sigkill_during_a_provider_call_never_posts_twice(
+    db_url: str,
+    conn: Conn,
+    tmp_path: Path,
+    gate: str,
+    persona: str,
+    operation: str,
+    most_submits: int,
+) -> None:
+    async with stack(db_url, tmp_path, lease_ttl=2) as s:
+        first = s.daemon("doomed")
+        run_id = await _create(s)
+        if gate == "publish":
+            await _approve(s, conn, run_id, "workflow")
+        await wait_for(conn, STATUS, (run_id,), until=_status_is(f"pending_{gate}"), within=60)
+        # The provider acts on the call, then holds the answer back: kill the caller then.
+        await s.configure_sandbox(response_delay=5)
+        await _approve(s, conn, run_id, gate)
+        await _wait_for_call(s, run_id, operation)
+        first.kill()
+        await s.configure_sandbox(response_delay=0)
+        s.daemon("heir")
+        if gate == "workflow":
+            await _approve(s, conn, run_id, "publish")
+        await wait_for(conn, STATUS, (run_id,), until=_status_is("published"), within=60)
+        assert 1 <= await _calls(s, run_id, operation) <= most_submits
+        assert await _calls(s, run_id, "upload") == 1
+
+
+@pytest.mark.parametrize(
+    ("persona", "operation"),
+    [("media", "gpt4o_image_generate"), ("editor", "render"), ("publisher", "upload")],
+)
+async def test_sigkill_after_a_provider_call_reuses_the_recorded_job(
+    db_url: str, conn: Conn, tmp_path: Path, persona: str, operation: str
+) -> None:
+    async with stack(db_url, tmp_path, lease_ttl=2) as s:
+        first = s.daemon("doomed")
+        run_id = await _create(s)
+        await _approve(s, conn, run_id, "workflow")
+        if persona == "publisher":
+            await _approve(s, conn, run_id, "publish")
+        await wait_for(conn, JOB_RECORDED, (run_id, persona), until=bool, within=60)
+        first.kill()
+        s.daemon("heir")
+        if persona != "publisher":
+            await _approve(s, conn, run_id, "publish")
+        await wait_for(conn, STATUS, (run_id,), until=_status_is("published"), within=60)
+        assert await _calls(s, run_id, operation) == 1
+        assert await _calls(s, run_id, "upload") == 1
+
+
+async def _wait_for_call(s: Stack, run_id: str, operation: str) -> None:
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + 30
+    while not await _calls(s, run_id, operation):
+        assert time.monotonic() < deadline, f"no {operation} call for {run_id}"
+        await asyncio.sleep(0.02)

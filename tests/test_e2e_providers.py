@@ -160,3 +160,102 @@ async def _wait_for_call(s: Stack, run_id: str, operation: str) -> None:
     while not await _calls(s, run_id, operation):
         assert time.monotonic() < deadline, f"no {operation} call for {run_id}"
         await asyncio.sleep(0.02)
+
+
+async def test_without_webhooks_the_poll_fallback_finishes_the_run(
+    db_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    # No secrets: kie and upload-post deliveries are unsigned and wake nothing.
+    async with stack(
+        db_url,
+        tmp_path,
+        kie_webhook_secret="",
+        upload_post_webhook_secret="",
+        provider_poll_interval=0.3,
+    ) as s:
+        s.daemon("w1")
+        run_id = await _create(s)
+        await _approve(s, conn, run_id, "workflow")
+        await _approve(s, conn, run_id, "publish")
+        await wait_for(conn, STATUS, (run_id,), until=_status_is("published"), within=60)
+        assert await _calls(s, run_id, "upload_status") >= 1
+    kie = await (
+        await conn.execute(
+            "SELECT DISTINCT signature_status FROM webhook_events WHERE provider = 'kie'"
+        )
+    ).fetchall()
+    assert [row["signature_status"] for row in kie] == ["unsigned"]
+
+
+async def test_a_job_that_never_finishes_fails_the_run_after_the_policy_timeout(
+    db_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    async with stack(db_url, tmp_path, provider_job_timeout=1, provider_poll_interval=0.2) as s:
+        s.daemon("w1")
+        await s.configure_sandbox(never_finish=True)
+        run_id = await _create(s)
+        await _approve(s, conn, run_id, "workflow")
+        rows = await wait_for(
+            conn, STATUS, (run_id,), until=lambda r: r[0]["status"] == "failed", within=60
+        )
+    assert rows[0]["error"]["type"] == "ProviderJobTimeout"
+    assert "unfinished after" in rows[0]["error"]["message"]
+
+
+async def test_a_provider_refusal_fails_the_step_with_the_providers_message(
+    db_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    async with stack(db_url, tmp_path) as s:
+        s.daemon("w1")
+        fault = {
+            "provider": "kie",
+            "operation": "gpt4o_image_generate",
+            "status_code": 402,
+            "times": 100,
+        }
+        (await s.http.post(f"{s.sandbox}/_sandbox/faults", json=fault)).raise_for_status()
+        run_id = await _create(s)
+        await _approve(s, conn, run_id, "workflow")
+        rows = await wait_for(
+            conn, STATUS, (run_id,), until=lambda r: r[0]["status"] == "failed", within=60
+        )
+        # 402 is not retryable: one call per attempt of the step.
+        assert await _calls(s, run_id, "gpt4o_image_generate") == 3
+    assert rows[0]["error"]["type"] == "PermanentProviderError"
+    assert "(402)" in rows[0]["error"]["message"]
+
+
+async def test_a_publish_nobody_can_confirm_waits_at_the_reconcile_gate(
+    db_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    async with stack(db_url, tmp_path, lease_ttl=2) as s:
+        first = s.daemon("doomed")
+        run_id = await _create(s)
+        await _approve(s, conn, run_id, "workflow")
+        await wait_for(conn, STATUS, (run_id,), until=_status_is("pending_publish"), within=60)
+        await s.configure_sandbox(response_delay=5)
+        await _approve(s, conn, run_id, "publish")
+        await _wait_for_call(s, run_id, "upload")
+        first.kill()
+        await s.configure_sandbox(response_delay=0)
+        # upload-post's status API is down: the heir cannot tell whether it posted.
+        fault = {
+            "provider": "upload-post",
+            "operation": "upload_status",
+            "status_code": 503,
+            "times": 1000,
+            "retry_after": 0,
+        }
+        (await s.http.post(f"{s.sandbox}/_sandbox/faults", json=fault)).raise_for_status()
+        s.daemon("heir")
+        await wait_for(conn, STATUS, (run_id,), until=_status_is("pending_reconcile"), within=60)
+        assert await _calls(s, run_id, "upload") == 1
+        (await s.http.delete(f"{s.sandbox}/_sandbox/faults")).raise_for_status()
+        # A person checked: the post is out there. Do not post again.
+        response = await s.http.post(
+            f"{s.api}/runs/{run_id}/approvals",
+            json={"gate": "reconcile", "decision": "rejected", "comment": "it is live"},
+        )
+        assert response.status_code == 201, response.text
+        await wait_for(conn, STATUS, (run_id,), until=_status_is("published"), within=60)
+        assert await _calls(s, run_id, "upload") == 1

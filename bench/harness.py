@@ -76,6 +76,13 @@ def connect(url: str) -> psycopg.Connection[DictRow]:
 
 @contextmanager
 def daemon(url: str, worker_id: str = "bench", **settings: object) -> Iterator[None]:
+    with service(url, "daemon", "--worker-id", worker_id, **settings):
+        yield
+
+
+@contextmanager
+def service(url: str, *command: str, **settings: object) -> Iterator[None]:
+    """`orchestrator <command>` as a subprocess on `url`, stopped with SIGTERM afterwards."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
     env.update(
         DATABASE_URL=url,
@@ -85,7 +92,7 @@ def daemon(url: str, worker_id: str = "bench", **settings: object) -> Iterator[N
     )
     env.update({f"ORCHESTRATOR_{k.upper()}": str(v) for k, v in settings.items()})
     process = subprocess.Popen(
-        [sys.executable, "-m", "engine", "daemon", "--worker-id", worker_id],
+        [sys.executable, "-m", "engine", *command],
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,

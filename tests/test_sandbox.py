@@ -354,7 +354,12 @@ async def test_a_429_fault_answers_in_each_providers_style(client: httpx.AsyncCl
 async def test_never_finish_then_fail_jobs(client: httpx.AsyncClient) -> None:
     # With no latency a job is due at once, so each status below is final when read.
     settings = await client.post("/_sandbox/config", json={"job_latency": 0, "never_finish": True})
-    assert settings.json() == {"job_latency": 0, "never_finish": True, "fail_jobs": False}
+    assert settings.json() == {
+        "job_latency": 0,
+        "never_finish": True,
+        "fail_jobs": False,
+        "response_delay": 0,
+    }
     stuck_task = await kie_submit(client, "jobs/createTask", {"model": "m", "input": {}})
     stuck_render = await render(client)
     await client.post(

@@ -1,23 +1,42 @@
 """Wall time of one production-graph run with offline personas, gates approved at once.
 
-Each run is created, its `workflow` and `publish` gates approved with plain SQL
-the moment it waits there, and timed from the run's INSERT to `published`
-(the run's `updated_at`). Runs go one at a time so that they don't overlap.
+The providers are the sandbox with jobs that finish at once (`job_latency` 0),
+their webhooks signed and received by the API, so the figure is the engine's
+and the HTTP round trips' cost, not a provider's. Each run is created, its
+`workflow` and `publish` gates approved with plain SQL the moment it waits
+there, and timed from the run's INSERT to `published` (the run's
+`updated_at`). Runs go one at a time so that they don't overlap.
 
     python -m bench.production_run [--runs 50]
 """
 
 import argparse
 import json
+import time
 
-from bench.harness import connect, daemon, scratch_database, summary, wait_until
+import httpx
+
+from bench.harness import connect, daemon, scratch_database, service, summary, wait_until
+from tests.stack import KIE_SECRET, UPLOAD_POST_SECRET, free_port
 
 WAITING = "SELECT status FROM runs WHERE run_id = %s AND status = %s"
 
 
 def measure(url: str, runs: int) -> dict[str, float]:
     samples = []
-    with connect(url) as conn, daemon(url, concurrency=4):
+    settings: dict[str, object] = {
+        "sandbox_port": free_port(),
+        "api_port": free_port(),
+        "kie_webhook_secret": KIE_SECRET,
+        "upload_post_webhook_secret": UPLOAD_POST_SECRET,
+    }
+    with (
+        connect(url) as conn,
+        service(url, "sandbox", **settings),
+        service(url, "api", **settings),
+        daemon(url, concurrency=4, **settings),
+    ):
+        _configure_sandbox(f"http://127.0.0.1:{settings['sandbox_port']}", job_latency=0)
         for i in range(runs):
             run_id = f"run_prod{i:08d}"
             conn.execute(
@@ -39,6 +58,18 @@ def measure(url: str, runs: int) -> dict[str, float]:
             )
             samples.append(float(row["ms"]))
     return summary(samples[1:])  # the first run pays for the daemon's warm-up
+
+
+def _configure_sandbox(base: str, **change: object) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.post(f"{base}/_sandbox/config", json=change).raise_for_status()
+            return
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def main() -> None:

@@ -231,23 +231,37 @@ def runs_create(
 def runs_list(
     status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
     project: Annotated[str | None, typer.Option(help="Only runs of this project.")] = None,
+    stuck: Annotated[
+        bool, typer.Option("--stuck", help="Only live runs older than --older-than (oldest first).")
+    ] = False,
+    older_than: Annotated[
+        str, typer.Option(help="With --stuck: age like 45s, 30m, 2h, 7d.")
+    ] = "30m",
     limit: Annotated[int, typer.Option(min=1, max=10000, help="At most this many.")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """List runs, newest first."""
-    rows = _run(lambda conn: store.list_runs(conn, status=status, project=project, limit=limit))
+    """List runs, newest first; --stuck lists the seed's stuck runs, oldest first."""
+    if stuck:
+        age = store.parse_duration(older_than, "--older-than")
+        rows = _run(lambda conn: store.stuck_runs(conn, older_than=age, limit=limit))
+    else:
+        rows = _run(lambda conn: store.list_runs(conn, status=status, project=project, limit=limit))
     if as_json:
         _print_json(rows)
         return
-    table = _table("run_id", "project", "status", "workflow", "created_at", "updated_at")
+    table = _table(
+        "run_id", "project", "status", "created_at", "minutes" if stuck else "updated_at"
+    )
     for row in rows:
+        last = (
+            f"{row['minutes_running']:.0f}" if stuck else f"{row['updated_at']:%Y-%m-%d %H:%M:%S}"
+        )
         table.add_row(
             row["run_id"],
             row["project"],
             row["status"],
-            row["workflow"],
             f"{row['created_at']:%Y-%m-%d %H:%M:%S}",
-            f"{row['updated_at']:%Y-%m-%d %H:%M:%S}",
+            last,
         )
     console.print(table)
 

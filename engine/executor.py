@@ -8,15 +8,11 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command
 from psycopg.types.json import Jsonb
-from tenacity import (
-    AsyncRetrying,
-    retry_if_not_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-)
+from tenacity import AsyncRetrying, wait_exponential
 
 from engine.database import Pool
 from engine.lease import Lease, LeaseLost
+from engine.retry import StepRetry
 from engine.saver import FencedSaver, state_view
 from engine.settings import Settings
 from engine.sql import QUERIES
@@ -120,12 +116,13 @@ class Executor:
         else:
             first_input = {**claim.payload, "project": claim.project}
         config: RunnableConfig = {"configurable": {"thread_id": claim.run_id}}
+        policy = StepRetry(self._settings.max_attempts, self._settings.db_outage_tolerance)
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._settings.max_attempts),
+            stop=policy.stop,
             wait=wait_exponential(
                 multiplier=self._settings.retry_backoff, max=self._settings.retry_backoff_max
             ),
-            retry=retry_if_not_exception_type(LeaseLost),
+            retry=policy.retry,
             reraise=True,
             before_sleep=lambda state: log.warning(
                 "step failed; retrying",

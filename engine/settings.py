@@ -29,7 +29,10 @@ class Settings(BaseSettings):
     poll_interval: PositiveFloat = Field(default=1.0, description="seconds between polls")
     listen: bool = Field(default=True, description="wake on NOTIFY; off means poll only")
     shutdown_grace: PositiveFloat = Field(default=20.0, description="seconds to drain on SIGTERM")
-    max_attempts: PositiveInt = 3
+    max_attempts: PositiveInt = Field(default=3, description="attempts of a failing step")
+    db_outage_tolerance: PositiveFloat = Field(
+        default=120.0, description="seconds a step waits out a lost database before giving up"
+    )
     retry_backoff: PositiveFloat = Field(default=0.5, description="first retry delay, seconds")
     retry_backoff_max: PositiveFloat = 10.0
     pool_size: PositiveInt = 10

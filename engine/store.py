@@ -3,6 +3,7 @@
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -11,7 +12,7 @@ from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from engine.sql import QUERIES
-from engine.status import Status
+from engine.status import PENDING_PREFIX, Status
 
 PROJECT_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
@@ -100,6 +101,34 @@ async def list_runs(
         QUERIES["list_runs"], {"status": status, "project": project, "limit": limit}
     )
     return [dict(row) for row in await cursor.fetchall()]
+
+
+async def stuck_runs(
+    conn: Connection, *, older_than: timedelta, limit: int = 100
+) -> list[dict[str, Any]]:
+    cursor = await conn.execute(
+        QUERIES["stuck_runs"],
+        {
+            "older_than": older_than,
+            "limit": limit,
+            "pending_like": PENDING_PREFIX.replace("_", r"\_") + "%",
+            "running": Status.RUNNING,
+            "waiting_provider": Status.WAITING_PROVIDER,
+        },
+    )
+    return [dict(row) for row in await cursor.fetchall()]
+
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(text: str, option: str) -> timedelta:
+    """'45s', '30m', '2h', '7d'."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise InvalidInput(f"{option}: {text!r} is not a duration like 45s, 30m, 2h or 7d")
+    return timedelta(**{_UNITS[match[2]]: int(match[1])})
 
 
 async def approve(

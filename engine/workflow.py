@@ -67,6 +67,15 @@ class RunContext:
         assert row is not None
         return dict(row)
 
+    async def ensure_held(self) -> None:
+        """Raise `LeaseLost` unless this worker still holds the run (and renew the lease).
+
+        Call before anything with an effect outside the database, such as a
+        provider request, that no fenced write precedes.
+        """
+        async with self.lease.transaction(self.pool):
+            pass
+
     async def artifact(self, key: str) -> dict[str, Any] | None:
         """The artifact recorded under `key`, if a previous execution got that far."""
         async with self.pool.connection() as conn:

@@ -82,6 +82,7 @@ def add_provider_step(
         job_id = recorded["provider_job_id"] if recorded else None
         if recorded is not None and job_id is None:
             # An earlier execution called the provider but died before hearing back.
+            await ctx.ensure_held()
             job_id = await step.find(state, ctx, ctx.idempotency_key(key))
         if job_id is None:
             recorded = await _record(ctx, step, key, status="submitting")
@@ -106,6 +107,7 @@ def add_provider_step(
     async def collect(state: ProductionState, runtime: Runtime[RunContext]) -> Command[str]:
         ctx = runtime.context
         job_ref = state["jobs"][persona]
+        await ctx.ensure_held()
         job = await step.check(job_ref["job_id"], ctx)
         if not job.done:
             waited = datetime.now(UTC) - datetime.fromisoformat(job_ref["submitted_at"])

@@ -1,5 +1,7 @@
 """The CLI's contract: one clear line and exit 2 for bad arguments, 1 for a missing run."""
 
+import json
+
 import pytest
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
@@ -90,3 +92,26 @@ def test_a_bad_setting_exits_2_naming_the_variable(db_url: str) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("error: setting ORCHESTRATOR_CONCURRENCY: Input should be")
     assert result.stderr.count("\n") == 1
+
+
+async def test_list_stuck_shows_old_live_runs_oldest_first(db_url: str, conn: Conn) -> None:
+    for run_id, status, age in [
+        ("run_stuckgate001", "pending_publish", "3 hours"),
+        ("run_stuckrunning", "running", "1 hour"),
+        ("run_freshrunning", "running", "1 minute"),
+        ("run_oldpublished", "published", "5 hours"),
+        ("run_oldqueued001", "queued", "5 hours"),
+    ]:
+        await conn.execute(
+            "INSERT INTO runs (run_id, project, status, payload, created_at) "
+            "VALUES (%s, 'p', %s, '{}', NOW() - %s::interval)",
+            (run_id, status, age),
+        )
+    result = orchestrator(db_url, "runs", "list", "--stuck", "--older-than", "30m", "--json")
+    assert result.returncode == 0, result.stderr
+    stuck = json.loads(result.stdout)
+    assert [r["run_id"] for r in stuck] == ["run_stuckgate001", "run_stuckrunning"]
+    assert 179 < stuck[0]["minutes_running"] < 182
+    bad = orchestrator(db_url, "runs", "list", "--stuck", "--older-than", "soon")
+    assert bad.returncode == 2
+    assert bad.stderr == ("error: --older-than: 'soon' is not a duration like 45s, 30m, 2h or 7d\n")

@@ -212,3 +212,14 @@ SELECT pg_notify('orchestrator_events_v1', %(run_id)s);
 -- schema_version --
 -- The newest migration applied
 SELECT max(version) AS version FROM orchestrator_migrations;
+
+-- stuck_runs --
+-- The seed's "runs that appear stuck", widened to every gate and provider wait:
+-- live, not queued, and created longer ago than %(older_than)s
+SELECT run_id, project, status, created_at,
+       (EXTRACT(EPOCH FROM (NOW() - created_at)) / 60)::float8 AS minutes_running
+FROM runs
+WHERE (status LIKE %(pending_like)s OR status IN (%(running)s, %(waiting_provider)s))
+  AND created_at < NOW() - %(older_than)s
+ORDER BY created_at ASC
+LIMIT %(limit)s;

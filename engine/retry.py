@@ -1,0 +1,38 @@
+"""When a step is tried again: node errors a few times, a database outage for a while."""
+
+import time
+
+import psycopg
+from tenacity import RetryCallState
+
+from engine.lease import LeaseLost
+
+
+class StepRetry:
+    """A tenacity stop/retry policy for one execution of a run.
+
+    A node's error counts against `max_attempts`. A lost database connection
+    says nothing about the node: it is retried until the outage has lasted
+    `outage_tolerance` seconds (the run's lease may expire meanwhile; the fence
+    then decides whether this worker may still write). `LeaseLost` is final.
+    """
+
+    def __init__(self, max_attempts: int, outage_tolerance: float) -> None:
+        self.max_attempts = max_attempts
+        self.outage_tolerance = outage_tolerance
+        self.node_failures = 0
+        self._outage_since: float | None = None
+
+    def retry(self, state: RetryCallState) -> bool:
+        error = state.outcome.exception() if state.outcome else None
+        return error is not None and not isinstance(error, LeaseLost)
+
+    def stop(self, state: RetryCallState) -> bool:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, psycopg.OperationalError):
+            now = time.monotonic()
+            self._outage_since = self._outage_since or now
+            return now - self._outage_since >= self.outage_tolerance
+        self._outage_since = None
+        self.node_failures += 1
+        return self.node_failures >= self.max_attempts

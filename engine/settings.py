@@ -63,6 +63,9 @@ class Settings(BaseSettings):
         description="'module:coroutine(settings)' serving the sandbox providers until cancelled",
     )
     sandbox_port: int = Field(default=8100, ge=1, le=65535)
+    health_port: int = Field(
+        default=8081, ge=0, le=65535, description="the daemon's /healthz and /readyz; 0 is off"
+    )
     # Providers: a provider with no API key talks to the sandbox.
     kie_base_url: str | None = None
     kie_api_key: SecretStr | None = None

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, LiteralString
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from psycopg.rows import DictRow
 
 from tests.conftest import ROOT, orchestrator_env
@@ -35,6 +35,38 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within}s; last rows: {rows}")
         await asyncio.sleep(0.02)
+
+
+TABLES = (
+    "runs",
+    "orchestration_checkpoints",
+    "artifacts",
+    "webhook_events",
+    "hitl_approvals",
+    "checkpoints",
+    "checkpoint_blobs",
+    "checkpoint_writes",
+)
+
+
+async def table_checksums(conn: AsyncConnection[DictRow]) -> dict[str, Any]:
+    """Row count and content checksum of every table a run's state lives in."""
+    snapshot = {}
+    for table in TABLES:
+        query = sql.SQL(
+            "SELECT count(*) AS n, md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), ''))"
+            " AS sum FROM {} t"
+        ).format(sql.Identifier(table))
+        snapshot[table] = await (await conn.execute(query)).fetchone()
+    return snapshot
+
+
+async def wait_for_log(process: "DaemonProcess", text: str, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while text not in process.log():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{process.name} never logged {text!r}: {process.log()}")
+        await asyncio.sleep(0.05)
 
 
 async def statuses(conn: AsyncConnection[DictRow]) -> dict[str, str]:
@@ -64,6 +96,12 @@ class DaemonProcess:
             stderr=subprocess.STDOUT,
             cwd=ROOT,
         )
+
+    def pause(self) -> None:
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)

@@ -49,6 +49,13 @@ class Stack:
         calls: list[dict[str, Any]] = response.json()
         return calls
 
+    async def wait_for_call(self, run_id: str, operation: str, within: float = 30.0) -> None:
+        """Until the sandbox has received `operation` for `run_id`."""
+        deadline = time.monotonic() + within
+        while not await self.sandbox_calls(run_id=run_id, operation=operation):
+            assert time.monotonic() < deadline, f"no {operation} call for {run_id}"
+            await asyncio.sleep(0.02)
+
     async def configure_sandbox(self, **change: object) -> None:
         (await self.http.post(f"{self.sandbox}/_sandbox/config", json=change)).raise_for_status()
 

@@ -118,7 +118,7 @@ async def test_sigkill_during_a_provider_call_never_posts_twice(
         # The provider acts on the call, then holds the answer back: kill the caller then.
         await s.configure_sandbox(response_delay=5)
         await _approve(s, conn, run_id, gate)
-        await _wait_for_call(s, run_id, operation)
+        await s.wait_for_call(run_id, operation)
         first.kill()
         await s.configure_sandbox(response_delay=0)
         s.daemon("heir")
@@ -150,16 +150,6 @@ async def test_sigkill_after_a_provider_call_reuses_the_recorded_job(
         await wait_for(conn, STATUS, (run_id,), until=_status_is("published"), within=60)
         assert await _calls(s, run_id, operation) == 1
         assert await _calls(s, run_id, "upload") == 1
-
-
-async def _wait_for_call(s: Stack, run_id: str, operation: str) -> None:
-    import asyncio
-    import time
-
-    deadline = time.monotonic() + 30
-    while not await _calls(s, run_id, operation):
-        assert time.monotonic() < deadline, f"no {operation} call for {run_id}"
-        await asyncio.sleep(0.02)
 
 
 async def test_without_webhooks_the_poll_fallback_finishes_the_run(
@@ -235,7 +225,7 @@ async def test_a_publish_nobody_can_confirm_waits_at_the_reconcile_gate(
         await wait_for(conn, STATUS, (run_id,), until=_status_is("pending_publish"), within=60)
         await s.configure_sandbox(response_delay=5)
         await _approve(s, conn, run_id, "publish")
-        await _wait_for_call(s, run_id, "upload")
+        await s.wait_for_call(run_id, "upload")
         first.kill()
         await s.configure_sandbox(response_delay=0)
         # upload-post's status API is down: the heir cannot tell whether it posted.

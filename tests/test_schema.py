@@ -5,7 +5,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
@@ -14,22 +14,14 @@ from engine.migrations import discover, migrate
 from engine.sql import QUERIES
 from engine.status import TERMINAL, Status
 from tests.conftest import ROOT
+from tests.helpers import table_checksums
 
 Conn = AsyncConnection[DictRow]
 TABLES = ("runs", "orchestration_checkpoints", "artifacts", "webhook_events", "hitl_approvals")
 
 
 async def _snapshot(conn: Conn) -> dict[str, Any]:
-    """Row count and content checksum of every table."""
-    snapshot = {}
-    for table in TABLES:
-        query = sql.SQL(
-            "SELECT count(*) AS n, md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), ''))"
-            " AS sum FROM {} t"
-        ).format(sql.Identifier(table))
-        row = await (await conn.execute(query)).fetchone()
-        snapshot[table] = row
-    return snapshot
+    return await table_checksums(conn)
 
 
 async def _set_status(conn: Conn, run_id: str, status: str) -> None:

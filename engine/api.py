@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import store
+from engine.console import console_router
 from engine.database import Pool, open_pool
 from engine.migrations import discover
 from engine.settings import Settings
@@ -226,6 +227,7 @@ def create_app(
         return JSONResponse({"status": "ok", "schema_version": version})
 
     app.include_router(webhook_router(pool, verifiers))
+    app.include_router(console_router(pool, settings))
     return app
 
 

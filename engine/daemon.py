@@ -17,6 +17,8 @@ from engine.workflow import Workflow
 
 log = logging.getLogger(__name__)
 
+# Seconds between attempts to re-establish LISTEN: polling covers the gap.
+RECONNECT_FIRST, RECONNECT_MAX = 0.2, 5.0
 CHANNELS = ("orchestrator_runs_v1", "orchestrator_approvals_v1", "orchestrator_events_v1")
 
 
@@ -152,11 +154,13 @@ class Daemon:
 
     async def _listen(self) -> None:
         """Set the wake event on every NOTIFY; reconnect when the connection drops."""
+        retry = RECONNECT_FIRST
         while True:
             try:
                 async with await connect(self._url, self._settings) as conn:
                     for channel in CHANNELS:
                         await conn.execute(f"LISTEN {channel}")
+                    retry = RECONNECT_FIRST
                     self._wake.set()  # a NOTIFY may have been missed while disconnected
                     async for _ in conn.notifies():
                         self._wake.set()
@@ -164,9 +168,10 @@ class Daemon:
                 log.warning(
                     "listener lost its connection: %s",
                     error,
-                    extra={"action": "listener_reconnect"},
+                    extra={"action": "listener_reconnect", "retry_in": retry},
                 )
-                await asyncio.sleep(self._settings.poll_interval)
+                await asyncio.sleep(retry)
+                retry = min(retry * 2, RECONNECT_MAX)
 
 
 def _claim_from_row(row: dict[str, Any]) -> Claim:

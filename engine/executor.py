@@ -8,7 +8,7 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command
 from psycopg.types.json import Jsonb
-from tenacity import AsyncRetrying, wait_exponential
+from tenacity import AsyncRetrying
 
 from engine.database import Pool
 from engine.lease import Lease, LeaseLost
@@ -116,12 +116,16 @@ class Executor:
         else:
             first_input = {**claim.payload, "project": claim.project}
         config: RunnableConfig = {"configurable": {"thread_id": claim.run_id}}
-        policy = StepRetry(self._settings.max_attempts, self._settings.db_outage_tolerance)
+        settings = self._settings
+        policy = StepRetry(
+            settings.max_attempts,
+            settings.db_outage_tolerance,
+            settings.retry_backoff,
+            settings.retry_backoff_max,
+        )
         retrying = AsyncRetrying(
             stop=policy.stop,
-            wait=wait_exponential(
-                multiplier=self._settings.retry_backoff, max=self._settings.retry_backoff_max
-            ),
+            wait=policy.wait,
             retry=policy.retry,
             reraise=True,
             before_sleep=lambda state: log.warning(

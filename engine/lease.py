@@ -1,5 +1,6 @@
 """Fencing: a write on behalf of a run commits only while its worker still holds the run."""
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -7,6 +8,7 @@ from datetime import timedelta
 
 import psycopg
 from psycopg import AsyncConnection
+from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow
 
 from engine.database import Pool
@@ -30,17 +32,34 @@ class Lease:
     async def transaction(self, pool: Pool) -> AsyncIterator[AsyncConnection[DictRow]]:
         """A pipelined transaction that starts by renewing this lease, or fails with LeaseLost.
 
-        Pipelined, the whole transaction costs about one round trip; the fence's
-        failure then surfaces at the first sync, and aborts everything after it.
+        BEGIN, the fence, the caller's statements and COMMIT (ROLLBACK if the
+        block raises) are queued and sent with a single sync at the end: one
+        round trip. (`conn.transaction()` inside a pipeline syncs after BEGIN
+        and at each nested exit: four.) A failed statement makes the server
+        skip the rest up to the sync, COMMIT included, so nothing commits.
         """
-        try:
-            async with pool.connection() as conn, conn.pipeline(), conn.transaction():
-                await conn.execute(
-                    QUERIES["fence"],
-                    {"run_id": self.run_id, "epoch": self.epoch, "lease_ttl": self.ttl},
-                )
-                yield conn
-        except psycopg.Error as error:
-            if error.sqlstate == LEASE_LOST_SQLSTATE:
-                raise LeaseLost(str(error.diag.message_primary)) from None
-            raise
+        async with pool.connection() as conn:
+            try:
+                async with conn.pipeline():
+                    await conn.execute("BEGIN")
+                    await conn.execute(
+                        QUERIES["fence"],
+                        {"run_id": self.run_id, "epoch": self.epoch, "lease_ttl": self.ttl},
+                    )
+                    try:
+                        yield conn
+                    except psycopg.Error:
+                        raise  # the server skips everything up to the sync already
+                    except BaseException:
+                        await conn.execute("ROLLBACK")
+                        raise
+                    await conn.execute("COMMIT")
+            except psycopg.Error as error:
+                if error.sqlstate == LEASE_LOST_SQLSTATE:
+                    raise LeaseLost(str(error.diag.message_primary)) from None
+                raise
+            finally:
+                # After a failed statement the session waits in the aborted transaction.
+                if conn.info.transaction_status == TransactionStatus.INERROR:
+                    with contextlib.suppress(psycopg.Error):
+                        await conn.rollback()

@@ -3,9 +3,11 @@
 import time
 
 import psycopg
-from tenacity import RetryCallState
+from tenacity import RetryCallState, wait_exponential
 
 from engine.lease import LeaseLost
+
+OUTAGE_PROBE = 0.5  # seconds between attempts while the database is unreachable
 
 
 class StepRetry:
@@ -17,15 +19,25 @@ class StepRetry:
     then decides whether this worker may still write). `LeaseLost` is final.
     """
 
-    def __init__(self, max_attempts: int, outage_tolerance: float) -> None:
+    def __init__(
+        self, max_attempts: int, outage_tolerance: float, backoff: float, backoff_max: float
+    ) -> None:
         self.max_attempts = max_attempts
         self.outage_tolerance = outage_tolerance
+        self._backoff = wait_exponential(multiplier=backoff, max=backoff_max)
         self.node_failures = 0
         self._outage_since: float | None = None
 
     def retry(self, state: RetryCallState) -> bool:
         error = state.outcome.exception() if state.outcome else None
         return error is not None and not isinstance(error, LeaseLost)
+
+    def wait(self, state: RetryCallState) -> float:
+        """Back off between node failures; probe a lost database every half second."""
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, psycopg.OperationalError):
+            return OUTAGE_PROBE
+        return float(self._backoff(state))
 
     def stop(self, state: RetryCallState) -> bool:
         error = state.outcome.exception() if state.outcome else None

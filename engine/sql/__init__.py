@@ -7,11 +7,12 @@ from typing import LiteralString, cast
 _BLOCK = re.compile(r"^-- (?P<name>\w+) --\n(?:--.*\n)*(?P<sql>(?:(?!-- \w+ --\n).*\n?)*)", re.M)
 
 
-def _load() -> dict[str, LiteralString]:
-    text = resources.files(__package__).joinpath("queries.sql").read_text()
+def load_queries(package: str) -> dict[str, LiteralString]:
+    """The named statements of `package`'s `queries.sql`."""
+    text = resources.files(package).joinpath("queries.sql").read_text()
     return {
         m["name"]: cast(LiteralString, m["sql"].strip().rstrip(";")) for m in _BLOCK.finditer(text)
     }
 
 
-QUERIES: dict[str, LiteralString] = _load()
+QUERIES: dict[str, LiteralString] = load_queries(__name__)

@@ -1,0 +1,194 @@
+"""The operator console: server-rendered pages over the same store as the API.
+
+`/` is the approvals inbox; `/console/runs` lists runs and `/console/runs/{id}`
+shows one. Each page has a `…/live` twin that renders only its changing part,
+which `static/console.js` polls and swaps in piece by piece.
+"""
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import RedirectResponse
+from psycopg.rows import DictRow
+
+from engine import store
+from engine.console.auth import Auth, remember_approver
+from engine.console.forms import parse_approval
+from engine.console.pages import Pages, static_files
+from engine.console.views import RunFilter, local_path, pending_like, timeline, with_query
+from engine.database import Pool
+from engine.settings import Settings
+from engine.sql import load_queries
+
+QUERIES = load_queries(__name__)
+INBOX_LIMIT = 200
+
+
+def console_router(pool: Pool, settings: Settings) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+    auth = Auth(settings.api_token)
+    pages = Pages(auth)
+    static = static_files()
+
+    async def inbox_context(request: Request) -> dict[str, Any]:
+        async with pool.connection() as conn:
+            cursor = await conn.execute(
+                QUERIES["console_inbox"], {"pending_like": pending_like(), "limit": INBOX_LIMIT}
+            )
+            runs = [_with_sent(dict(row)) for row in await cursor.fetchall()]
+            notice = None
+            if (sent := request.query_params.get("sent", "")).isdigit():
+                cursor = await conn.execute(QUERIES["console_approval"], {"id": int(sent)})
+                notice = await cursor.fetchone()
+        total = runs[0]["waiting_total"] if runs else 0
+        return {"runs": runs, "total": total, "notice": notice, "next": "/"}
+
+    @router.get("/")
+    async def inbox(request: Request) -> Response:
+        return pages.render(request, "inbox.html", **await inbox_context(request))
+
+    @router.get("/console/inbox/live")
+    async def inbox_live(request: Request) -> Response:
+        return pages.render(request, "inbox_cards.html", **await inbox_context(request))
+
+    async def runs_context(request: Request) -> dict[str, Any]:
+        chosen = RunFilter.parse(request.query_params)
+        async with pool.connection() as conn:
+            cursor = await conn.execute(QUERIES["console_runs"], chosen.sql_params())
+            rows = [dict(row) for row in await cursor.fetchall()]
+        more = len(rows) > chosen.limit
+        rows = rows[: chosen.limit]
+        older = chosen.query(before=(rows[-1]["created_at"], rows[-1]["run_id"])) if more else None
+        return {"rows": rows, "filter": chosen, "older": older}
+
+    @router.get("/console/runs")
+    async def runs(request: Request) -> Response:
+        try:
+            return pages.render(request, "runs.html", **await runs_context(request))
+        except store.InvalidInput as exc:
+            return pages.error(request, 422, str(exc), back="/console/runs")
+
+    @router.get("/console/runs/live")
+    async def runs_live(request: Request) -> Response:
+        try:
+            return pages.render(request, "runs_table.html", **await runs_context(request))
+        except store.InvalidInput as exc:
+            return pages.error(request, 422, str(exc), back="/console/runs")
+
+    async def run_context(request: Request, run_id: str) -> dict[str, Any]:
+        async with pool.connection() as conn:
+            view = await store.show_run(conn, run_id)
+
+            async def rows(query: str) -> list[DictRow]:
+                return await (await conn.execute(QUERIES[query], {"run_id": run_id})).fetchall()
+
+            steps = await rows("console_steps")
+            approvals = await rows("console_approvals")
+            events = await rows("console_webhook_events")
+        return {
+            "run": view.run,
+            "checkpoint": view.checkpoint,
+            "artifacts": view.artifacts,
+            "timeline": timeline(view.run, steps, approvals, events),
+            "sent": next((a for a in approvals if a["consumed_at"] is None), None),
+            "next": f"/console/runs/{run_id}",
+            "notice": None,
+        }
+
+    @router.get("/console/runs/{run_id}")
+    async def run_page(request: Request, run_id: str) -> Response:
+        try:
+            context = await run_context(request, run_id)
+        except store.RunNotFound as exc:
+            return pages.error(request, 404, str(exc), back="/console/runs")
+        sent = request.query_params.get("sent", "")
+        approvals = (e.row for e in context["timeline"] if e.kind == "approval")
+        context["notice"] = next((a for a in approvals if str(a["id"]) == sent), None)
+        return pages.render(request, "run.html", **context)
+
+    @router.get("/console/runs/{run_id}/live")
+    async def run_live(request: Request, run_id: str) -> Response:
+        try:
+            return pages.render(request, "run_sections.html", **await run_context(request, run_id))
+        except store.RunNotFound as exc:
+            return pages.error(request, 404, str(exc), back="/console/runs")
+
+    @router.post("/console/runs/{run_id}/approvals")
+    async def decide(request: Request, run_id: str) -> Response:
+        form = await request.form()
+        back = local_path(str(form.get("next", "")), default=f"/console/runs/{run_id}")
+        if not auth.signed_in(request):
+            return pages.error(
+                request, 401, "Sign in with the API token to approve or reject.", back=back
+            )
+        try:
+            async with pool.connection() as conn:
+                run = await store.get_run(conn, run_id)
+                approval = parse_approval(form, run["waiting_for"])
+                row = await store.approve(
+                    conn,
+                    run_id,
+                    gate=approval.gate,
+                    rejected=approval.rejected,
+                    comment=approval.comment,
+                    approver=approval.approver,
+                    approver_ip=request.client.host if request.client else None,
+                    payload=approval.payload(run["waiting_for"]),
+                )
+        except store.RunNotFound as exc:
+            return pages.error(request, 404, str(exc), back=back)
+        except store.InvalidInput as exc:
+            return pages.error(request, 422, str(exc), back=back)
+        except store.Refused as exc:
+            return pages.error(request, 409, str(exc), back=back)
+        response = RedirectResponse(with_query(back, sent=row["id"]), status_code=303)
+        remember_approver(response, request, approval.approver)
+        return response
+
+    @router.get("/console/login")
+    async def login_page(request: Request) -> Response:
+        back = local_path(request.query_params.get("next"))
+        if not auth.required:
+            return RedirectResponse(back, status_code=303)
+        return pages.render(request, "login.html", back=back, failed=False)
+
+    @router.post("/console/login")
+    async def login(request: Request) -> Response:
+        form = await request.form()
+        back = local_path(str(form.get("next", "")))
+        token = form.get("token", "")
+        if not auth.required:
+            return RedirectResponse(back, status_code=303)
+        if not isinstance(token, str) or not auth.matches(token):
+            return pages.render(request, "login.html", 401, back=back, failed=True)
+        response = RedirectResponse(back, status_code=303)
+        auth.keep(response, request, token)
+        return response
+
+    @router.post("/console/logout")
+    async def logout() -> Response:
+        response = RedirectResponse("/", status_code=303)
+        auth.forget(response)
+        return response
+
+    @router.get("/console/static/{name}")
+    async def static_file(request: Request, name: str) -> Response:
+        if name not in static:
+            return pages.error(request, 404, f"no static file {name!r}")
+        media_type, content = static[name]
+        return Response(content, media_type=media_type, headers={"Cache-Control": "no-cache"})
+
+    return router
+
+
+def _with_sent(row: dict[str, Any]) -> dict[str, Any]:
+    """The inbox row with its approval not yet taken up, if any, as `sent`."""
+    sent = None
+    if row["sent_id"] is not None:
+        sent = {
+            "id": row["sent_id"],
+            "decision": row["sent_decision"],
+            "approver": row["sent_by"],
+            "created_at": row["sent_at"],
+        }
+    return {**row, "sent": sent}

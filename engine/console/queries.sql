@@ -1,0 +1,57 @@
+-- console_runs --
+-- A page of runs, newest first, older than the cursor: optionally one status,
+-- one project, and only the stuck ones (the condition of `stuck_runs`, which
+-- `runs list --stuck` uses: waiting or running, created before %(older_than)s ago)
+SELECT run_id, project, status, workflow, created_at, updated_at, payload ->> 'brief' AS brief,
+       (EXTRACT(EPOCH FROM (NOW() - created_at)) / 60)::float8 AS minutes_running
+FROM runs
+WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(project)s::text IS NULL OR project = %(project)s::text)
+  AND (NOT %(stuck)s::boolean
+       OR ((status LIKE %(pending_like)s OR status IN (%(running)s, %(waiting_provider)s))
+           AND created_at < NOW() - %(older_than)s::interval))
+  AND (%(before_at)s::timestamptz IS NULL
+       OR (created_at, run_id) < (%(before_at)s::timestamptz, %(before_id)s::text))
+ORDER BY created_at DESC, run_id DESC
+LIMIT %(limit)s;
+
+-- console_inbox --
+-- Runs waiting at a gate, longest waiting first, each with the approval sent
+-- for it that no worker has taken up yet (if any)
+SELECT r.run_id, r.project, r.status, r.workflow, r.created_at, r.updated_at, r.payload,
+       r.waiting_for, sent.id AS sent_id, sent.decision AS sent_decision,
+       sent.approver AS sent_by, sent.created_at AS sent_at,
+       count(*) OVER () AS waiting_total
+FROM runs r
+LEFT JOIN LATERAL (
+    SELECT a.id, a.decision, a.approver, a.created_at FROM hitl_approvals a
+    WHERE a.run_id = r.run_id AND a.consumed_at IS NULL
+    ORDER BY a.id LIMIT 1
+) sent ON TRUE
+WHERE r.status LIKE %(pending_like)s
+ORDER BY r.updated_at ASC, r.run_id
+LIMIT %(limit)s;
+
+-- console_steps --
+-- The run's checkpoint history from LangGraph's own table (thread_id is the
+-- run id); checkpoint ids are uuid6, so they sort by time
+SELECT checkpoint_id, (metadata ->> 'step')::int AS step, metadata ->> 'source' AS source,
+       (checkpoint ->> 'ts')::timestamptz AS at, checkpoint -> 'updated_channels' AS updated
+FROM checkpoints
+WHERE thread_id = %(run_id)s AND checkpoint_ns = ''
+ORDER BY checkpoint_id;
+
+-- console_approvals --
+-- Every approval and rejection of a run, oldest first
+SELECT id, gate, decision, approver, approver_ip, comment, payload, created_at, consumed_at
+FROM hitl_approvals WHERE run_id = %(run_id)s ORDER BY id;
+
+-- console_webhook_events --
+-- The provider deliveries tied to a run, oldest first
+SELECT id, provider, signature_status, job_id, delivery_id, received_at, processed_at, payload
+FROM webhook_events WHERE run_id = %(run_id)s ORDER BY id;
+
+-- console_approval --
+-- One approval (the notice after sending it)
+SELECT id, run_id, gate, decision, approver, created_at, consumed_at
+FROM hitl_approvals WHERE id = %(id)s;

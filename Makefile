@@ -3,7 +3,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint venv
+.PHONY: run test lint venv chaos
+
+RUNS ?= 300
+DAEMONS ?= 3
 
 venv: $(STAMP)
 
@@ -24,3 +27,6 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos --runs $(RUNS) --daemons $(DAEMONS)

@@ -11,13 +11,14 @@ import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import AsyncConnection, sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import DictRow, dict_row
 
 from tests.graphs import LEDGER_TABLE
@@ -26,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = {
     "production": "personas.graph:production_workflow",
     "ledger": "tests.graphs:ledger_workflow",
+    "chaos": "tests.graphs:chaos_workflow",
 }
 
 
@@ -44,6 +46,13 @@ class Postgres:
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
+    with postgres_server() as server:
+        yield server
+
+
+@contextmanager
+def postgres_server() -> Iterator[Postgres]:
+    """`DATABASE_URL`'s server, else a temporary embedded one."""
     url = os.environ.get("ORCHESTRATOR_DATABASE_URL") or os.environ.get("DATABASE_URL")
     if url:
         yield Postgres(
@@ -82,11 +91,18 @@ def _admin(url: str) -> psycopg.Connection[DictRow]:
 @pytest.fixture(scope="session")
 def template_db(admin_url: str) -> Iterator[str]:
     """A migrated database to clone, with the tests' node ledger."""
+    with migrated_database(admin_url, prefix="orch_tpl") as url:
+        yield str(conninfo_to_dict(url)["dbname"])
+
+
+@contextmanager
+def migrated_database(admin_url: str, prefix: str) -> Iterator[str]:
+    """A new database at the newest schema plus the node ledger; dropped afterwards."""
     import asyncio
 
     from engine.migrations import migrate
 
-    name = f"orch_tpl_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with _admin(admin_url) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = with_dbname(admin_url, name)
@@ -98,10 +114,12 @@ def template_db(admin_url: str) -> Iterator[str]:
             await migrate(conn)
             await conn.execute(LEDGER_TABLE)
 
-    asyncio.run(prepare())
-    yield name
-    with _admin(admin_url) as admin:
-        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    try:
+        asyncio.run(prepare())
+        yield url
+    finally:
+        with _admin(admin_url) as admin:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture

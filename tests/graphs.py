@@ -7,12 +7,19 @@ nodes are in flight. `fail_times` makes n2 raise until it has run that often.
 
 import asyncio
 from typing import Any, TypedDict
+from uuid import UUID
 
+import psycopg
+from langchain_core.callbacks import AsyncCallbackHandler
 from langgraph.graph import START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
+from engine.database import Pool, database_url, open_pool
+from engine.settings import Settings
 from engine.workflow import RunContext, Workflow
+from personas.graph import production_workflow
 
 LEDGER_TABLE = """
 CREATE TABLE node_ledger (
@@ -77,3 +84,55 @@ def ledger_workflow() -> Workflow:
     builder.add_edge("review", "n4")
     builder.add_edge("n4", "n5")
     return Workflow("ledger", "ledger-1", builder.compile())
+
+
+class NodeLedger(AsyncCallbackHandler):
+    """Counts each start of the production nodes that should act once per run.
+
+    Gate and wait nodes run again on every resume by design, and collect nodes
+    once per wake-up, so they are not counted.
+    """
+
+    COUNTED = frozenset({"brendan", "script_writer", "media", "editor", "publisher"})
+
+    def __init__(self) -> None:
+        self._pool: Pool | None = None
+
+    async def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: dict[str, Any] | Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        node, metadata = kwargs.get("name"), metadata or {}
+        if node not in self.COUNTED or node != metadata.get("langgraph_node"):
+            return
+        if self._pool is None:
+            self._pool = open_pool(database_url(Settings()), Settings(), min_size=1)
+            await self._pool.open()
+        # The chaos test restarts PostgreSQL: a count lost to it would hide a re-execution.
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(psycopg.OperationalError),
+            wait=wait_fixed(0.2),
+            stop=stop_after_delay(60),
+            reraise=True,
+        ):
+            with attempt:
+                async with self._pool.connection() as conn:
+                    await conn.execute(
+                        "INSERT INTO node_ledger (run_id, node, epoch) VALUES (%s, %s, 0)",
+                        (metadata["thread_id"], node),
+                    )
+
+
+def chaos_workflow() -> Workflow:
+    """The production graph, its once-per-run nodes counted in `node_ledger`."""
+    production = production_workflow()
+    return Workflow(
+        "chaos", production.version, production.graph.with_config(callbacks=[NodeLedger()])
+    )

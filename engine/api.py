@@ -137,6 +137,10 @@ def create_app(
         field = "body" if exc.status_code == 400 else None
         return error(exc.status_code, str(exc.detail), field)
 
+    @app.exception_handler(store.InvalidInput)
+    async def invalid_input(_: Request, exc: Exception) -> JSONResponse:
+        return error(422, str(exc), str(exc).split(":", 1)[0])
+
     @app.exception_handler(store.RunNotFound)
     async def not_found(_: Request, exc: Exception) -> JSONResponse:
         return error(404, str(exc), "run_id")
@@ -149,7 +153,8 @@ def create_app(
     async def create_run(new: NewRun) -> JSONResponse:
         if new.workflow not in settings.workflows:
             return error(422, f"workflow: no workflow named {new.workflow!r}", "workflow")
-        payload = {**new.payload, **({"brief": new.brief} if new.brief is not None else {})}
+        brief = store.storable(new.brief, "brief")
+        payload = {**new.payload, **({"brief": brief} if brief is not None else {})}
         async with pool.connection() as conn:
             run = await store.create_run(
                 conn,

@@ -1,5 +1,6 @@
 """Operations on runs for the CLI and the API: create, read, approve, cancel, retry."""
 
+import json
 import re
 import secrets
 from dataclasses import dataclass
@@ -42,6 +43,13 @@ class RunView:
     artifacts: list[dict[str, Any]]
 
 
+def storable(value: Any, field: str) -> Any:
+    """`value` unless PostgreSQL cannot store it: JSONB and TEXT refuse the NUL character."""
+    if "\\u0000" in json.dumps(value):
+        raise InvalidInput(f"{field}: must not contain the NUL character (\\u0000)")
+    return value
+
+
 def new_run_id() -> str:
     return "run_" + "".join(secrets.choice(_BASE32) for _ in range(12))
 
@@ -69,7 +77,7 @@ async def create_run(
             "run_id": new_run_id(),
             "project": validate_project(project),
             "status": Status.QUEUED,
-            "payload": Jsonb(payload),
+            "payload": Jsonb(storable(payload, "payload")),
             "workflow": workflow,
             "priority": priority,
         },
@@ -152,8 +160,8 @@ async def approve(
                 "approver": approver,
                 "approver_ip": approver_ip,
                 "decision": "rejected" if rejected else "approved",
-                "comment": comment,
-                "payload": Jsonb(payload) if payload is not None else None,
+                "comment": storable(comment, "comment"),
+                "payload": Jsonb(storable(payload, "payload")) if payload is not None else None,
             },
         )
     except psycopg.errors.CheckViolation as error:

@@ -10,6 +10,7 @@ from psycopg.types.json import Jsonb
 
 from engine.database import Pool
 from engine.sql import QUERIES
+from engine.store import InvalidInput, storable
 
 ADVANCING = frozenset({"valid", "verified_by_fetch"})
 # Never stored: credentials a misconfigured provider (or an attacker) might send.
@@ -49,10 +50,10 @@ def webhook_router(pool: Pool, verifiers: Mapping[str, Verifier]) -> APIRouter:
         body = await request.body()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _UNSTORED_HEADERS}
         try:
-            payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            payload = storable(json.loads(body), "body")
+        except (json.JSONDecodeError, UnicodeDecodeError, InvalidInput) as exc:
             await _store(pool, provider, "invalid", None, None, headers, None, body)
-            return error(400, f"body is not JSON: {exc}", "body")
+            return error(400, f"body is not storable JSON: {exc}", "body")
         verification = await verify(request.headers, body)
         stored = await _store(
             pool,
@@ -97,7 +98,7 @@ async def _store(
                 "delivery_id": delivery_id,
                 "headers": Jsonb(headers),
                 "payload": Jsonb(payload) if payload is not None else None,
-                "raw_body": raw_body.decode("utf-8", "replace") if raw_body is not None else None,
+                "raw_body": raw_body,
                 "job_id": job_id,
             },
         )

@@ -26,7 +26,7 @@ class Pages:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self.env.filters.update(when=when, pretty=pretty, age=age)
+        self.env.filters.update(when=when, precise=precise, pretty=pretty, age=age)
         self.env.tests.update(link=views.is_link)
         self.env.globals.update(
             media_kind=views.media_kind,
@@ -72,6 +72,11 @@ def when(value: object) -> str:
     if isinstance(value, datetime):
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return "—" if value is None else str(value)
+
+
+def precise(moment: datetime) -> str:
+    """UTC to the millisecond: steps a few milliseconds apart stay apart."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 def age(minutes: float) -> str:

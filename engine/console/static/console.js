@@ -4,7 +4,7 @@
 // opened or a video playing survives every refresh that does not concern it.
 "use strict";
 
-const PERIOD_MS = 1500;
+const PERIOD_MS = 1000;
 
 function htmlById(parent) {
   return new Map([...parent.children].map((child) => [child.id, child.outerHTML]));

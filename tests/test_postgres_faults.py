@@ -79,3 +79,36 @@ async def test_daemon_and_api_ride_out_a_postgres_restart(
     assert sorted(r["run_id"] for r in rows) == sorted(run_ids)
     assert all(v["result"]["visited"] == ["n1", "n2", "n4", "n5"] for v in visited)
     assert "listener lost its connection" in daemon.log()
+
+
+async def test_connections_dropped_mid_step_are_replaced(
+    db_url: str, admin_url: str, tmp_path: Path
+) -> None:
+    async with await AsyncConnection.connect(db_url, autocommit=True, row_factory=dict_row) as c:
+        for _ in range(3):
+            await store.create_run(c, project="p", payload={"node_delay": 1}, workflow="ledger")
+        async with stack(db_url, tmp_path, lease_ttl=3) as s:
+            daemon = s.daemon("survivor")
+            await wait_for(c, "SELECT 1 FROM node_ledger WHERE node = 'n1'", until=bool)
+            dbname = str(c.info.dbname)
+            async with await AsyncConnection.connect(admin_url, autocommit=True) as admin:
+                # Every connection of the daemon and the API, LISTEN included, cut at once.
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> %s",
+                    (dbname, c.info.backend_pid),
+                )
+            await wait_for(
+                c,
+                ALL,
+                until=lambda rows: all(r["status"] == "pending_review" for r in rows),
+                within=30,
+            )
+            await c.execute(
+                "INSERT INTO hitl_approvals (run_id, gate) SELECT run_id, 'review' FROM runs"
+            )
+            await wait_for(
+                c, ALL, until=lambda rows: all(r["status"] == "published" for r in rows), within=30
+            )
+            await _until_ready(s.http, f"{s.api}/readyz", 200, within=10)
+            assert daemon.process.poll() is None

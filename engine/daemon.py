@@ -17,6 +17,7 @@ from engine.workflow import Workflow
 
 log = logging.getLogger(__name__)
 
+VERSION_REPORT_INTERVAL = 60.0  # seconds between reports of runs left to other workers
 # Seconds between attempts to re-establish LISTEN: polling covers the gap.
 RECONNECT_FIRST, RECONNECT_MAX = 0.2, 5.0
 CHANNELS = ("orchestrator_runs_v1", "orchestrator_approvals_v1", "orchestrator_events_v1")
@@ -33,6 +34,10 @@ class Daemon:
         self._executor = Executor(pool, settings, workflows)
         self._lease_ttl = timedelta(seconds=settings.lease_ttl)
         self._held: dict[str, tuple[asyncio.Task[None], int]] = {}
+        self._versions = {
+            "workflows": list(workflows),
+            "versions": [workflow.version for workflow in workflows.values()],
+        }
         self._wake = asyncio.Event()
 
     async def serve(self, stop: asyncio.Event) -> None:
@@ -40,7 +45,10 @@ class Daemon:
         extra = {"worker_id": self._worker_id}
         log.info("daemon started", extra={"action": "daemon_started", **extra})
         async with asyncio.TaskGroup() as side:
-            side_tasks = [side.create_task(self._heartbeat())]
+            side_tasks = [
+                side.create_task(self._heartbeat()),
+                side.create_task(self._watch_versions()),
+            ]
             if self._settings.listen:
                 side_tasks.append(side.create_task(self._listen()))
             await self._work(stop)
@@ -84,6 +92,7 @@ class Daemon:
                         "waiting_provider": Status.WAITING_PROVIDER,
                         "pending_prefix": PENDING_PREFIX,
                         "pending_like": PENDING_PREFIX.replace("_", r"\_") + "%",
+                        **self._versions,
                     },
                 )
                 rows = await cursor.fetchall()
@@ -151,6 +160,39 @@ class Daemon:
                         "lease lost; stopping run", extra={"action": "lease_lost", "run_id": run_id}
                     )
                     task.cancel()
+
+    async def _watch_versions(self) -> None:
+        """Say, now and then, which live runs this worker leaves to others, and why."""
+        while True:
+            try:
+                async with self._pool.connection() as conn:
+                    cursor = await conn.execute(QUERIES["foreign_versions"], self._versions)
+                    rows = await cursor.fetchall()
+            except psycopg.OperationalError:
+                rows = []
+            mine = dict(zip(self._versions["workflows"], self._versions["versions"], strict=True))
+            for row in rows:
+                workflow, version = row["workflow"], row["graph_version"]
+                runs_here = (
+                    f"runs {workflow!r} at {mine[workflow]!r}"
+                    if workflow in mine
+                    else f"has no workflow {workflow!r}"
+                )
+                log.warning(
+                    "%d live runs of workflow %r need graph version %r; this worker %s "
+                    "and leaves them to a worker that has it",
+                    row["runs"],
+                    workflow,
+                    version,
+                    runs_here,
+                    extra={
+                        "action": "foreign_versions",
+                        "workflow": workflow,
+                        "graph_version": version,
+                        "runs": row["runs"],
+                    },
+                )
+            await asyncio.sleep(VERSION_REPORT_INTERVAL)
 
     async def _listen(self) -> None:
         """Set the wake event on every NOTIFY; reconnect when the connection drops."""

@@ -66,12 +66,8 @@ class Executor:
             "project": claim.project,
             "epoch": claim.epoch,
         }
-        workflow = self._workflows.get(claim.workflow)
-        if workflow is None:
-            message = f"no workflow named {claim.workflow!r} is registered with this daemon"
-            await self._fail(claim, None, "UnknownWorkflow", message, attempts=0)
-            log.error(message, extra={"action": "run_failed", **extra})
-            return
+        # The claim only takes runs of this worker's workflows, at their versions.
+        workflow = self._workflows[claim.workflow]
         try:
             output = await self._invoke(claim, workflow)
         except LeaseLost:
@@ -79,7 +75,10 @@ class Executor:
             return
         except Exception as exc:
             attempts = self._settings.max_attempts
-            await self._fail(claim, workflow, type(exc).__name__, str(exc), attempts)
+            error = {"type": type(exc).__name__, "message": str(exc), "attempts": attempts}
+            await self._update(
+                "fail_run", claim, status=Status.FAILED, error=Jsonb(error), attempt=attempts
+            )
             log.error("run failed", extra={"action": "run_failed", **extra}, exc_info=exc)
             return
         if interrupts := output.get("__interrupt__"):
@@ -88,7 +87,6 @@ class Executor:
             await self._update(
                 "pause_run",
                 claim,
-                workflow,
                 status=status,
                 waiting_for=Jsonb(wait),
                 wake_at=wake_at,
@@ -96,9 +94,7 @@ class Executor:
             log.info("run paused", extra={"action": "run_paused", "status": status, **extra})
         else:
             result = state_view({"channel_values": output})["values"]  # type: ignore[typeddict-item]
-            await self._update(
-                "finish_run", claim, workflow, status=Status.PUBLISHED, result=Jsonb(result)
-            )
+            await self._update("finish_run", claim, status=Status.PUBLISHED, result=Jsonb(result))
             log.info("run finished", extra={"action": "run_finished", **extra})
 
     async def _invoke(self, claim: Claim, workflow: Workflow) -> dict[str, Any]:
@@ -151,21 +147,11 @@ class Executor:
                 return dict(output)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
-    async def _fail(
-        self, claim: Claim, workflow: Workflow | None, kind: str, message: str, attempts: int
-    ) -> None:
-        error = {"type": kind, "message": message, "attempts": attempts}
-        await self._update(
-            "fail_run", claim, workflow, status=Status.FAILED, error=Jsonb(error), attempt=attempts
-        )
-
     async def requeue(self, claim: Claim) -> None:
         """Hand an unfinished run back to the queue (graceful shutdown)."""
-        await self._update("requeue_run", claim, None)
+        await self._update("requeue_run", claim)
 
-    async def _update(
-        self, query: str, claim: Claim, workflow: Workflow | None, **params: object
-    ) -> None:
+    async def _update(self, query: str, claim: Claim, **params: object) -> None:
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
                 QUERIES[query],
@@ -174,7 +160,6 @@ class Executor:
                     "epoch": claim.epoch,
                     "running": Status.RUNNING,
                     "queued": Status.QUEUED,
-                    "graph_version": workflow.version if workflow else None,
                     **params,
                 },
             )

@@ -6,6 +6,7 @@ nodes are in flight. `fail_times` makes n2 raise until it has run that often.
 """
 
 import asyncio
+import os
 from typing import Any, TypedDict
 from uuid import UUID
 
@@ -83,7 +84,8 @@ def ledger_workflow() -> Workflow:
     builder.add_edge("n2", "review")
     builder.add_edge("review", "n4")
     builder.add_edge("n4", "n5")
-    return Workflow("ledger", "ledger-1", builder.compile())
+    # A test of versioning runs daemons with two versions of this graph.
+    return Workflow("ledger", os.environ.get("LEDGER_GRAPH_VERSION", "ledger-1"), builder.compile())
 
 
 class NodeLedger(AsyncCallbackHandler):

@@ -196,6 +196,8 @@ async def test_the_claim_query_uses_the_live_runs_index(conn: Conn) -> None:
                 "waiting_provider": Status.WAITING_PROVIDER,
                 "pending_prefix": "pending_",
                 "pending_like": r"pending\_%",
+                "workflows": ["production"],
+                "versions": ["production-2"],
             },
         )
     ).fetchall()

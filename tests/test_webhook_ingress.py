@@ -99,6 +99,8 @@ async def _claimable(conn: Conn) -> list[str]:
                 "waiting_provider": Status.WAITING_PROVIDER,
                 "pending_prefix": PENDING_PREFIX,
                 "pending_like": r"pending\_%",
+                "workflows": ["production"],
+                "versions": ["production-2"],
             },
         )
     ).fetchall()

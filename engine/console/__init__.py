@@ -12,7 +12,7 @@ from fastapi.responses import RedirectResponse
 from psycopg.rows import DictRow
 
 from engine import store
-from engine.console.auth import Auth, remember_approver
+from engine.console.auth import Auth, from_another_site, remember_approver
 from engine.console.forms import parse_approval
 from engine.console.pages import Pages, static_files
 from engine.console.views import RunFilter, local_path, pending_like, timeline, with_query
@@ -22,6 +22,7 @@ from engine.sql import load_queries
 
 QUERIES = load_queries(__name__)
 INBOX_LIMIT = 200
+ANOTHER_SITE = "Refused: this form was sent from another site."
 
 
 def console_router(pool: Pool, settings: Settings) -> APIRouter:
@@ -117,6 +118,8 @@ def console_router(pool: Pool, settings: Settings) -> APIRouter:
     async def decide(request: Request, run_id: str) -> Response:
         form = await request.form()
         back = local_path(str(form.get("next", "")), default=f"/console/runs/{run_id}")
+        if from_another_site(request):
+            return pages.error(request, 403, ANOTHER_SITE, back=back)
         if not auth.signed_in(request):
             return pages.error(
                 request, 401, "Sign in with the API token to approve or reject.", back=back
@@ -157,6 +160,8 @@ def console_router(pool: Pool, settings: Settings) -> APIRouter:
         form = await request.form()
         back = local_path(str(form.get("next", "")))
         token = form.get("token", "")
+        if from_another_site(request):
+            return pages.error(request, 403, ANOTHER_SITE, back=back)
         if not auth.required:
             return RedirectResponse(back, status_code=303)
         if not isinstance(token, str) or not auth.matches(token):
@@ -166,7 +171,9 @@ def console_router(pool: Pool, settings: Settings) -> APIRouter:
         return response
 
     @router.post("/console/logout")
-    async def logout() -> Response:
+    async def logout(request: Request) -> Response:
+        if from_another_site(request):
+            return pages.error(request, 403, ANOTHER_SITE)
         response = RedirectResponse("/", status_code=303)
         auth.forget(response)
         return response

@@ -42,6 +42,12 @@ class Auth:
         response.delete_cookie(TOKEN_COOKIE, path="/", httponly=True, samesite="lax")
 
 
+def from_another_site(request: Request) -> bool:
+    """The browser says another site sent this form (`Sec-Fetch-Site`). The token cookie is
+    SameSite already; this also guards a console that has no token configured."""
+    return request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none")
+
+
 def remember_approver(response: Response, request: Request, name: str) -> None:
     _set(response, request, APPROVER_COOKIE, name, max_age=_YEAR)
 

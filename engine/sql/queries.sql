@@ -7,10 +7,16 @@ RETURNING *;
 -- claim_runs --
 -- Take up to %(limit)s runs that have work: queued, abandoned by a dead worker,
 -- approved at their gate, or woken by a provider event or their timer; return
--- what each resumes with (the approval, or the provider events, now processed)
-WITH due AS (
+-- what each resumes with (the approval, or the provider events, now processed).
+-- Only runs of a workflow this worker has, at the graph version they started on
+-- (a run records its version at its first claim).
+WITH mine AS (
+    SELECT * FROM unnest(%(workflows)s::text[], %(versions)s::text[]) AS w(name, version)
+), due AS (
     SELECT r.run_id
     FROM runs r
+    JOIN mine ON mine.name = r.workflow
+             AND (r.graph_version IS NULL OR r.graph_version = mine.version)
     WHERE r.status NOT IN ('published', 'failed', 'cancelled')
       AND (
             r.status = %(queued)s
@@ -34,6 +40,8 @@ WITH due AS (
         lease_owner = %(worker_id)s,
         lease_expires_at = NOW() + %(lease_ttl)s,
         lease_epoch = runs.lease_epoch + 1,
+        graph_version = COALESCE(runs.graph_version,
+                                 (SELECT version FROM mine WHERE name = runs.workflow)),
         updated_at = NOW()
     FROM due
     WHERE runs.run_id = due.run_id
@@ -99,7 +107,6 @@ WITH adopted AS (
 )
 UPDATE runs SET
     status = %(status)s, waiting_for = %(waiting_for)s, wake_at = %(wake_at)s,
-    graph_version = COALESCE(graph_version, %(graph_version)s),
     lease_owner = NULL, lease_expires_at = NULL, updated_at = NOW()
 WHERE run_id = %(run_id)s AND lease_epoch = %(epoch)s AND status = %(running)s;
 
@@ -107,7 +114,6 @@ WHERE run_id = %(run_id)s AND lease_epoch = %(epoch)s AND status = %(running)s;
 -- The graph reached its end
 UPDATE runs SET
     status = %(status)s, result = %(result)s, error = NULL,
-    graph_version = COALESCE(graph_version, %(graph_version)s),
     lease_owner = NULL, lease_expires_at = NULL, waiting_for = NULL, updated_at = NOW()
 WHERE run_id = %(run_id)s AND lease_epoch = %(epoch)s AND status = %(running)s;
 
@@ -115,7 +121,6 @@ WHERE run_id = %(run_id)s AND lease_epoch = %(epoch)s AND status = %(running)s;
 -- Retries are exhausted
 UPDATE runs SET
     status = %(status)s, error = %(error)s, attempt = %(attempt)s,
-    graph_version = COALESCE(graph_version, %(graph_version)s),
     lease_owner = NULL, lease_expires_at = NULL, updated_at = NOW()
 WHERE run_id = %(run_id)s AND lease_epoch = %(epoch)s AND status = %(running)s;
 
@@ -223,3 +228,14 @@ WHERE (status LIKE %(pending_like)s OR status IN (%(running)s, %(waiting_provide
   AND created_at < NOW() - %(older_than)s
 ORDER BY created_at ASC
 LIMIT %(limit)s;
+
+-- foreign_versions --
+-- Live runs that this worker leaves alone: their workflow or graph version is not its own
+SELECT workflow, graph_version, count(*) AS runs
+FROM runs r
+WHERE status NOT IN ('published', 'failed', 'cancelled')
+  AND NOT EXISTS (
+    SELECT 1 FROM unnest(%(workflows)s::text[], %(versions)s::text[]) AS w(name, version)
+    WHERE w.name = r.workflow AND (r.graph_version IS NULL OR r.graph_version = w.version))
+GROUP BY workflow, graph_version
+ORDER BY workflow, graph_version;

@@ -100,7 +100,8 @@ def migrate_command(
     ] = None,
 ) -> None:
     """Bring the schema to the newest version (or --to N, up or down)."""
-    logs.configure(Settings().log_level)
+    settings = Settings()
+    logs.configure(settings.log_level, settings.log_format)
     before, after = _run(lambda conn: migrate(conn, to))
     console.print(f"schema at version {after} (was {before})")
 
@@ -146,7 +147,7 @@ def up(
 def _overridden(**options: object) -> Settings:
     settings = Settings()
     settings = settings.model_copy(update={k: v for k, v in options.items() if v is not None})
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, settings.log_format, worker_id=settings.worker_id)
     return settings
 
 

@@ -10,6 +10,7 @@ import psycopg
 
 from engine.database import Pool, connect
 from engine.executor import Claim, Executor
+from engine.logs import run_context
 from engine.settings import Settings
 from engine.sql import QUERIES
 from engine.status import PENDING_PREFIX, Status
@@ -102,8 +103,9 @@ class Daemon:
         return [_claim_from_row(row) for row in rows]
 
     async def _execute(self, claim: Claim) -> None:
-        extra = {"run_id": claim.run_id, "worker_id": self._worker_id, "epoch": claim.epoch}
-        log.info("run claimed", extra={"action": "run_claimed", **extra})
+        # Each run executes in its own task: everything logged in it names the run.
+        run_context.set({"run_id": claim.run_id, "project": claim.project, "epoch": claim.epoch})
+        log.info("run claimed", extra={"action": "run_claimed"})
         try:
             await self._executor.execute(claim)
         except asyncio.CancelledError:
@@ -111,12 +113,10 @@ class Daemon:
             # making the next worker wait for the lease to expire.
             with contextlib.suppress(psycopg.Error):
                 await self._executor.requeue(claim)
-            log.info("run released", extra={"action": "run_released", **extra})
+            log.info("run released", extra={"action": "run_released"})
             raise
         except Exception as error:  # a run's failure must not stop the worker
-            log.exception(
-                "run crashed the executor: %s", error, extra={"action": "executor_error", **extra}
-            )
+            log.exception("run crashed the executor: %s", error, extra={"action": "executor_error"})
         finally:
             self._held.pop(claim.run_id, None)
             self._wake.set()

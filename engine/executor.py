@@ -61,17 +61,12 @@ class Executor:
         self._lease_ttl = timedelta(seconds=settings.lease_ttl)
 
     async def execute(self, claim: Claim) -> None:
-        extra: dict[str, object] = {
-            "run_id": claim.run_id,
-            "project": claim.project,
-            "epoch": claim.epoch,
-        }
         # The claim only takes runs of this worker's workflows, at their versions.
         workflow = self._workflows[claim.workflow]
         try:
             output = await self._invoke(claim, workflow)
         except LeaseLost:
-            log.warning("lease lost; abandoning run", extra={"action": "lease_lost", **extra})
+            log.warning("lease lost; abandoning run", extra={"action": "lease_lost"})
             return
         except Exception as exc:
             attempts = self._settings.max_attempts
@@ -79,7 +74,7 @@ class Executor:
             await self._update(
                 "fail_run", claim, status=Status.FAILED, error=Jsonb(error), attempt=attempts
             )
-            log.error("run failed", extra={"action": "run_failed", **extra}, exc_info=exc)
+            log.error("run failed", extra={"action": "run_failed"}, exc_info=exc)
             return
         if interrupts := output.get("__interrupt__"):
             wait = interrupts[0].value
@@ -91,11 +86,11 @@ class Executor:
                 waiting_for=Jsonb(wait),
                 wake_at=wake_at,
             )
-            log.info("run paused", extra={"action": "run_paused", "status": status, **extra})
+            log.info("run paused", extra={"action": "run_paused", "status": status})
         else:
             result = state_view({"channel_values": output})["values"]  # type: ignore[typeddict-item]
             await self._update("finish_run", claim, status=Status.PUBLISHED, result=Jsonb(result))
-            log.info("run finished", extra={"action": "run_finished", **extra})
+            log.info("run finished", extra={"action": "run_finished"})
 
     async def _invoke(self, claim: Claim, workflow: Workflow) -> dict[str, Any]:
         lease = Lease(claim.run_id, claim.epoch, self._lease_ttl)

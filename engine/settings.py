@@ -3,6 +3,7 @@
 import os
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -86,6 +87,9 @@ class Settings(BaseSettings):
         default=3600.0, description="seconds before a provider job that never ends fails the run"
     )
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto", description="auto: JSON lines, or text when stderr is a terminal"
+    )
     chat_model: str = Field(
         default="offline", description="'offline' or 'module:Class' of a BaseChatModel"
     )

@@ -53,5 +53,5 @@ FROM webhook_events WHERE run_id = %(run_id)s ORDER BY id;
 
 -- console_approval --
 -- One approval (the notice after sending it)
-SELECT id, run_id, gate, decision, approver, created_at, consumed_at
+SELECT id, run_id, gate, decision, approver, created_at
 FROM hitl_approvals WHERE id = %(id)s;

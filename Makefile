@@ -2,8 +2,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test lint venv chaos
+.PHONY: run test lint venv bench chaos
 
 RUNS ?= 300
 DAEMONS ?= 3
@@ -30,3 +31,11 @@ lint: $(STAMP)
 
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos --runs $(RUNS) --daemons $(DAEMONS)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+# QUICK=1: fewer samples, under two minutes. DATABASE_URL picks the server.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(if $(QUICK),--quick)

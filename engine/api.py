@@ -16,9 +16,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from engine import store
 from engine.console import console_router
 from engine.database import Pool, open_pool
-from engine.migrations import discover
+from engine.health import schema_ready
 from engine.settings import Settings
-from engine.sql import QUERIES
 from engine.webhooks import Verifier, error, webhook_router
 
 SLUG = store.PROJECT_SLUG.pattern
@@ -217,19 +216,7 @@ def create_app(
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        head = len(discover())
-        try:
-            async with pool.connection(timeout=2) as conn:
-                row = await (await conn.execute(QUERIES["schema_version"])).fetchone()
-        except Exception as exc:  # any failure to reach the database means not ready
-            return JSONResponse({"status": "unavailable", "database": str(exc)}, status_code=503)
-        version = row["version"] if row else None
-        if version != head:
-            return JSONResponse(
-                {"status": "unavailable", "schema_version": version, "expected": head},
-                status_code=503,
-            )
-        return JSONResponse({"status": "ok", "schema_version": version})
+        return await schema_ready(pool)
 
     app.include_router(webhook_router(pool, verifiers))
     app.include_router(console_router(pool, settings))

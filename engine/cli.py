@@ -56,6 +56,12 @@ def main() -> None:
         _fail(str(error), 2)
     except (store.RunNotFound, store.Refused) as error:
         _fail(str(error), 1)
+    except ExceptionGroup as group:
+        # A service that cannot bind its port (another process has it) ends the TaskGroup.
+        unbound = group.subgroup(OSError)
+        if unbound is None:
+            raise
+        _fail(f"cannot listen: {unbound.exceptions[0]}", 1)
     except ValidationError as error:
         first = error.errors()[0]
         field = "ORCHESTRATOR_" + str(first["loc"][0]).upper() if first["loc"] else "settings"
@@ -163,6 +169,7 @@ async def _serve(
     # LangGraph and FastAPI take a second to import: only the services pay for them.
     from engine.api import create_app
     from engine.daemon import Daemon
+    from engine.health import health_app
     from engine.references import load_reference
     from engine.serving import serve_http
     from engine.workflow import load_workflows
@@ -186,7 +193,15 @@ async def _serve(
             if daemon:
                 workflows = load_workflows(settings.workflows)
                 async with open_pool(url, settings) as pool:
-                    await Daemon(url, pool, settings, workflows).serve(stop)
+                    worker = Daemon(url, pool, settings, workflows)
+                    if settings.health_port:
+                        vitals = health_app(worker, pool, stale_after=worker.stale_after)
+                        http.append(
+                            services.create_task(
+                                serve_http(vitals, settings.health_host, settings.health_port)
+                            )
+                        )
+                    await worker.serve(stop)
             else:
                 await stop.wait()
             for task in http:
@@ -198,7 +213,9 @@ async def _check_schema(url: str, settings: Settings, *, migrate_first: bool) ->
         if migrate_first:
             await migrate(conn)
         version, head = await current_version(conn), len(discover())
-    if version != head:
+    # Newer is fine: migrations are additive, and old code must run on the new
+    # schema through a rolling upgrade (or a rollback).
+    if version < head:
         raise UsageFailure(
             f"database schema is at version {version}, this code needs {head}: "
             "run 'orchestrator migrate'"

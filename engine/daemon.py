@@ -3,11 +3,13 @@
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
 import psycopg
 
+from engine import sd_notify
 from engine.database import Pool, connect
 from engine.executor import Claim, Executor
 from engine.logs import run_context
@@ -40,6 +42,10 @@ class Daemon:
             "versions": [workflow.version for workflow in workflows.values()],
         }
         self._wake = asyncio.Event()
+        self.last_tick = time.monotonic()
+        self.listening = not settings.listen  # True once LISTEN is up (or not wanted)
+        # The loop turns at least every poll interval; a loop this late is stuck.
+        self.stale_after = max(3 * settings.poll_interval, 10.0)
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Work until `stop` is set, then drain. A dead side task stops the daemon loudly."""
@@ -52,7 +58,9 @@ class Daemon:
             ]
             if self._settings.listen:
                 side_tasks.append(side.create_task(self._listen()))
+            sd_notify.ready()
             await self._work(stop)
+            sd_notify.stopping()
             for task in side_tasks:
                 task.cancel()
         log.info("daemon stopped", extra={"action": "daemon_stopped", **extra})
@@ -60,6 +68,8 @@ class Daemon:
     async def _work(self, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as runs:
             while not stop.is_set():
+                self.last_tick = time.monotonic()
+                sd_notify.watchdog()
                 self._wake.clear()
                 free = self._settings.concurrency - len(self._held)
                 for claim in await self._claim(free) if free > 0 else []:
@@ -203,10 +213,12 @@ class Daemon:
                     for channel in CHANNELS:
                         await conn.execute(f"LISTEN {channel}")
                     retry = RECONNECT_FIRST
+                    self.listening = True
                     self._wake.set()  # a NOTIFY may have been missed while disconnected
                     async for _ in conn.notifies():
                         self._wake.set()
             except psycopg.OperationalError as error:
+                self.listening = False
                 log.warning(
                     "listener lost its connection: %s",
                     error,

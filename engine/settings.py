@@ -5,7 +5,14 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, PositiveFloat, PositiveInt, SecretStr
+from pydantic import (
+    AliasChoices,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -64,6 +71,9 @@ class Settings(BaseSettings):
         description="'module:coroutine(settings)' serving the sandbox providers until cancelled",
     )
     sandbox_port: int = Field(default=8100, ge=1, le=65535)
+    health_host: str = Field(
+        default="127.0.0.1", description="the daemon's health port's address (0.0.0.0 in pods)"
+    )
     health_port: int = Field(
         default=8081, ge=0, le=65535, description="the daemon's /healthz and /readyz; 0 is off"
     )
@@ -93,6 +103,12 @@ class Settings(BaseSettings):
     chat_model: str = Field(
         default="offline", description="'offline' or 'module:Class' of a BaseChatModel"
     )
+
+    @field_validator("prepare_threshold", mode="before")
+    @classmethod
+    def _empty_means_none(cls, value: object) -> object:
+        """`ORCHESTRATOR_PREPARE_THRESHOLD=` (empty) turns prepared statements off."""
+        return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
 
     @property
     def uses_sandbox(self) -> bool:

@@ -163,6 +163,8 @@ def orchestrator_env(db_url: str, **settings: object) -> dict[str, str]:
         ORCHESTRATOR_POLL_INTERVAL="0.5",
         ORCHESTRATOR_LEASE_TTL="3",
         ORCHESTRATOR_RETRY_BACKOFF="0.05",
+        # Many daemons share this machine: a test that wants the health port sets one.
+        ORCHESTRATOR_HEALTH_PORT="0",
     )
     env.update({f"ORCHESTRATOR_{key.upper()}": str(value) for key, value in settings.items()})
     return env

@@ -222,6 +222,27 @@ async def _check_schema(url: str, settings: Settings, *, migrate_first: bool) ->
         )
 
 
+@app.command()
+def prune(
+    older_than: Annotated[
+        str, typer.Option(help="Finished runs last changed longer ago than this: 30d, 12h, ...")
+    ] = "30d",
+    delete_runs: Annotated[
+        bool, typer.Option("--delete-runs", help="Remove the runs altogether, not just history.")
+    ] = False,
+) -> None:
+    """Shed LangGraph history of finished runs (keeping each one's latest checkpoint)."""
+    from engine.retention import prune as prune_runs
+
+    age = store.parse_duration(older_than, "--older-than")
+    settings = Settings()
+    logs.configure(settings.log_level, settings.log_format)
+    done = _run(lambda conn: prune_runs(conn, age, delete_runs=delete_runs))
+    if done is None:
+        raise store.Refused("another prune is running; try again when it has finished")
+    print(f"pruned history of {done.runs} runs, deleted {done.deleted} runs")
+
+
 # --- runs ---------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from engine import sd_notify
 from engine.database import Pool, connect
 from engine.executor import Claim, Executor
 from engine.logs import run_context
+from engine.retention import prune
 from engine.settings import Settings
 from engine.sql import QUERIES
 from engine.status import PENDING_PREFIX, Status
@@ -58,6 +59,8 @@ class Daemon:
             ]
             if self._settings.listen:
                 side_tasks.append(side.create_task(self._listen()))
+            if self._settings.prune_interval:
+                side_tasks.append(side.create_task(self._prune_on_schedule()))
             sd_notify.ready()
             await self._work(stop)
             sd_notify.stopping()
@@ -170,6 +173,27 @@ class Daemon:
                         "lease lost; stopping run", extra={"action": "lease_lost", "run_id": run_id}
                     )
                     task.cancel()
+
+    async def _prune_on_schedule(self) -> None:
+        interval = self._settings.prune_interval or 0.0
+        older_than = timedelta(days=self._settings.prune_older_than_days)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with await connect(self._url, self._settings) as conn:
+                    done = await prune(
+                        conn, older_than, delete_runs=self._settings.prune_delete_runs
+                    )
+            except psycopg.OperationalError as error:
+                log.warning("prune failed: %s", error, extra={"action": "prune_failed"})
+                continue
+            if done is not None:
+                log.info(
+                    "pruned history of %d runs, deleted %d",
+                    done.runs,
+                    done.deleted,
+                    extra={"action": "pruned", "runs": done.runs, "deleted": done.deleted},
+                )
 
     async def _watch_versions(self) -> None:
         """Say, now and then, which live runs this worker leaves to others, and why."""

@@ -96,6 +96,15 @@ class Settings(BaseSettings):
     provider_job_timeout: PositiveFloat = Field(
         default=3600.0, description="seconds before a provider job that never ends fails the run"
     )
+    prune_interval: PositiveFloat | None = Field(
+        default=None, description="seconds between the daemon's retention runs; unset: never"
+    )
+    prune_older_than_days: PositiveFloat = Field(
+        default=30, description="the daemon prunes runs that finished longer ago than this"
+    )
+    prune_delete_runs: bool = Field(
+        default=False, description="the daemon's retention removes whole runs, not just history"
+    )
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     log_format: Literal["auto", "json", "text"] = Field(
         default="auto", description="auto: JSON lines, or text when stderr is a terminal"

@@ -239,3 +239,15 @@ WHERE status NOT IN ('published', 'failed', 'cancelled')
     WHERE w.name = r.workflow AND (r.graph_version IS NULL OR r.graph_version = w.version))
 GROUP BY workflow, graph_version
 ORDER BY workflow, graph_version;
+
+-- finished_before --
+-- Finished runs last changed before %(before)s, a batch at a time in run_id order
+SELECT run_id FROM runs
+WHERE status IN ('published', 'failed', 'cancelled') AND updated_at < %(before)s
+  AND run_id > %(after)s
+ORDER BY run_id
+LIMIT %(limit)s;
+
+-- delete_runs --
+-- Remove runs with everything that belongs to them (their webhook events stay, unlinked)
+DELETE FROM runs WHERE run_id = ANY(%(run_ids)s);

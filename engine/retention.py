@@ -1,0 +1,67 @@
+"""Retention: finished runs shed their LangGraph history, and may be removed altogether.
+
+`keep_latest` leaves each finished run its newest checkpoint, so `runs show`,
+the console and the seed's queries still show where it ended.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
+
+from engine.sql import QUERIES
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+# Replicas running the schedule take turns: one prunes, the others skip the round.
+_LOCK_KEY = 0x6F72636870727E
+
+
+@dataclass(frozen=True)
+class Pruned:
+    runs: int  # finished runs whose history was pruned
+    deleted: int  # runs removed altogether
+
+
+async def prune(
+    conn: AsyncConnection[DictRow], older_than: timedelta, *, delete_runs: bool = False
+) -> Pruned | None:
+    """Prune runs that finished more than `older_than` ago; None if another replica is at it.
+
+    `conn` must be in autocommit mode.
+    """
+    locked = await conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (_LOCK_KEY,))
+    row = await locked.fetchone()
+    if not row or not row["ok"]:
+        return None
+    try:
+        return await _prune(conn, datetime.now(UTC) - older_than, delete_runs)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+
+
+async def _prune(conn: AsyncConnection[DictRow], before: datetime, delete_runs: bool) -> Pruned:
+    saver = AsyncPostgresSaver(conn)
+    pruned = deleted = 0
+    after = ""
+    while True:
+        params = {"before": before, "after": after, "limit": BATCH}
+        rows = await (await conn.execute(QUERIES["finished_before"], params)).fetchall()
+        run_ids = [row["run_id"] for row in rows]
+        if not run_ids:
+            return Pruned(pruned, deleted)
+        after = run_ids[-1]
+        if delete_runs:
+            await saver.aprune(run_ids, strategy="delete")
+            await conn.execute(QUERIES["delete_runs"], {"run_ids": run_ids})
+            deleted += len(run_ids)
+        else:
+            await saver.aprune(run_ids, strategy="keep_latest")
+            pruned += len(run_ids)
+        log.info(
+            "pruned %d runs", len(run_ids), extra={"action": "prune_batch", "deleted": delete_runs}
+        )

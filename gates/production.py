@@ -1,6 +1,5 @@
 """The production graph's gates: approve the workflow, approve publishing."""
 
-from typing import Any
 
 from langgraph.types import Command
 
@@ -16,24 +15,30 @@ def _rejected(state: ProductionState, gate: str, comment: str | None) -> Command
     return Command(goto="brendan", update={"feedback": feedback, "publish_approved": False})
 
 
-def edited_workflow(payload: dict[str, Any]) -> list[str] | None:
-    """The workflow an approver substituted for Brendan's, if any (validated)."""
-    workflow = payload.get("workflow")
-    if workflow is None:
-        return None
+def valid_workflow(workflow: object) -> list[str]:
+    """The workflow to run, approved as proposed or as an approver edited it."""
     if not isinstance(workflow, list) or not workflow or not set(workflow) <= set(CREW):
         raise ValueError(
-            f"approval payload: workflow must be a non-empty list of {', '.join(CREW)}; "
-            f"got {workflow!r}"
+            f"workflow must be a non-empty list of {', '.join(CREW)}; got {workflow!r}"
         )
-    return workflow
+    if "publisher" in workflow and "editor" not in workflow[: workflow.index("publisher")]:
+        raise ValueError("workflow: the publisher needs the editor's video before it")
+    return list(workflow)
 
 
 def workflow_gate(state: ProductionState) -> Command[str]:
-    decision = ask(WORKFLOW_GATE, proposal=state.get("proposal", []))
-    if not decision.approved:
-        return _rejected(state, WORKFLOW_GATE, decision.comment)
-    workflow = edited_workflow(decision.payload) or state.get("proposal", [])
+    problem: dict[str, str] = {}
+    while True:
+        decision = ask(WORKFLOW_GATE, proposal=state.get("proposal", []), **problem)
+        if not decision.approved:
+            return _rejected(state, WORKFLOW_GATE, decision.comment)
+        try:
+            workflow = valid_workflow(decision.payload.get("workflow", state.get("proposal")))
+        except ValueError as error:
+            # Ask again, saying why: a typo in an edit must not fail the run.
+            problem = {"problem": str(error)}
+            continue
+        break
     approved: ProductionState = {**state, "workflow": workflow, "done": []}
     return Command(goto=next_step(approved), update={"workflow": workflow, "done": []})
 

@@ -241,16 +241,16 @@ def main() -> None:
     parser.add_argument("--daemons", type=int, default=3)
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args()
-    asyncio.run(_main(args.runs, args.daemons, args.seed))
-
-
-async def _main(runs: int, daemons: int, seed: int | None) -> None:
     with (
         postgres_server() as server,
         migrated_database(server.url, prefix="orch_chaos") as url,
         tempfile.TemporaryDirectory(prefix="chaos-") as log_dir,
     ):
-        report = await run_chaos(url, server, Path(log_dir), runs=runs, daemons=daemons, seed=seed)
+        report = asyncio.run(
+            run_chaos(
+                url, server, Path(log_dir), runs=args.runs, daemons=args.daemons, seed=args.seed
+            )
+        )
     print(report.table())
     clean = report.lost == report.stuck == report.duplicate_publishes == report.failed == 0
     raise SystemExit(0 if clean else 1)

@@ -145,15 +145,16 @@ async def test_reject_with_a_comment_then_approve_an_edited_workflow(
         await expect(proposal).to_have_text(["script_writer", "editor", "publisher"])
 
         await card.get_by_text("Change the workflow before approving").click()
-        await card.get_by_role("checkbox", name="editor").uncheck()
+        await card.get_by_role("checkbox", name="media").check()
         await screenshot(page, "inbox-editing-workflow")
         await card.get_by_role("button", name="Approve").click()
         await expect(card).to_have_attribute("data-gate", "publish")
 
         rejected, approved = await approval_rows(conn, run_id)
         assert (rejected["decision"], rejected["comment"]) == ("rejected", "skip media")
-        assert approved["payload"] == {"workflow": ["script_writer", "publisher"]}
+        edited = ["script_writer", "editor", "publisher", "media"]
+        assert approved["payload"] == {"workflow": edited}
         await page.goto(f"{s.api}/console/runs/{run_id}")
         workflow = page.locator('#checkpoint dt:text-is("workflow") + dd .chip')
-        await expect(workflow).to_have_text(["script_writer", "publisher"])
+        await expect(workflow).to_have_text(edited)
         await screenshot(page, "run-edited-workflow")

@@ -111,6 +111,19 @@ async def test_rejection_returns_to_brendan_and_an_edited_workflow_runs(
         )
         assert proposals[1]["metadata"]["workflow"] == ["script_writer", "editor", "publisher"]
         await wait_for(conn, RUN_STATUS, (run_id,), until=_status_is("pending_workflow"))
+        # An edit that cannot work is sent back to the approver, with the reason.
+        await store.approve(
+            conn, run_id, gate="workflow", payload={"workflow": ["script_writer", "publisher"]}
+        )
+        waiting = await wait_for(
+            conn,
+            "SELECT waiting_for FROM runs WHERE run_id = %s AND status = 'pending_workflow'",
+            (run_id,),
+            until=lambda rows: bool(rows) and "problem" in (rows[0]["waiting_for"] or {}),
+        )
+        assert waiting[0]["waiting_for"]["problem"] == (
+            "workflow: the publisher needs the editor's video before it"
+        )
         await store.approve(
             conn,
             run_id,

@@ -31,7 +31,8 @@ WITH mine AS (
                 WHERE a.run_id = r.run_id AND a.consumed_at IS NULL
                   AND %(pending_prefix)s || a.gate = r.status))
       )
-    ORDER BY r.priority DESC, r.created_at
+    -- Work already started (resumes, takeovers of a dead worker's runs) before new runs.
+    ORDER BY r.priority DESC, r.status = %(queued)s, r.created_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), claimed AS (

@@ -1,13 +1,15 @@
 """The `orchestrator` command: a thin layer over the settings, the store and the daemon."""
 
 import asyncio
+import contextlib
 import json
+import secrets
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -145,6 +147,15 @@ def up(
     """All in one: database (embedded unless DATABASE_URL is set), migrations, daemon, API,
     and the sandbox providers when no provider key is set."""
     settings = _overridden(concurrency=concurrency)
+    if settings.uses_sandbox:
+        # The sandbox and the API share this process: sign its webhooks with a secret
+        # made up now, so they wake runs at once instead of leaving it to the timer.
+        made_up = {
+            name: SecretStr(secrets.token_urlsafe(32))
+            for name in ("kie_webhook_secret", "upload_post_webhook_secret")
+            if getattr(settings, name) is None
+        }
+        settings = settings.model_copy(update=made_up)
     asyncio.run(
         _serve(settings, migrate_first=True, daemon=True, api=True, sandbox=settings.uses_sandbox)
     )
@@ -172,13 +183,16 @@ async def _serve(
     from engine.health import health_app
     from engine.references import load_reference
     from engine.serving import serve_http
+    from engine.telemetry import DISABLED, setup
     from engine.workflow import load_workflows
 
     url = database_url(settings) if needs_database else ""
     if needs_database:
         await _check_schema(url, settings, migrate_first=migrate_first)
     stop = asyncio.Event()
-    with stop_on_signals(stop):
+    # One for the process: `up` serves the daemon's metrics on the API's /metrics too.
+    telemetry = setup(settings) if daemon or api else DISABLED
+    with stop_on_signals(stop), contextlib.closing(telemetry):
         async with asyncio.TaskGroup() as services:
             http = []
             if sandbox:
@@ -186,16 +200,16 @@ async def _serve(
                 http.append(services.create_task(run_sandbox(settings)))
             if api:
                 verifiers = load_reference(settings.webhook_verifiers, "webhook_verifiers")
-                app = create_app(settings, verifiers(settings), url=url)
+                app = create_app(settings, verifiers(settings), url=url, telemetry=telemetry)
                 http.append(
                     services.create_task(serve_http(app, settings.api_host, settings.api_port))
                 )
             if daemon:
                 workflows = load_workflows(settings.workflows)
                 async with open_pool(url, settings) as pool:
-                    worker = Daemon(url, pool, settings, workflows)
+                    worker = Daemon(url, pool, settings, workflows, telemetry)
                     if settings.health_port:
-                        vitals = health_app(worker, pool, stale_after=worker.stale_after)
+                        vitals = health_app(worker, pool, worker.stale_after, telemetry)
                         http.append(
                             services.create_task(
                                 serve_http(vitals, settings.health_host, settings.health_port)

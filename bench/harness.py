@@ -12,7 +12,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,23 @@ from engine.migrations import migrate
 from tests.graphs import LEDGER_TABLE
 
 ROOT = Path(__file__).resolve().parent.parent
+LOGS = ROOT / "bench" / "out"  # each service's output, for when something fails
 WORKFLOWS = {
     "production": "personas.graph:production_workflow",
     "ledger": "tests.graphs:ledger_workflow",
+    "reference": "bench.reference:reference_workflow",
 }
+# Bench-only: approve a run the moment it pauses at `review`, in the pausing
+# transaction itself, so throughput runs never wait for a client to notice.
+AUTO_APPROVE = """
+CREATE FUNCTION bench_auto_approve() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO hitl_approvals (run_id, gate, approver) VALUES (NEW.run_id, 'review', 'bench');
+    RETURN NULL;
+END $$;
+CREATE TRIGGER bench_auto_approve AFTER UPDATE OF status ON runs
+    FOR EACH ROW WHEN (NEW.status = 'pending_review') EXECUTE FUNCTION bench_auto_approve();
+"""
 
 
 @contextmanager
@@ -46,28 +59,36 @@ def server_url() -> Iterator[str]:
 
 
 @contextmanager
-def scratch_database() -> Iterator[str]:
-    """A freshly migrated database, dropped afterwards."""
+def scratch_database(admin_url: str | None = None) -> Iterator[str]:
+    """A freshly migrated database on `admin_url`'s server (default: `server_url()`),
+    dropped afterwards."""
+    with ExitStack() as stack:
+        if admin_url is None:
+            admin_url = stack.enter_context(server_url())
+        yield stack.enter_context(_scratch_database(admin_url))
+
+
+@contextmanager
+def _scratch_database(admin_url: str) -> Iterator[str]:
     import asyncio
 
-    with server_url() as admin_url:
-        name = f"orch_bench_{uuid.uuid4().hex[:10]}"
+    name = f"orch_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = make_conninfo(admin_url, dbname=name)
+
+    async def prepare() -> None:
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row)
+        async with conn:
+            await migrate(conn)
+            await conn.execute(LEDGER_TABLE)
+
+    asyncio.run(prepare())
+    try:
+        yield url
+    finally:
         with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        url = make_conninfo(admin_url, dbname=name)
-
-        async def prepare() -> None:
-            conn = await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row)
-            async with conn:
-                await migrate(conn)
-                await conn.execute(LEDGER_TABLE)
-
-        asyncio.run(prepare())
-        try:
-            yield url
-        finally:
-            with psycopg.connect(admin_url, autocommit=True) as admin:
-                admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def connect(url: str) -> psycopg.Connection[DictRow]:
@@ -75,13 +96,15 @@ def connect(url: str) -> psycopg.Connection[DictRow]:
 
 
 @contextmanager
-def daemon(url: str, worker_id: str = "bench", **settings: object) -> Iterator[None]:
-    with service(url, "daemon", "--worker-id", worker_id, **settings):
-        yield
+def daemon(
+    url: str, worker_id: str = "bench", /, **settings: object
+) -> Iterator[subprocess.Popen[bytes]]:
+    with service(url, "daemon", "--worker-id", worker_id, **settings) as process:
+        yield process
 
 
 @contextmanager
-def service(url: str, *command: str, **settings: object) -> Iterator[None]:
+def service(url: str, *command: str, **settings: object) -> Iterator[subprocess.Popen[bytes]]:
     """`orchestrator <command>` as a subprocess on `url`, stopped with SIGTERM afterwards."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
     env.update(
@@ -89,20 +112,24 @@ def service(url: str, *command: str, **settings: object) -> Iterator[None]:
         PYTHONPATH=str(ROOT),
         ORCHESTRATOR_WORKFLOWS=json.dumps(WORKFLOWS),
         ORCHESTRATOR_LOG_LEVEL="WARNING",
+        ORCHESTRATOR_HEALTH_PORT="0",  # several daemons on one machine
     )
     env.update({f"ORCHESTRATOR_{k.upper()}": str(v) for k, v in settings.items()})
-    process = subprocess.Popen(
-        [sys.executable, "-m", "engine", *command],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    name = "-".join(command).replace("--worker-id-", "")
+    with (LOGS / f"{name}.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "engine", *command],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            yield process
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
 
 
 def wait_until(conn: psycopg.Connection[DictRow], query: Any, params: Any, within: float) -> Any:
@@ -129,3 +156,51 @@ def summary(samples_ms: list[float]) -> dict[str, float]:
         "p99": pct(0.99),
         "max": round(ordered[-1], 2),
     }
+
+
+def wait_for_daemons(conn: psycopg.Connection[DictRow], count: int, within: float = 60) -> None:
+    """Until `count` daemons listen on this database (imported, connected, claiming)."""
+    wait_until(
+        conn,
+        "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+        "AND query LIKE 'LISTEN orchestrator_events_v1%%' HAVING count(*) >= %s",
+        (count,),
+        within,
+    )
+
+
+def cpu_seconds(processes: list[subprocess.Popen[bytes]]) -> float:
+    """User + system CPU time used so far by `processes` (and their threads)."""
+    import psutil
+
+    total = 0.0
+    for process in processes:
+        times = psutil.Process(process.pid).cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def run_batch(
+    conn: psycopg.Connection[DictRow], prefix: str, runs: int, workflow: str = "reference"
+) -> None:
+    """Insert `runs` queued runs of `workflow` in one statement; wait until all are published."""
+    conn.execute(
+        "INSERT INTO runs (run_id, project, status, payload, workflow) "
+        "SELECT %s || i, 'bench', 'queued', '{}', %s FROM generate_series(1, %s) i",
+        (prefix, workflow, runs),
+    )
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE status = 'published') AS done, "
+            "count(*) FILTER (WHERE status = 'failed') AS failed "
+            "FROM runs WHERE run_id LIKE %s",
+            (prefix + "%",),
+        ).fetchone()
+        assert row is not None
+        if row["failed"]:
+            raise RuntimeError(f"{row['failed']} runs failed")
+        if row["done"] == runs:
+            return
+        time.sleep(0.01)
+    raise TimeoutError(f"{prefix}: not all {runs} runs published in 600 s")

@@ -1,0 +1,202 @@
+"""Scale: the claim query with 10k and 1M rows in `runs`, and bytes per finished run.
+
+Bytes: a daemon (subprocess, concurrency 16) takes `runs` reference runs to
+`published`; the size of every table in the schema (`pg_total_relation_size`:
+heap, indexes, TOAST), compacted with `VACUUM FULL` so that dead rows don't
+count, is compared with the empty schema's, before and after pruning the runs'
+LangGraph checkpoints with `AsyncPostgresSaver.aprune(..., "keep_latest")`.
+
+Claim: the same database is filled with terminal (`published`) runs, each
+with its consumed approval, up to 10k and then 1M rows, plus 100 live ones
+that stay constant (50 `queued`, 50 `pending_review` with no approval), and
+`claim_runs` from engine/sql/queries.sql runs with the daemon's parameters and
+connection settings (LIMIT 8, the default concurrency), each time in a
+transaction that is rolled back so every sample sees the same rows; and its
+`EXPLAIN (ANALYZE, BUFFERS)` plan.
+
+    python -m bench.scale [--runs 1000] [--samples 500]
+"""
+
+import argparse
+import asyncio
+import json
+import time
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from psycopg.rows import DictRow, dict_row
+
+from bench.harness import (
+    AUTO_APPROVE,
+    connect,
+    daemon,
+    run_batch,
+    scratch_database,
+    server_url,
+    wait_for_daemons,
+)
+from bench.harness import summary as percentiles
+from bench.reference import NAME, reference_workflow
+from engine.database import connection_kwargs
+from engine.settings import Settings
+from engine.sql import QUERIES
+from engine.status import PENDING_PREFIX, Status
+
+Connection = psycopg.Connection[DictRow]
+LIVE = 100
+SIZES = """
+SELECT c.relname AS name, pg_total_relation_size(c.oid) AS bytes
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relkind = 'r'
+"""
+
+
+def _sizes(conn: Connection) -> dict[str, int]:
+    conn.execute("VACUUM FULL")
+    return {row["name"]: int(row["bytes"]) for row in conn.execute(SIZES).fetchall()}
+
+
+def _per_run(before: dict[str, int], after: dict[str, int], runs: int) -> dict[str, float]:
+    per_table = {name: (after[name] - before.get(name, 0)) / runs for name in after}
+    return {
+        "total": round(sum(per_table.values())),
+        **{name: round(b) for name, b in sorted(per_table.items()) if b},
+    }
+
+
+async def _prune(url: str, thread_ids: list[str]) -> None:
+    async with await psycopg.AsyncConnection.connect(
+        url, autocommit=True, row_factory=dict_row
+    ) as conn:
+        await AsyncPostgresSaver(conn).aprune(thread_ids, strategy="keep_latest")
+
+
+def bytes_per_run(conn: Connection, url: str, runs: int) -> dict[str, Any]:
+    empty = _sizes(conn)
+    conn.execute(AUTO_APPROVE)
+    with daemon(url, "scale", concurrency=16):
+        wait_for_daemons(conn, 1)
+        run_batch(conn, "run_size_", runs)
+    finished = _sizes(conn)
+    ids = [row["run_id"] for row in conn.execute("SELECT run_id FROM runs").fetchall()]
+    asyncio.run(_prune(url, ids))
+    pruned = _sizes(conn)
+    return {
+        "bytes_per_run": {
+            "before_prune": _per_run(empty, finished, runs)["total"],
+            "after_prune": _per_run(empty, pruned, runs)["total"],
+        },
+        "bytes_per_run_by_table": {
+            "before_prune": _per_run(empty, finished, runs),
+            "after_prune": _per_run(empty, pruned, runs),
+            "runs": runs,
+        },
+    }
+
+
+def _fill(conn: Connection, total: int) -> None:
+    """Top `runs` up to `total` rows with published runs, each with its consumed approval."""
+    have = conn.execute("SELECT count(*) AS n FROM runs").fetchone()
+    assert have is not None
+    span = (int(have["n"]), total - 1)
+    with conn.transaction():
+        # Triggers off: the approval guard refuses approvals of finished runs,
+        # and a NOTIFY per row would only wake nobody a million times.
+        conn.execute("SET LOCAL session_replication_role = replica")
+        conn.execute(
+            "INSERT INTO runs (run_id, project, status, payload, workflow, result) "
+            "SELECT 'run_fill' || i, 'bench', 'published', '{}', 'reference', '{}' "
+            "FROM generate_series(%s::int, %s::int) i",
+            span,
+        )
+        conn.execute(
+            "INSERT INTO hitl_approvals (run_id, gate, approver, consumed_at) "
+            "SELECT 'run_fill' || i, 'review', 'bench', NOW() "
+            "FROM generate_series(%s::int, %s::int) i",
+            span,
+        )
+    conn.execute("VACUUM ANALYZE runs, hitl_approvals")
+
+
+def _claim_params() -> dict[str, Any]:
+    settings = Settings()
+    return {
+        "limit": settings.concurrency,
+        "worker_id": "bench-claim",
+        "lease_ttl": timedelta(seconds=settings.lease_ttl),
+        "queued": Status.QUEUED,
+        "running": Status.RUNNING,
+        "waiting_provider": Status.WAITING_PROVIDER,
+        "pending_prefix": PENDING_PREFIX,
+        "pending_like": PENDING_PREFIX.replace("_", r"\_") + "%",
+        # The workflows the daemon has, at their versions (ignored by a claim without them).
+        "workflows": [NAME],
+        "versions": [reference_workflow().version],
+    }
+
+
+def claim_latency(url: str, samples: int) -> dict[str, Any]:
+    """The claim's milliseconds (client-side, one round trip) and its plan."""
+    params = _claim_params()
+    times = []
+    kwargs: dict[str, Any] = connection_kwargs(Settings())
+    with psycopg.connect(url, **kwargs) as conn:
+        for _ in range(samples):
+            with conn.transaction(force_rollback=True):
+                started = time.perf_counter()
+                claimed = conn.execute(QUERIES["claim_runs"], params).fetchall()
+                times.append((time.perf_counter() - started) * 1000)
+            assert len(claimed) == params["limit"], claimed
+        with conn.transaction(force_rollback=True):
+            plan = conn.execute(
+                "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + QUERIES["claim_runs"], params
+            ).fetchall()
+    return {**percentiles(times), "plan": [row["QUERY PLAN"] for row in plan]}
+
+
+def measure(admin_url: str, runs: int, samples: int) -> dict[str, Any]:
+    with scratch_database(admin_url) as url, connect(url) as conn:
+        result = bytes_per_run(conn, url, runs)
+        conn.execute("DROP TRIGGER bench_auto_approve ON runs")
+        conn.execute(
+            "INSERT INTO runs (run_id, project, status, payload, workflow) "
+            "SELECT 'run_live' || i, 'bench', CASE WHEN i %% 2 = 0 THEN 'queued' "
+            "ELSE 'pending_review' END, '{}', 'reference' FROM generate_series(1, %s) i",
+            (LIVE,),
+        )
+        claims = {}
+        for label, total in (("10k", 10_000), ("1m", 1_000_000)):
+            started = time.monotonic()
+            _fill(conn, total)
+            fill_s = time.monotonic() - started
+            claims[label] = {
+                **claim_latency(url, samples),
+                "rows": total,
+                "fill_s": round(fill_s, 1),
+            }
+    return {
+        **result,
+        "claim_ms_10k": claims["10k"]["p50"],
+        "claim_ms_1m": claims["1m"]["p50"],
+        "claim_1m_vs_10k": round(claims["1m"]["p50"] / claims["10k"]["p50"], 2),
+        "claim_detail": claims,
+    }
+
+
+def run(admin_url: str, *, quick: bool) -> dict[str, Any]:
+    return measure(admin_url, runs=300 if quick else 1000, samples=200 if quick else 500)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--samples", type=int, default=500)
+    args = parser.parse_args()
+    with server_url() as admin_url:
+        print(json.dumps(measure(admin_url, args.runs, args.samples), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -16,8 +16,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from engine import store
 from engine.console import console_router
 from engine.database import Pool, open_pool
-from engine.health import schema_ready
+from engine.health import metrics, schema_ready
 from engine.settings import Settings
+from engine.telemetry import DISABLED, Telemetry
 from engine.webhooks import Verifier, error, webhook_router
 
 SLUG = store.PROJECT_SLUG.pattern
@@ -81,7 +82,12 @@ class _TooLarge(Exception):
 
 
 def create_app(
-    settings: Settings, verifiers: Mapping[str, Verifier], *, url: str, pool: Pool | None = None
+    settings: Settings,
+    verifiers: Mapping[str, Verifier],
+    *,
+    url: str,
+    pool: Pool | None = None,
+    telemetry: Telemetry = DISABLED,
 ) -> FastAPI:
     """The API on its own pool (or `pool`, when the caller shares one)."""
     owned = pool is None
@@ -217,6 +223,10 @@ def create_app(
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         return await schema_ready(pool)
+
+    @app.get("/metrics")
+    async def metrics_text() -> Response:
+        return await metrics(telemetry, pool)
 
     app.include_router(webhook_router(pool, verifiers))
     app.include_router(console_router(pool, settings))

@@ -17,6 +17,7 @@ from engine.retention import prune
 from engine.settings import Settings
 from engine.sql import QUERIES
 from engine.status import PENDING_PREFIX, Status
+from engine.telemetry import DISABLED, Telemetry
 from engine.workflow import Workflow
 
 log = logging.getLogger(__name__)
@@ -29,13 +30,19 @@ CHANNELS = ("orchestrator_runs_v1", "orchestrator_approvals_v1", "orchestrator_e
 
 class Daemon:
     def __init__(
-        self, url: str, pool: Pool, settings: Settings, workflows: dict[str, Workflow]
+        self,
+        url: str,
+        pool: Pool,
+        settings: Settings,
+        workflows: dict[str, Workflow],
+        telemetry: Telemetry = DISABLED,
     ) -> None:
         self._url = url
         self._pool = pool
         self._settings = settings
         self._worker_id = settings.worker_id
-        self._executor = Executor(pool, settings, workflows)
+        self._telemetry = telemetry
+        self._executor = Executor(pool, settings, workflows, telemetry)
         self._lease_ttl = timedelta(seconds=settings.lease_ttl)
         self._held: dict[str, tuple[asyncio.Task[None], int]] = {}
         self._versions = {
@@ -61,6 +68,8 @@ class Daemon:
                 side_tasks.append(side.create_task(self._listen()))
             if self._settings.prune_interval:
                 side_tasks.append(side.create_task(self._prune_on_schedule()))
+            if self._telemetry.enabled:
+                side_tasks.append(side.create_task(self._count_runs()))
             sd_notify.ready()
             await self._work(stop)
             sd_notify.stopping()
@@ -95,6 +104,7 @@ class Daemon:
     async def _claim(self, limit: int) -> list[Claim]:
         try:
             async with self._pool.connection() as conn:
+                started = time.perf_counter()
                 cursor = await conn.execute(
                     QUERIES["claim_runs"],
                     {
@@ -110,6 +120,8 @@ class Daemon:
                     },
                 )
                 rows = await cursor.fetchall()
+                if self._telemetry.enabled:
+                    self._telemetry.claim_duration.record(time.perf_counter() - started)
         except psycopg.OperationalError as error:
             log.warning("claim failed: %s", error, extra={"action": "claim_failed"})
             return []
@@ -195,6 +207,12 @@ class Daemon:
                     extra={"action": "pruned", "runs": done.runs, "deleted": done.deleted},
                 )
 
+    async def _count_runs(self) -> None:
+        """Keep the run-count gauges current even when no one scrapes /metrics (OTLP)."""
+        while True:
+            await self._telemetry.stats.refresh(self._pool)
+            await asyncio.sleep(self._settings.metrics_interval)
+
     async def _watch_versions(self) -> None:
         """Say, now and then, which live runs this worker leaves to others, and why."""
         while True:
@@ -261,4 +279,5 @@ def _claim_from_row(row: dict[str, Any]) -> Claim:
         epoch=row["lease_epoch"],
         resume=row["resume"],
         has_checkpoint=row["has_checkpoint"],
+        trace_context=row["trace_context"],
     )

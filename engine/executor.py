@@ -17,6 +17,8 @@ from engine.saver import FencedSaver, state_view
 from engine.settings import Settings
 from engine.sql import QUERIES
 from engine.status import Status, pending
+from engine.telemetry import DISABLED, Telemetry
+from engine.tracing import RunTrace, execution, traced
 from engine.workflow import RunContext, Workflow
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ class Claim:
     epoch: int
     resume: dict[str, Any] | None  # the approval, or the provider events, it resumes with
     has_checkpoint: bool
+    trace_context: dict[str, str] | None = None  # the run's trace, once an execution began it
 
     @property
     def approval_id(self) -> int | None:
@@ -54,15 +57,37 @@ def pause_status(wait: object) -> tuple[str, datetime | None]:
 
 
 class Executor:
-    def __init__(self, pool: Pool, settings: Settings, workflows: dict[str, Workflow]) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        settings: Settings,
+        workflows: dict[str, Workflow],
+        telemetry: Telemetry = DISABLED,
+    ) -> None:
         self._pool = pool
         self._settings = settings
-        self._workflows = workflows
+        # With telemetry on, every node of every graph opens a span and times itself.
+        self._workflows = traced(workflows) if telemetry.enabled else workflows
         self._lease_ttl = timedelta(seconds=settings.lease_ttl)
+        self._telemetry = telemetry
 
     async def execute(self, claim: Claim) -> None:
+        with execution(
+            self._telemetry,
+            run_id=claim.run_id,
+            project=claim.project,
+            workflow=claim.workflow,
+            stored=claim.trace_context,
+            approval=claim.resume if claim.approval_id is not None else None,
+        ) as trace:
+            await self._execute(claim, trace)
+
+    async def _execute(self, claim: Claim, trace: RunTrace) -> None:
         # The claim only takes runs of this worker's workflows, at their versions.
         workflow = self._workflows[claim.workflow]
+        # Stored with the status this execution ends in (when it began the run's trace):
+        # no write of its own.
+        trace_context = Jsonb(trace.started) if trace.started is not None else None
         try:
             output = await self._invoke(claim, workflow)
         except LeaseLost:
@@ -71,8 +96,14 @@ class Executor:
         except Exception as exc:
             attempts = self._settings.max_attempts
             error = {"type": type(exc).__name__, "message": str(exc), "attempts": attempts}
+            trace.failed(exc)
             await self._update(
-                "fail_run", claim, status=Status.FAILED, error=Jsonb(error), attempt=attempts
+                "fail_run",
+                claim,
+                status=Status.FAILED,
+                error=Jsonb(error),
+                attempt=attempts,
+                trace_context=trace_context,
             )
             log.error("run failed", extra={"action": "run_failed"}, exc_info=exc)
             return
@@ -85,11 +116,18 @@ class Executor:
                 status=status,
                 waiting_for=Jsonb(wait),
                 wake_at=wake_at,
+                trace_context=trace_context,
             )
             log.info("run paused", extra={"action": "run_paused", "status": status})
         else:
             result = state_view({"channel_values": output})["values"]  # type: ignore[typeddict-item]
-            await self._update("finish_run", claim, status=Status.PUBLISHED, result=Jsonb(result))
+            await self._update(
+                "finish_run",
+                claim,
+                status=Status.PUBLISHED,
+                result=Jsonb(result),
+                trace_context=trace_context,
+            )
             log.info("run finished", extra={"action": "run_finished"})
 
     async def _invoke(self, claim: Claim, workflow: Workflow) -> dict[str, Any]:

@@ -4,11 +4,13 @@ import time
 from typing import Protocol
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from engine.database import Pool
 from engine.migrations import discover
 from engine.sql import QUERIES
+from engine.telemetry import DISABLED, Telemetry
 
 
 class Vitals(Protocol):
@@ -42,8 +44,19 @@ async def schema_ready(pool: Pool) -> JSONResponse:
     return JSONResponse({"status": "ok", "schema_version": version})
 
 
-def health_app(vitals: Vitals, pool: Pool, stale_after: float) -> FastAPI:
-    """The daemon's small health port: /healthz (loop turning), /readyz (can do work)."""
+async def metrics(telemetry: Telemetry, pool: Pool) -> Response:
+    """This process's metrics as Prometheus text, the run counts refreshed when stale."""
+    if not telemetry.enabled:
+        return JSONResponse({"error": "telemetry is off (ORCHESTRATOR_TELEMETRY=false)"}, 404)
+    await telemetry.stats.refresh(pool)
+    return Response(telemetry.prometheus_text(), media_type=CONTENT_TYPE_LATEST)
+
+
+def health_app(
+    vitals: Vitals, pool: Pool, stale_after: float, telemetry: Telemetry = DISABLED
+) -> FastAPI:
+    """The daemon's small health port: /healthz (loop turning), /readyz (can do work),
+    /metrics (Prometheus)."""
     app = FastAPI(title="orchestrator daemon health", openapi_url=None)
 
     @app.get("/healthz")
@@ -58,5 +71,9 @@ def health_app(vitals: Vitals, pool: Pool, stale_after: float) -> FastAPI:
         if not vitals.listening:
             return JSONResponse({"status": "unavailable", "listener": "reconnecting"}, 503)
         return await schema_ready(pool)
+
+    @app.get("/metrics")
+    async def metrics_text() -> Response:
+        return await metrics(telemetry, pool)
 
     return app

@@ -105,6 +105,19 @@ class Settings(BaseSettings):
     prune_delete_runs: bool = Field(
         default=False, description="the daemon's retention removes whole runs, not just history"
     )
+    telemetry: bool = Field(
+        default=True,
+        description="metrics at /metrics, traces and metrics to OTLP when an endpoint is set; "
+        "false: no OpenTelemetry at all",
+    )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP base URL (http://collector:4318) for traces and metrics; "
+        "unset: OTEL_EXPORTER_OTLP_ENDPOINT, else no traces",
+    )
+    metrics_interval: PositiveFloat = Field(
+        default=15.0, description="seconds between the queries behind the run-count gauges"
+    )
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     log_format: Literal["auto", "json", "text"] = Field(
         default="auto", description="auto: JSON lines, or text when stderr is a terminal"

@@ -1,6 +1,5 @@
 """The production graph's gates: approve the workflow, approve publishing."""
 
-
 from langgraph.types import Command
 
 from gates.decision import ask

@@ -8,6 +8,7 @@ the sandbox records it so the tests can prove each call was sent once per key.
 """
 
 import email.utils
+import itertools
 import json
 import logging
 import time
@@ -21,6 +22,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_random_exponential
 
 from engine.settings import Settings
+from engine.tracing import provider_call
 from providers.errors import (
     PermanentProviderError,
     ProviderError,
@@ -178,28 +180,42 @@ class ProviderHTTP:
         if run_id is not None:
             sent_headers["X-Orchestrator-Run-Id"] = run_id
         files = [(name, (None, value.encode())) for name, value in form] if form else None
+        # Traced without the query (it may carry ids or keys) and without any userinfo.
+        url = httpx.URL(self.base_url + path)
+        traced_url = str(url.copy_with(query=None, userinfo=b""))
+        resends = itertools.count()
 
         async def attempt() -> Any:
-            try:
-                response = await self._client.request(
-                    method,
-                    self.base_url + path,
-                    params=params,
-                    json=json_body,
-                    files=files,
-                    headers=sent_headers,
-                )
-            except httpx.TimeoutException as exc:
-                raise RetryableProviderError(
-                    self.provider, operation, None, f"timed out ({type(exc).__name__})"
-                ) from exc
-            except httpx.UnsupportedProtocol as exc:
-                raise self.error(operation, f"bad base URL {self.base_url!r}") from exc
-            except httpx.TransportError as exc:
-                raise RetryableProviderError(
-                    self.provider, operation, None, f"connection failed ({type(exc).__name__})"
-                ) from exc
-            return self._result(response, operation)
+            with provider_call(
+                self.provider,
+                operation,
+                method,
+                url=traced_url,
+                server_address=url.host,
+                server_port=url.port or {"https": 443, "http": 80}.get(url.scheme),
+                resend_count=next(resends),
+            ) as call:
+                try:
+                    response = await self._client.request(
+                        method,
+                        url,
+                        params=params,
+                        json=json_body,
+                        files=files,
+                        headers=sent_headers,
+                    )
+                except httpx.TimeoutException as exc:
+                    raise RetryableProviderError(
+                        self.provider, operation, None, f"timed out ({type(exc).__name__})"
+                    ) from exc
+                except httpx.UnsupportedProtocol as exc:
+                    raise self.error(operation, f"bad base URL {self.base_url!r}") from exc
+                except httpx.TransportError as exc:
+                    raise RetryableProviderError(
+                        self.provider, operation, None, f"connection failed ({type(exc).__name__})"
+                    ) from exc
+                call.responded(response.status_code)
+                return self._result(response, operation)
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._retry.max_attempts),

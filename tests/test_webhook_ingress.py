@@ -199,6 +199,7 @@ async def test_an_event_that_beats_its_job_id_is_adopted_when_the_run_pauses(
             "graph_version": "v",
             "waiting_for": Jsonb({"provider": "kie", "job_id": TASK_ID}),
             "wake_at": None,
+            "trace_context": None,
         },
     )
     assert [e["run_id"] for e in await _events(conn)] == [RUN_ID]

@@ -47,7 +47,7 @@ WITH mine AS (
     FROM due
     WHERE runs.run_id = due.run_id
     RETURNING runs.run_id, runs.project, runs.workflow, runs.payload, runs.lease_epoch,
-        runs.waiting_for
+        runs.waiting_for, runs.trace_context
 ), events AS (
     -- Events about the job a run waits for are hints (the persona asks the
     -- provider for the job's state), so they are spent here: a worker dying now
@@ -60,7 +60,7 @@ WITH mine AS (
       AND e.signature_status IN ('valid', 'verified_by_fetch')
     RETURNING e.run_id, e.id, e.provider, e.job_id, e.payload
 )
-SELECT c.run_id, c.project, c.workflow, c.payload, c.lease_epoch,
+SELECT c.run_id, c.project, c.workflow, c.payload, c.lease_epoch, c.trace_context,
     CASE
         WHEN c.waiting_for ? 'gate' THEN (
             SELECT row_to_json(a) FROM hitl_approvals a
@@ -101,6 +101,7 @@ ON CONFLICT (run_id) DO UPDATE SET
 -- pause_run --
 -- The graph stopped at an interrupt: record what it waits for and let go of it.
 -- A provider's webhook that beat the job id into the database is adopted now.
+-- (Here and in finish_run and fail_run: the trace the run's first execution began.)
 WITH adopted AS (
     UPDATE webhook_events SET run_id = %(run_id)s
     WHERE run_id IS NULL AND processed_at IS NULL
@@ -108,21 +109,24 @@ WITH adopted AS (
 )
 UPDATE runs SET
     status = %(status)s, waiting_for = %(waiting_for)s, wake_at = %(wake_at)s,
-    lease_owner = NULL, lease_expires_at = NULL, updated_at = NOW()
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = NOW(),
+    trace_context = COALESCE(runs.trace_context, %(trace_context)s)
 WHERE run_id = %(run_id)s AND lease_epoch = %(epoch)s AND status = %(running)s;
 
 -- finish_run --
 -- The graph reached its end
 UPDATE runs SET
     status = %(status)s, result = %(result)s, error = NULL,
-    lease_owner = NULL, lease_expires_at = NULL, waiting_for = NULL, updated_at = NOW()
+    lease_owner = NULL, lease_expires_at = NULL, waiting_for = NULL, updated_at = NOW(),
+    trace_context = COALESCE(runs.trace_context, %(trace_context)s)
 WHERE run_id = %(run_id)s AND lease_epoch = %(epoch)s AND status = %(running)s;
 
 -- fail_run --
 -- Retries are exhausted
 UPDATE runs SET
     status = %(status)s, error = %(error)s, attempt = %(attempt)s,
-    lease_owner = NULL, lease_expires_at = NULL, updated_at = NOW()
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = NOW(),
+    trace_context = COALESCE(runs.trace_context, %(trace_context)s)
 WHERE run_id = %(run_id)s AND lease_epoch = %(epoch)s AND status = %(running)s;
 
 -- requeue_run --
@@ -229,6 +233,25 @@ WHERE (status LIKE %(pending_like)s OR status IN (%(running)s, %(waiting_provide
   AND created_at < NOW() - %(older_than)s
 ORDER BY created_at ASC
 LIMIT %(limit)s;
+
+-- run_counts --
+-- Runs by status, and how many of each have work a worker could claim now (the
+-- claim's conditions, for every workflow): the gauges' numbers
+SELECT status, count(*) AS runs,
+    count(*) FILTER (WHERE status NOT IN ('published', 'failed', 'cancelled') AND (
+            status = %(queued)s
+         OR (status = %(running)s AND lease_expires_at < NOW())
+         OR (status = %(waiting_provider)s AND (wake_at <= NOW() OR EXISTS (
+                SELECT 1 FROM webhook_events e
+                WHERE e.run_id = r.run_id AND e.processed_at IS NULL
+                  AND e.job_id = r.waiting_for ->> 'job_id'
+                  AND e.signature_status IN ('valid', 'verified_by_fetch'))))
+         OR (status LIKE %(pending_like)s AND EXISTS (
+                SELECT 1 FROM hitl_approvals a
+                WHERE a.run_id = r.run_id AND a.consumed_at IS NULL
+                  AND %(pending_prefix)s || a.gate = r.status)))) AS due
+FROM runs r
+GROUP BY status;
 
 -- foreign_versions --
 -- Live runs that this worker leaves alone: their workflow or graph version is not its own

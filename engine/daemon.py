@@ -50,6 +50,7 @@ class Daemon:
             "versions": [workflow.version for workflow in workflows.values()],
         }
         self._wake = asyncio.Event()
+        self._backlog = False
         self.last_tick = time.monotonic()
         self.listening = not settings.listen  # True once LISTEN is up (or not wanted)
         # The loop turns at least every poll interval; a loop this late is stuck.
@@ -84,7 +85,10 @@ class Daemon:
                 sd_notify.watchdog()
                 self._wake.clear()
                 free = self._settings.concurrency - len(self._held)
-                for claim in await self._claim(free) if free > 0 else []:
+                claims = await self._claim(free) if free > 0 else []
+                # A full batch may have left work behind: claim again when a slot frees.
+                self._backlog = free > 0 and len(claims) == free
+                for claim in claims:
                     task = runs.create_task(self._execute(claim), name=claim.run_id)
                     self._held[claim.run_id] = (task, claim.epoch)
                 await self._sleep(stop)
@@ -131,8 +135,13 @@ class Daemon:
         # Each run executes in its own task: everything logged in it names the run.
         run_context.set({"run_id": claim.run_id, "project": claim.project, "epoch": claim.epoch})
         log.info("run claimed", extra={"action": "run_claimed"})
+        # Claim again when this run is done only if there may be work: a backlog,
+        # a provider event that came while it ran (no NOTIFY will repeat it), or
+        # an error. Otherwise NOTIFY and the poll cover it, and a claim would be
+        # two wasted round trips per run.
+        left_in: str | None = None
         try:
-            await self._executor.execute(claim)
+            left_in = await self._executor.execute(claim)
         except asyncio.CancelledError:
             # Shutdown (or a lost lease): give the run back at once instead of
             # making the next worker wait for the lease to expire.
@@ -144,7 +153,8 @@ class Daemon:
             log.exception("run crashed the executor: %s", error, extra={"action": "executor_error"})
         finally:
             self._held.pop(claim.run_id, None)
-            self._wake.set()
+            if self._backlog or left_in in (None, Status.WAITING_PROVIDER):
+                self._wake.set()
 
     async def _drain(self) -> None:
         tasks = [task for task, _ in self._held.values()]

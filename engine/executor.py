@@ -71,7 +71,9 @@ class Executor:
         self._lease_ttl = timedelta(seconds=settings.lease_ttl)
         self._telemetry = telemetry
 
-    async def execute(self, claim: Claim) -> None:
+    async def execute(self, claim: Claim) -> str | None:
+        """Run until the graph pauses, ends or fails; the status the run is left in
+        (None when this worker lost the run)."""
         with execution(
             self._telemetry,
             run_id=claim.run_id,
@@ -80,9 +82,9 @@ class Executor:
             stored=claim.trace_context,
             approval=claim.resume if claim.approval_id is not None else None,
         ) as trace:
-            await self._execute(claim, trace)
+            return await self._execute(claim, trace)
 
-    async def _execute(self, claim: Claim, trace: RunTrace) -> None:
+    async def _execute(self, claim: Claim, trace: RunTrace) -> str | None:
         # The claim only takes runs of this worker's workflows, at their versions.
         workflow = self._workflows[claim.workflow]
         # Stored with the status this execution ends in (when it began the run's trace):
@@ -92,7 +94,7 @@ class Executor:
             output = await self._invoke(claim, workflow)
         except LeaseLost:
             log.warning("lease lost; abandoning run", extra={"action": "lease_lost"})
-            return
+            return None
         except Exception as exc:
             attempts = self._settings.max_attempts
             error = {"type": type(exc).__name__, "message": str(exc), "attempts": attempts}
@@ -106,7 +108,7 @@ class Executor:
                 trace_context=trace_context,
             )
             log.error("run failed", extra={"action": "run_failed"}, exc_info=exc)
-            return
+            return Status.FAILED
         if interrupts := output.get("__interrupt__"):
             wait = interrupts[0].value
             status, wake_at = pause_status(wait)
@@ -119,6 +121,7 @@ class Executor:
                 trace_context=trace_context,
             )
             log.info("run paused", extra={"action": "run_paused", "status": status})
+            return status
         else:
             result = state_view({"channel_values": output})["values"]  # type: ignore[typeddict-item]
             await self._update(
@@ -129,6 +132,7 @@ class Executor:
                 trace_context=trace_context,
             )
             log.info("run finished", extra={"action": "run_finished"})
+            return Status.PUBLISHED
 
     async def _invoke(self, claim: Claim, workflow: Workflow) -> dict[str, Any]:
         lease = Lease(claim.run_id, claim.epoch, self._lease_ttl)

@@ -34,11 +34,11 @@ from langgraph.types import Command
 from psycopg import AsyncConnection
 from pydantic import SecretStr
 
-import engine.logs
 from bench import reference
 from bench.harness import WORKFLOWS, scratch_database, summary
 from engine.daemon import Daemon
 from engine.database import open_pool
+from engine.logs import run_context
 from engine.settings import Settings
 from engine.store import new_run_id
 from engine.workflow import load_workflows
@@ -46,7 +46,7 @@ from engine.workflow import load_workflows
 RunOnce = Callable[[], Awaitable[float]]
 
 
-class _Commits(logging.Handler):
+class Commits(logging.Handler):
     """Resolves a future when the executor logs a run's status commit."""
 
     def __init__(self) -> None:
@@ -71,10 +71,7 @@ class _Commits(logging.Handler):
 
 def _run_id(record: logging.LogRecord) -> str | None:
     """The run a record is about: its `run_id`, else the engine's logging context's."""
-    if (run_id := getattr(record, "run_id", None)) is not None:
-        return str(run_id)
-    context = getattr(engine.logs, "run_context", None)  # stamped by a filter, if it exists
-    run_id = context.get().get("run_id") if context is not None else None
+    run_id = getattr(record, "run_id", None) or run_context.get().get("run_id")
     return None if run_id is None else str(run_id)
 
 
@@ -88,7 +85,7 @@ def _settings(url: str) -> Settings:
 async def engine_runs(url: str) -> AsyncIterator[RunOnce]:
     settings = _settings(url)
     workflows = load_workflows({reference.NAME: WORKFLOWS[reference.NAME]})
-    commits = _Commits()
+    commits = Commits()
     executor_log = logging.getLogger("engine.executor")
     executor_log.addHandler(commits)
     executor_log.setLevel(logging.INFO)

@@ -35,9 +35,9 @@ from pydantic import SecretStr
 
 from bench import reference
 from bench.harness import scratch_database, summary
+from bench.overhead import Commits
 from engine.daemon import Daemon
 from engine.database import open_pool
-from engine.logs import run_context
 from engine.settings import Settings
 from engine.store import new_run_id
 from engine.telemetry import DISABLED, Telemetry, setup
@@ -45,30 +45,6 @@ from engine.tracing import execution
 from engine.workflow import Workflow
 
 RunOnce = Callable[[], Awaitable[tuple[float, float]]]  # wall ms, CPU ms
-
-
-class _Commits(logging.Handler):
-    """Resolves a future when the executor logs a run's pause or finish."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self._waiting: dict[tuple[str, str], asyncio.Future[None]] = {}
-
-    def expect(self, run_id: str, action: str) -> asyncio.Future[None]:
-        future = asyncio.get_running_loop().create_future()
-        self._waiting[(run_id, action)] = future
-        return future
-
-    def emit(self, record: logging.LogRecord) -> None:
-        run_id = str(run_context.get().get("run_id"))
-        action = str(getattr(record, "action", None))
-        if action == "run_failed":
-            for (waiting_id, _), future in self._waiting.items():
-                if waiting_id == run_id and not future.done():
-                    future.set_exception(RuntimeError(f"run {run_id} failed"))
-        waiter = self._waiting.pop((run_id, action), None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
 
 class _Sink(BaseHTTPRequestHandler):
@@ -99,7 +75,7 @@ def otlp_sink() -> Iterator[str]:
 
 @asynccontextmanager
 async def runs_with(
-    url: str, telemetry: Telemetry, workflow: str, commits: _Commits
+    url: str, telemetry: Telemetry, workflow: str, commits: Commits
 ) -> AsyncIterator[RunOnce]:
     settings = Settings(database_url=SecretStr(url), concurrency=8, log_level="WARNING")
     graph = reference.reference_workflow().graph
@@ -134,7 +110,7 @@ async def runs_with(
 
 
 async def measure(url: str, rounds: int, per_round: int) -> dict[str, Any]:
-    commits = _Commits()
+    commits = Commits()
     executor_log = logging.getLogger("engine.executor")
     executor_log.addHandler(commits)
     executor_log.setLevel(logging.INFO)

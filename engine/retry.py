@@ -8,6 +8,9 @@ from tenacity import RetryCallState, wait_exponential
 from engine.lease import LeaseLost
 
 OUTAGE_PROBE = 0.5  # seconds between attempts while the database is unreachable
+# What a database outage looks like from here: a lost or closed connection (the
+# pool's timeout is an OperationalError too).
+OUTAGE = (psycopg.OperationalError, psycopg.InterfaceError)
 
 
 class StepRetry:
@@ -35,13 +38,13 @@ class StepRetry:
     def wait(self, state: RetryCallState) -> float:
         """Back off between node failures; probe a lost database every half second."""
         error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, psycopg.OperationalError):
+        if isinstance(error, OUTAGE):
             return OUTAGE_PROBE
         return float(self._backoff(state))
 
     def stop(self, state: RetryCallState) -> bool:
         error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, psycopg.OperationalError):
+        if isinstance(error, OUTAGE):
             now = time.monotonic()
             self._outage_since = self._outage_since or now
             return now - self._outage_since >= self.outage_tolerance

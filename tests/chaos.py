@@ -42,6 +42,7 @@ class ChaosReport:
     postgres_restarts: int = 0
     seconds: float = 0.0
     takeovers: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # why the failed runs failed
 
     @property
     def lost(self) -> int:
@@ -66,7 +67,8 @@ class ChaosReport:
             ("wall time (s)", f"{self.seconds:.1f}"),
         ]
         width = max(len(label) for label, _ in rows)
-        return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+        table = "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+        return "\n".join([table, *(f"  failed: {why}" for why in self.failures)])
 
 
 async def _connect(url: str) -> Conn:
@@ -215,6 +217,10 @@ async def _tally(url: str, s: Stack, report: ChaosReport) -> None:
         report.published = by_status.pop("published", 0)
         report.failed = by_status.pop("failed", 0)
         report.stuck = sum(by_status.values())
+        failed = await (
+            await conn.execute("SELECT run_id, error FROM runs WHERE status = 'failed'")
+        ).fetchall()
+        report.failures = [f"{row['run_id']}: {row['error']}" for row in failed]
         ledger = await (
             await conn.execute(
                 "SELECT count(*) AS n FROM node_ledger l JOIN runs r USING (run_id) "

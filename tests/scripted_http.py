@@ -23,6 +23,8 @@ from starlette.routing import Route
 
 METHODS = ["GET", "POST", "PUT", "DELETE"]
 
+STARTUP_POLL = 0.01  # seconds between looks at whether uvicorn is up (deadline: 5 s)
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -113,7 +115,7 @@ def serve_scripted() -> Iterator[ScriptedServer]:
         while not server.started:
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("the scripted provider server did not start")
-            time.sleep(0.01)
+            time.sleep(STARTUP_POLL)
         yield scripted
     finally:
         server.should_exit = True

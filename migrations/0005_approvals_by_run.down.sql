@@ -1,0 +1,1 @@
+DROP INDEX hitl_approvals_run;

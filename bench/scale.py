@@ -39,10 +39,10 @@ from bench.harness import (
 )
 from bench.harness import summary as percentiles
 from bench.reference import NAME, reference_workflow
+from engine.daemon import claim_params
 from engine.database import connection_kwargs
 from engine.settings import Settings
 from engine.sql import QUERIES
-from engine.status import PENDING_PREFIX, Status
 
 Connection = psycopg.Connection[DictRow]
 LIVE = 100
@@ -122,19 +122,9 @@ def _fill(conn: Connection, total: int) -> None:
 
 def _claim_params() -> dict[str, Any]:
     settings = Settings()
-    return {
-        "limit": settings.concurrency,
-        "worker_id": "bench-claim",
-        "lease_ttl": timedelta(seconds=settings.lease_ttl),
-        "queued": Status.QUEUED,
-        "running": Status.RUNNING,
-        "waiting_provider": Status.WAITING_PROVIDER,
-        "pending_prefix": PENDING_PREFIX,
-        "pending_like": PENDING_PREFIX.replace("_", r"\_") + "%",
-        # The workflows the daemon has, at their versions (ignored by a claim without them).
-        "workflows": [NAME],
-        "versions": [reference_workflow().version],
-    }
+    versions = {"workflows": [NAME], "versions": [reference_workflow().version]}
+    lease_ttl = timedelta(seconds=settings.lease_ttl)
+    return claim_params(settings.concurrency, "bench-claim", lease_ttl, versions)
 
 
 def claim_latency(url: str, samples: int) -> dict[str, Any]:

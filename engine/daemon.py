@@ -16,7 +16,7 @@ from engine.logs import run_context
 from engine.retention import prune
 from engine.settings import Settings
 from engine.sql import QUERIES
-from engine.status import PENDING_PREFIX, Status
+from engine.status import STATUS_PARAMS, Status
 from engine.telemetry import DISABLED, Telemetry
 from engine.workflow import Workflow
 
@@ -45,10 +45,7 @@ class Daemon:
         self._executor = Executor(pool, settings, workflows, telemetry)
         self._lease_ttl = timedelta(seconds=settings.lease_ttl)
         self._held: dict[str, tuple[asyncio.Task[None], int]] = {}
-        self._versions = {
-            "workflows": list(workflows),
-            "versions": [workflow.version for workflow in workflows.values()],
-        }
+        self._versions = workflow_versions(workflows)
         self._wake = asyncio.Event()
         self._backlog = False
         self.last_tick = time.monotonic()
@@ -111,17 +108,7 @@ class Daemon:
                 started = time.perf_counter()
                 cursor = await conn.execute(
                     QUERIES["claim_runs"],
-                    {
-                        "limit": limit,
-                        "worker_id": self._worker_id,
-                        "lease_ttl": self._lease_ttl,
-                        "queued": Status.QUEUED,
-                        "running": Status.RUNNING,
-                        "waiting_provider": Status.WAITING_PROVIDER,
-                        "pending_prefix": PENDING_PREFIX,
-                        "pending_like": PENDING_PREFIX.replace("_", r"\_") + "%",
-                        **self._versions,
-                    },
+                    claim_params(limit, self._worker_id, self._lease_ttl, self._versions),
                 )
                 rows = await cursor.fetchall()
                 if self._telemetry.enabled:
@@ -278,6 +265,27 @@ class Daemon:
                 )
                 await asyncio.sleep(retry)
                 retry = min(retry * 2, RECONNECT_MAX)
+
+
+def claim_params(
+    limit: int, worker_id: str, lease_ttl: timedelta, versions: dict[str, list[str]]
+) -> dict[str, object]:
+    """The parameters of `claim_runs`; `versions` as `workflow_versions()` gives them."""
+    return {
+        "limit": limit,
+        "worker_id": worker_id,
+        "lease_ttl": lease_ttl,
+        **STATUS_PARAMS,
+        **versions,
+    }
+
+
+def workflow_versions(workflows: dict[str, Workflow]) -> dict[str, list[str]]:
+    """The workflows a worker runs, each at its version, as the claim takes them."""
+    return {
+        "workflows": list(workflows),
+        "versions": [workflow.version for workflow in workflows.values()],
+    }
 
 
 def _claim_from_row(row: dict[str, Any]) -> Claim:

@@ -16,7 +16,7 @@ from engine.retry import StepRetry
 from engine.saver import FencedSaver, state_view
 from engine.settings import Settings
 from engine.sql import QUERIES
-from engine.status import Status, pending
+from engine.status import STATUS_PARAMS, Status, pending
 from engine.telemetry import DISABLED, Telemetry
 from engine.tracing import RunTrace, execution, traced
 from engine.workflow import RunContext, Workflow
@@ -195,8 +195,7 @@ class Executor:
                 {
                     "run_id": claim.run_id,
                     "epoch": claim.epoch,
-                    "running": Status.RUNNING,
-                    "queued": Status.QUEUED,
+                    **STATUS_PARAMS,
                     **params,
                 },
             )

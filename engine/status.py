@@ -13,7 +13,15 @@ class Status(StrEnum):
 
 
 PENDING_PREFIX = "pending_"
+PENDING_LIKE = PENDING_PREFIX.replace("_", r"\_") + "%"  # LIKE pattern of every pending_<gate>
 TERMINAL: frozenset[str] = frozenset({Status.PUBLISHED, Status.FAILED, Status.CANCELLED})
+
+# What SQL in engine/sql/*.sql receives, by name, for the statuses it mentions.
+STATUS_PARAMS: dict[str, str] = {
+    **{status.name.lower(): status.value for status in Status},
+    "pending_prefix": PENDING_PREFIX,
+    "pending_like": PENDING_LIKE,
+}
 
 
 def pending(gate: str) -> str:

@@ -13,7 +13,7 @@ from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from engine.sql import QUERIES
-from engine.status import PENDING_PREFIX, Status
+from engine.status import STATUS_PARAMS, Status
 
 PROJECT_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
@@ -119,9 +119,7 @@ async def stuck_runs(
         {
             "older_than": older_than,
             "limit": limit,
-            "pending_like": PENDING_PREFIX.replace("_", r"\_") + "%",
-            "running": Status.RUNNING,
-            "waiting_provider": Status.WAITING_PROVIDER,
+            **STATUS_PARAMS,
         },
     )
     return [dict(row) for row in await cursor.fetchall()]
@@ -182,9 +180,7 @@ async def retry_run(conn: Connection, run_id: str) -> dict[str, Any]:
 async def _transition(conn: Connection, query: str, run_id: str, why: str) -> dict[str, Any]:
     params = {
         "run_id": run_id,
-        "queued": Status.QUEUED,
-        "failed": Status.FAILED,
-        "cancelled": Status.CANCELLED,
+        **STATUS_PARAMS,
     }
     row = await (await conn.execute(QUERIES[query], params)).fetchone()
     if row is None:

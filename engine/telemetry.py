@@ -23,7 +23,7 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, NoOpMeterProvi
 from engine.database import Pool
 from engine.settings import Settings
 from engine.sql import QUERIES
-from engine.status import PENDING_PREFIX, Status
+from engine.status import STATUS_PARAMS
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics.export import MetricReader
@@ -61,16 +61,7 @@ class RunStats:
         self._taken = now
         try:
             async with pool.connection() as conn:
-                cursor = await conn.execute(
-                    QUERIES["run_counts"],
-                    {
-                        "queued": Status.QUEUED,
-                        "running": Status.RUNNING,
-                        "waiting_provider": Status.WAITING_PROVIDER,
-                        "pending_prefix": PENDING_PREFIX,
-                        "pending_like": PENDING_PREFIX.replace("_", r"\_") + "%",
-                    },
-                )
+                cursor = await conn.execute(QUERIES["run_counts"], STATUS_PARAMS)
                 rows = await cursor.fetchall()
         except psycopg.Error as error:  # the gauges keep their last numbers
             log.warning("run counts failed: %s", error, extra={"action": "run_counts_failed"})

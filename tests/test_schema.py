@@ -1,6 +1,7 @@
 """The schema: the approval guard, migrations up/down/up, the seed's queries, the claim plan."""
 
 import re
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -10,9 +11,10 @@ from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from engine import store
+from engine.daemon import claim_params
 from engine.migrations import discover, migrate
 from engine.sql import QUERIES
-from engine.status import TERMINAL, Status
+from engine.status import TERMINAL
 from tests.conftest import ROOT
 from tests.helpers import table_checksums
 
@@ -187,18 +189,15 @@ async def test_the_claim_query_uses_the_live_runs_index(conn: Conn) -> None:
     plan = await (
         await conn.execute(
             "EXPLAIN " + QUERIES["claim_runs"],
-            {
-                "limit": 4,
-                "worker_id": "w",
-                "lease_ttl": "30 seconds",
-                "queued": Status.QUEUED,
-                "running": Status.RUNNING,
-                "waiting_provider": Status.WAITING_PROVIDER,
-                "pending_prefix": "pending_",
-                "pending_like": r"pending\_%",
-                "workflows": ["production"],
-                "versions": ["production-2"],
-            },
+            claim_params(
+                4,
+                "w",
+                timedelta(seconds=30),
+                {
+                    "workflows": ["production"],
+                    "versions": ["production-2"],
+                },
+            ),
         )
     ).fetchall()
     text = "\n".join(row["QUERY PLAN"] for row in plan)

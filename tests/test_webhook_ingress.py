@@ -17,10 +17,11 @@ from psycopg.types.json import Jsonb
 from pydantic import SecretStr
 
 from engine.api import create_app
+from engine.daemon import claim_params
 from engine.database import open_pool
 from engine.settings import Settings
 from engine.sql import QUERIES
-from engine.status import PENDING_PREFIX, Status
+from engine.status import Status
 from providers.webhooks import verifiers
 from tests.conftest import WORKFLOWS
 
@@ -90,18 +91,15 @@ async def _claimable(conn: Conn) -> list[str]:
     rows = await (
         await conn.execute(
             QUERIES["claim_runs"],
-            {
-                "limit": 10,
-                "worker_id": "probe",
-                "lease_ttl": timedelta(seconds=30),
-                "queued": Status.QUEUED,
-                "running": Status.RUNNING,
-                "waiting_provider": Status.WAITING_PROVIDER,
-                "pending_prefix": PENDING_PREFIX,
-                "pending_like": r"pending\_%",
-                "workflows": ["production"],
-                "versions": ["production-2"],
-            },
+            claim_params(
+                10,
+                "probe",
+                timedelta(seconds=30),
+                {
+                    "workflows": ["production"],
+                    "versions": ["production-2"],
+                },
+            ),
         )
     ).fetchall()
     return [row["run_id"] for row in rows]

@@ -15,10 +15,11 @@ from engine import store
 from engine.console.auth import Auth, from_another_site, remember_approver
 from engine.console.forms import parse_approval
 from engine.console.pages import Pages, static_files
-from engine.console.views import RunFilter, local_path, pending_like, timeline, with_query
+from engine.console.views import RunFilter, local_path, timeline, with_query
 from engine.database import Pool
 from engine.settings import Settings
 from engine.sql import load_queries
+from engine.status import PENDING_LIKE
 
 QUERIES = load_queries(__name__)
 INBOX_LIMIT = 200
@@ -34,7 +35,7 @@ def console_router(pool: Pool, settings: Settings) -> APIRouter:
     async def inbox_context(request: Request) -> dict[str, Any]:
         async with pool.connection() as conn:
             cursor = await conn.execute(
-                QUERIES["console_inbox"], {"pending_like": pending_like(), "limit": INBOX_LIMIT}
+                QUERIES["console_inbox"], {"pending_like": PENDING_LIKE, "limit": INBOX_LIMIT}
             )
             runs = [_with_sent(dict(row)) for row in await cursor.fetchall()]
             notice = None

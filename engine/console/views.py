@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from engine.status import PENDING_PREFIX, Status
+from engine.status import PENDING_PREFIX, STATUS_PARAMS, Status
 from engine.store import PROJECT_SLUG, InvalidInput, parse_duration
 
 PAGE_SIZE = 50
@@ -54,9 +54,7 @@ class RunFilter:
             "project": self.project,
             "stuck": self.stuck,
             "older_than": parse_duration(self.older_than, "older_than"),
-            "pending_like": pending_like(),
-            "running": Status.RUNNING,
-            "waiting_provider": Status.WAITING_PROVIDER,
+            **STATUS_PARAMS,
             "before_at": self.before[0] if self.before else None,
             "before_id": self.before[1] if self.before else None,
             "limit": self.limit + 1,  # one more tells whether a next page exists
@@ -86,11 +84,6 @@ def _cursor(text: str) -> tuple[datetime, str] | None:
         return (datetime.fromisoformat(at), run_id)
     except ValueError:
         raise InvalidInput("before: not a page cursor (follow the 'Older' link)") from None
-
-
-def pending_like() -> str:
-    """LIKE pattern of every `pending_<gate>` status."""
-    return PENDING_PREFIX.replace("_", r"\_") + "%"
 
 
 STATUSES = (

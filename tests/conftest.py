@@ -22,6 +22,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import DictRow, dict_row
 
 from tests.graphs import LEDGER_TABLE
+from tests.scripted_http import ScriptedServer, serve_scripted
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = {
@@ -147,6 +148,19 @@ async def approver_conn(db_url: str) -> AsyncIterator[AsyncConnection[DictRow]]:
     """A second connection, for a task that acts while the test polls on `conn`."""
     async with await AsyncConnection.connect(db_url, autocommit=True, row_factory=dict_row) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def scripted_server() -> Iterator[ScriptedServer]:
+    """A loopback HTTP server answering what a test scripts (provider clients' tests)."""
+    with serve_scripted() as scripted:
+        yield scripted
+
+
+@pytest.fixture
+def server(scripted_server: ScriptedServer) -> ScriptedServer:
+    scripted_server.reset()
+    return scripted_server
 
 
 def orchestrator_env(db_url: str, **settings: object) -> dict[str, str]:

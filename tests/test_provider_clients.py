@@ -5,7 +5,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any, TypeVar
@@ -20,7 +20,7 @@ from providers.config import base_urls
 from providers.errors import PermanentProviderError, RateLimited, RetryableProviderError
 from providers.http import RetryPolicy, retry_after_hint
 from providers.sandbox import SandboxConfig, serve
-from tests.scripted_http import Reply, ScriptedServer, closed_port_url, serve_scripted
+from tests.scripted_http import Reply, ScriptedServer, closed_port_url
 
 KIE_KEY = "kie-secret-key-123"
 SHOTSTACK_KEY = "shotstack-secret-key-456"
@@ -43,18 +43,6 @@ def provider_settings(url: str, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
-
-
-@pytest.fixture(scope="module")
-def scripted_server() -> Iterator[ScriptedServer]:
-    with serve_scripted() as scripted:
-        yield scripted
-
-
-@pytest.fixture
-def server(scripted_server: ScriptedServer) -> ScriptedServer:
-    scripted_server.reset()
-    return scripted_server
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -22,7 +22,7 @@ from providers.webhooks import (
     verify_shotstack,
     verify_upload_post,
 )
-from tests.scripted_http import Reply, ScriptedServer, serve_scripted
+from tests.scripted_http import Reply, ScriptedServer
 
 KIE_SECRET = "kie-webhook-secret"
 UPLOAD_POST_SECRET = "upload-post-webhook-secret"
@@ -222,18 +222,6 @@ def test_upload_post_malformed_json_is_invalid() -> None:
 
 
 # --- Shotstack: verified by fetching the render back -----------------------------------
-
-
-@pytest.fixture(scope="module")
-def scripted_server() -> Iterator[ScriptedServer]:
-    with serve_scripted() as scripted:
-        yield scripted
-
-
-@pytest.fixture
-def server(scripted_server: ScriptedServer) -> ScriptedServer:
-    scripted_server.reset()
-    return scripted_server
 
 
 def shotstack_settings(url: str) -> Settings:

@@ -16,6 +16,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
@@ -23,6 +24,7 @@ from psycopg.rows import DictRow, dict_row
 
 from engine.migrations import migrate
 from tests.graphs import LEDGER_TABLE
+from tests.stack import KIE_SECRET, UPLOAD_POST_SECRET, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 LOGS = ROOT / "bench" / "out"  # each service's output, for when something fails
@@ -156,6 +158,38 @@ def summary(samples_ms: list[float]) -> dict[str, float]:
         "p99": pct(0.99),
         "max": round(ordered[-1], 2),
     }
+
+
+def until_up(url: str, within: float = 30) -> None:
+    """Until `url` answers 200 (a service process has imported, bound and connected)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} never answered 200 within {within}s")
+
+
+@contextmanager
+def sandbox_providers(url: str, **change: object) -> Iterator[dict[str, object]]:
+    """The sandbox providers and the API as processes, webhooks signed both ways; yields the
+    settings a daemon needs to use them. `change` configures the sandbox (job_latency=0...)."""
+    settings: dict[str, object] = {
+        "sandbox_port": free_port(),
+        "api_port": free_port(),
+        "kie_webhook_secret": KIE_SECRET,
+        "upload_post_webhook_secret": UPLOAD_POST_SECRET,
+    }
+    sandbox = f"http://127.0.0.1:{settings['sandbox_port']}/_sandbox/config"
+    with service(url, "sandbox", **settings), service(url, "api", **settings):
+        until_up(sandbox)
+        until_up(f"http://127.0.0.1:{settings['api_port']}/readyz")
+        if change:
+            httpx.post(sandbox, json=change).raise_for_status()
+        yield settings
 
 
 def wait_for_daemons(conn: psycopg.Connection[DictRow], count: int, within: float = 60) -> None:

@@ -12,31 +12,19 @@ there, and timed from the run's INSERT to `published` (the run's
 
 import argparse
 import json
-import time
 
-import httpx
-
-from bench.harness import connect, daemon, scratch_database, service, summary, wait_until
-from tests.stack import KIE_SECRET, UPLOAD_POST_SECRET, free_port
+from bench.harness import connect, daemon, sandbox_providers, scratch_database, summary, wait_until
 
 WAITING = "SELECT status FROM runs WHERE run_id = %s AND status = %s"
 
 
 def measure(url: str, runs: int) -> dict[str, float]:
     samples = []
-    settings: dict[str, object] = {
-        "sandbox_port": free_port(),
-        "api_port": free_port(),
-        "kie_webhook_secret": KIE_SECRET,
-        "upload_post_webhook_secret": UPLOAD_POST_SECRET,
-    }
     with (
         connect(url) as conn,
-        service(url, "sandbox", **settings),
-        service(url, "api", **settings),
+        sandbox_providers(url, job_latency=0) as settings,
         daemon(url, concurrency=4, **settings),
     ):
-        _configure_sandbox(f"http://127.0.0.1:{settings['sandbox_port']}", job_latency=0)
         for i in range(runs):
             run_id = f"run_prod{i:08d}"
             conn.execute(
@@ -58,18 +46,6 @@ def measure(url: str, runs: int) -> dict[str, float]:
             )
             samples.append(float(row["ms"]))
     return summary(samples[1:])  # the first run pays for the daemon's warm-up
-
-
-def _configure_sandbox(base: str, **change: object) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.post(f"{base}/_sandbox/config", json=change).raise_for_status()
-            return
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def main() -> None:

@@ -13,8 +13,7 @@ import json
 import time
 from contextlib import ExitStack
 
-from bench.harness import connect, daemon, scratch_database, service
-from tests.stack import KIE_SECRET, UPLOAD_POST_SECRET, free_port
+from bench.harness import connect, daemon, sandbox_providers, scratch_database
 
 APPROVE_WAITING = """
 INSERT INTO hitl_approvals (run_id, gate, approver)
@@ -63,18 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=60)
     args = parser.parse_args()
-    settings: dict[str, object] = {
-        "sandbox_port": free_port(),
-        "api_port": free_port(),
-        "kie_webhook_secret": KIE_SECRET,
-        "upload_post_webhook_secret": UPLOAD_POST_SECRET,
-    }
-    with (
-        scratch_database() as url,
-        service(url, "sandbox", **settings),
-        service(url, "api", **settings),
-    ):
-        time.sleep(2)
+    with scratch_database() as url, sandbox_providers(url) as settings:
         results = [measure(url, args.runs, k, settings) for k in (1, 4)]
     print(json.dumps({"sandbox_throughput": results}, indent=2))
 

@@ -21,9 +21,7 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
-
-from bench.harness import connect, scratch_database, service
+from bench.harness import connect, scratch_database, service, until_up
 from tests.stack import free_port
 
 SECRET = "bench-upload-post-secret"
@@ -111,7 +109,7 @@ def main() -> None:
         script.write_text(LUA)
         settings = {"api_port": port, "upload_post_webhook_secret": SECRET, "pool_size": 16}
         with service(url, "api", **settings):
-            _until_ready(f"http://127.0.0.1:{port}/readyz")
+            until_up(f"http://127.0.0.1:{port}/readyz")
             threads = 2
             output = subprocess.run(
                 [
@@ -152,18 +150,6 @@ def main() -> None:
             indent=2,
         )
     )
-
-
-def _until_ready(url: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    sys.exit(f"{url} never became ready")
 
 
 if __name__ == "__main__":

@@ -87,7 +87,8 @@ def add_provider_step(
         if job_id is None:
             recorded = await _record(ctx, step, key, status="submitting")
             job_id = await step.submit(state, ctx, ctx.idempotency_key(key))
-        recorded = await _record(ctx, step, key, status="submitted", provider_job_id=job_id)
+        if recorded is None or recorded["provider_job_id"] != job_id:
+            recorded = await _record(ctx, step, key, status="submitted", provider_job_id=job_id)
         job = {"job_id": job_id, "submitted_at": recorded["created_at"].isoformat()}
         return {"jobs": {**state.get("jobs", {}), persona: job}}
 

@@ -83,8 +83,9 @@ class Daemon:
                 self._wake.clear()
                 free = self._settings.concurrency - len(self._held)
                 claims = await self._claim(free) if free > 0 else []
-                # A full batch may have left work behind: claim again when a slot frees.
-                self._backlog = free > 0 and len(claims) == free
+                # Claim again when a slot frees if work may have been left behind:
+                # a full batch, or a wake-up (a NOTIFY, the poll) with no slot free.
+                self._backlog = len(claims) == free
                 for claim in claims:
                     task = runs.create_task(self._execute(claim), name=claim.run_id)
                     self._held[claim.run_id] = (task, claim.epoch)

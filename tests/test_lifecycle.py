@@ -190,3 +190,21 @@ async def test_a_run_inserted_with_plain_sql_starts_from_its_payload(
     with daemons(db_url, tmp_path) as start:
         start("w1")
         await wait_for(conn, RUN_STATUS, ("run_fromsql00001",), until=_status_is("pending_review"))
+
+
+async def test_work_announced_while_every_slot_is_busy_starts_when_a_slot_frees(
+    db_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    # One slot and a poll too slow to matter: only the NOTIFY that arrived while
+    # the slot was busy can start the second run once the first one pauses.
+    busy = await store.create_run(conn, project="p", payload={"node_delay": 0.5}, workflow="ledger")
+    with daemons(db_url, tmp_path) as start:
+        start("w1", concurrency=1, poll_interval=300)
+        await wait_for(conn, RUN_STATUS, (busy["run_id"],), until=_status_is("running"))
+        announced = await store.create_run(
+            conn, project="p", payload={"node_delay": 0}, workflow="ledger"
+        )
+        await wait_for(conn, RUN_STATUS, (busy["run_id"],), until=_status_is("pending_review"))
+        await wait_for(
+            conn, RUN_STATUS, (announced["run_id"],), until=_status_is("pending_review"), within=20
+        )

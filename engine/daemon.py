@@ -26,6 +26,17 @@ VERSION_REPORT_INTERVAL = 60.0  # seconds between reports of runs left to other 
 # Seconds between attempts to re-establish LISTEN: polling covers the gap.
 RECONNECT_FIRST, RECONNECT_MAX = 0.2, 5.0
 CHANNELS = ("orchestrator_runs_v1", "orchestrator_approvals_v1", "orchestrator_events_v1")
+# The claim's columns holding the run's latest checkpoint (LangGraph's row shape).
+CHECKPOINT_COLUMNS = (
+    "thread_id",
+    "checkpoint",
+    "checkpoint_ns",
+    "checkpoint_id",
+    "parent_checkpoint_id",
+    "metadata",
+    "channel_values",
+    "pending_writes",
+)
 
 
 class Daemon:
@@ -110,6 +121,7 @@ class Daemon:
                 cursor = await conn.execute(
                     QUERIES["claim_runs"],
                     claim_params(limit, self._worker_id, self._lease_ttl, self._versions),
+                    binary=True,  # checkpoints' blobs as bytes, as LangGraph reads them
                 )
                 rows = await cursor.fetchall()
                 if self._telemetry.enabled:
@@ -297,6 +309,6 @@ def _claim_from_row(row: dict[str, Any]) -> Claim:
         payload=row["payload"],
         epoch=row["lease_epoch"],
         resume=row["resume"],
-        has_checkpoint=row["has_checkpoint"],
+        checkpoint={key: row[key] for key in CHECKPOINT_COLUMNS} if row["checkpoint"] else None,
         trace_context=row["trace_context"],
     )

@@ -34,7 +34,8 @@ class Claim:
     payload: dict[str, Any]
     epoch: int
     resume: dict[str, Any] | None  # the approval, or the provider events, it resumes with
-    has_checkpoint: bool
+    # Its latest checkpoint, as LangGraph's saver reads it (None: not begun).
+    checkpoint: dict[str, Any] | None
     trace_context: dict[str, str] | None = None  # the run's trace, once an execution began it
 
     @property
@@ -137,14 +138,18 @@ class Executor:
     async def _invoke(self, claim: Claim, workflow: Workflow) -> dict[str, Any]:
         lease = Lease(claim.run_id, claim.epoch, self._lease_ttl)
         saver = FencedSaver(
-            self._pool, lease, resuming=claim.resume is not None, approval_id=claim.approval_id
+            self._pool,
+            lease,
+            resuming=claim.resume is not None,
+            approval_id=claim.approval_id,
+            latest=claim.checkpoint,
         )
         graph = workflow.graph.copy(update={"checkpointer": saver})
         context = RunContext(claim.run_id, claim.project, lease, self._pool)
         first_input: Any
         if claim.resume is not None:
             first_input = Command(resume=claim.resume)
-        elif claim.has_checkpoint:
+        elif claim.checkpoint is not None:
             first_input = None
         else:
             first_input = {**claim.payload, "project": claim.project}
@@ -175,12 +180,17 @@ class Executor:
             with attempt:
                 # Once anything is written, the checkpoint holds the input (or
                 # the resume value): continue from it instead of starting over.
-                output = await graph.ainvoke(
-                    None if saver.wrote else first_input,
-                    config,
-                    context=context,
-                    durability="sync",
-                )
+                try:
+                    output = await graph.ainvoke(
+                        None if saver.wrote else first_input,
+                        config,
+                        context=context,
+                        durability="sync",
+                    )
+                    await saver.flush()
+                except BaseException:
+                    saver.discard()
+                    raise
                 return dict(output)
         raise AssertionError("unreachable: tenacity reraises the last error")
 

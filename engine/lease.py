@@ -1,10 +1,11 @@
 """Fencing: a write on behalf of a run commits only while its worker still holds the run."""
 
 import contextlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import LiteralString
 
 import psycopg
 from psycopg import AsyncConnection
@@ -28,6 +29,21 @@ class Lease:
     epoch: int
     ttl: timedelta
 
+    @property
+    def params(self) -> dict[str, object]:
+        """The fence's parameters: `%(run_id)s`, `%(epoch)s`, `%(lease_ttl)s`."""
+        return {"run_id": self.run_id, "epoch": self.epoch, "lease_ttl": self.ttl}
+
+    async def execute(self, pool: Pool, query: LiteralString, params: dict[str, object]) -> None:
+        """Run one statement that fences itself (it calls `orchestrator_fence()` first).
+
+        A single statement commits or fails as a whole: one round trip, no
+        BEGIN or COMMIT of its own.
+        """
+        async with pool.connection() as conn:
+            with _lease_lost_on_fence():
+                await conn.execute(query, {**self.params, **params})
+
     @asynccontextmanager
     async def transaction(self, pool: Pool) -> AsyncIterator[AsyncConnection[DictRow]]:
         """A pipelined transaction that starts by renewing this lease, or fails with LeaseLost.
@@ -40,26 +56,30 @@ class Lease:
         """
         async with pool.connection() as conn:
             try:
-                async with conn.pipeline():
-                    await conn.execute("BEGIN")
-                    await conn.execute(
-                        QUERIES["fence"],
-                        {"run_id": self.run_id, "epoch": self.epoch, "lease_ttl": self.ttl},
-                    )
-                    try:
-                        yield conn
-                    except psycopg.Error:
-                        raise  # the server skips everything up to the sync already
-                    except BaseException:
-                        await conn.execute("ROLLBACK")
-                        raise
-                    await conn.execute("COMMIT")
-            except psycopg.Error as error:
-                if error.sqlstate == LEASE_LOST_SQLSTATE:
-                    raise LeaseLost(str(error.diag.message_primary)) from None
-                raise
+                with _lease_lost_on_fence():
+                    async with conn.pipeline():
+                        await conn.execute("BEGIN")
+                        await conn.execute(QUERIES["fence"], self.params)
+                        try:
+                            yield conn
+                        except psycopg.Error:
+                            raise  # the server skips everything up to the sync already
+                        except BaseException:
+                            await conn.execute("ROLLBACK")
+                            raise
+                        await conn.execute("COMMIT")
             finally:
                 # After a failed statement the session waits in the aborted transaction.
                 if conn.info.transaction_status == TransactionStatus.INERROR:
                     with contextlib.suppress(psycopg.Error):
                         await conn.rollback()
+
+
+@contextmanager
+def _lease_lost_on_fence() -> Iterator[None]:
+    try:
+        yield
+    except psycopg.Error as error:
+        if error.sqlstate == LEASE_LOST_SQLSTATE:
+            raise LeaseLost(str(error.diag.message_primary)) from None
+        raise

@@ -1,37 +1,47 @@
 """A LangGraph checkpoint saver for one run, fenced by the run's lease.
 
-Every checkpoint write runs in one transaction that (1) checks and renews the
-worker's lease at its epoch, (2) on the first write after a resume marks the
-resume consumed (the run waits for nothing; its approval is spent), (3) writes
-LangGraph's rows, and (4) for a checkpoint, mirrors the state into
-`orchestration_checkpoints`. A worker that lost the run
-cannot write anything: the transaction fails with `LeaseLost`.
+Every write is one statement calling a function of migration 0006 that
+(1) checks and renews the worker's lease at its epoch, (2) on the first write
+after a resume marks the resume consumed (the run waits for nothing; its
+approval is spent), (3) writes LangGraph's rows, and (4) for a checkpoint,
+mirrors the state into `orchestration_checkpoints`. A worker that lost the run
+cannot write anything: the statement fails with `LeaseLost`. Reads are
+LangGraph's own.
 
-One saver per running run: `AsyncPostgresSaver` serialises its calls with a
-lock, so a saver shared by concurrent runs would make them take turns.
+The rows are the ones `AsyncPostgresSaver.aput` and `aput_writes` write, in the
+same tables and encodings, so LangGraph reads them back unchanged; what differs
+is the round trips. LangGraph's saver sends a pipelined transaction of one
+statement per row, and serialises in a worker thread; here the values are
+serialised in place (a checkpoint's blobs are small next to a thread hop) and
+sent as arrays in one statement.
+
+One saver per running run: writes take turns on its lock, so they commit in
+the order LangGraph makes them.
 """
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from contextvars import ContextVar
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMetadata
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    get_checkpoint_id,
+    get_serializable_checkpoint_metadata,
+)
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from psycopg import AsyncCursor
-from psycopg.rows import DictRow, dict_row
+from langgraph.checkpoint.serde.types import _DeltaSnapshot
 from psycopg.types.json import Jsonb
 
 from engine.database import Pool
 from engine.lease import Lease
 from engine.sql import QUERIES
-
-# The checkpoint being written by the current task, for `_cursor` to mirror.
-_checkpoint_in_flight: ContextVar[tuple[Checkpoint, CheckpointMetadata] | None] = ContextVar(
-    "checkpoint_in_flight", default=None
-)
 
 
 def state_view(checkpoint: Checkpoint) -> dict[str, Any]:
@@ -50,16 +60,64 @@ def _jsonable(value: object) -> object:
     return repr(value)
 
 
+@dataclass(frozen=True)
+class _Write:
+    """One row of `checkpoint_writes`, waiting to be sent."""
+
+    ns: str
+    checkpoint_id: str
+    task_id: str
+    task_path: str
+    idx: int
+    channel: str
+    type: str
+    blob: bytes | None
+    replace: bool  # a write to a special channel replaces the row at its index
+
+    @property
+    def key(self) -> tuple[str, str, str, int]:
+        return self.ns, self.checkpoint_id, self.task_id, self.idx
+
+
 class FencedSaver(AsyncPostgresSaver):
+    # How long a task's writes wait for the checkpoint that ends their step.
+    LINGER = 0.01
+
     def __init__(
-        self, pool: Pool, lease: Lease, *, resuming: bool, approval_id: int | None
+        self,
+        pool: Pool,
+        lease: Lease,
+        *,
+        resuming: bool,
+        approval_id: int | None,
+        latest: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(pool)
         self._pool = pool
         self._lease = lease
         self._resuming = resuming
         self._approval_id = approval_id
+        self._latest = latest  # the run's latest checkpoint row, read by the claim
+        self._writes: list[_Write] = []
+        self._linger: asyncio.TimerHandle | None = None
+        self._background: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None  # of a background send
         self.wrote = False
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The run's latest checkpoint as the claim read it, the first time it is
+        asked for (the lease keeps anyone else from writing a newer one); any
+        other read, or a later one, from the database."""
+        latest, self._latest = self._latest, None
+        configurable = config["configurable"]
+        if (
+            latest is not None
+            and get_checkpoint_id(config) is None
+            and configurable.get("checkpoint_ns", "") == ""
+            and latest["checkpoint"]["v"] >= 4  # older ones need LangGraph's migration
+        ):
+            return await self._load_checkpoint_tuple(latest)
+        return await super().aget_tuple(config)
 
     async def aput(
         self,
@@ -68,39 +126,158 @@ class FencedSaver(AsyncPostgresSaver):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        token = _checkpoint_in_flight.set((checkpoint, metadata))
-        try:
-            return await super().aput(config, checkpoint, metadata, new_versions)
-        finally:
-            _checkpoint_in_flight.reset(token)
+        configurable = config["configurable"]
+        thread_id, checkpoint_ns = configurable["thread_id"], configurable["checkpoint_ns"]
+        # As LangGraph's saver stores them: primitives inline in the checkpoint,
+        # everything else (and delta snapshots) as versioned blobs.
+        stored = checkpoint.copy()
+        stored["channel_values"] = inline = dict(checkpoint["channel_values"])
+        blob_values = {}
+        for channel, value in checkpoint["channel_values"].items():
+            if isinstance(value, _DeltaSnapshot):
+                blob_values[channel] = inline.pop(channel)
+                inline[channel] = True
+            elif not (value is None or isinstance(value, (str, int, float, bool))):
+                blob_values[channel] = inline.pop(channel)
+        blobs = self._dump_blobs(
+            thread_id,
+            checkpoint_ns,
+            blob_values,
+            {k: v for k, v in new_versions.items() if k in blob_values},
+        )
+        await self._send(
+            {
+                "checkpoint_ns": checkpoint_ns,
+                "checkpoint_id": checkpoint["id"],
+                "parent_id": configurable.get("checkpoint_id"),
+                "checkpoint": Jsonb(stored),
+                "metadata": Jsonb(get_serializable_checkpoint_metadata(config, metadata)),
+                "blob_channels": [row[2] for row in blobs],
+                "blob_versions": [row[3] for row in blobs],
+                "blob_types": [row[4] for row in blobs],
+                "blob_values": [row[5] for row in blobs],
+                "state": Jsonb(state_view(checkpoint)),
+                "step": metadata.get("step"),
+            }
+        )
+        return {
+            "configurable": {
+                "thread_id": thread_id,
+                "checkpoint_ns": checkpoint_ns,
+                "checkpoint_id": checkpoint["id"],
+            }
+        }
 
-    @asynccontextmanager
-    async def _cursor(self, *, pipeline: bool = False) -> AsyncIterator[AsyncCursor[DictRow]]:
-        if not pipeline:  # reads
-            async with super()._cursor() as cur:
-                yield cur
-            return
-        async with (
-            self.lock,
-            self._lease.transaction(self._pool) as conn,
-            conn.cursor(binary=True, row_factory=dict_row) as cur,
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Queue a task's writes to go with the checkpoint that ends their step.
+
+        LangGraph does not wait for a task's writes (with `durability="sync"`
+        it waits for each checkpoint), and the checkpoint normally follows
+        within a millisecond: sent in its statement, the writes cost no round
+        trip of their own. Writes still waiting after `LINGER` (a sibling
+        task still running) are sent on their own, and `flush()` sends the
+        ones no checkpoint follows (an interrupt's, an error's).
+        """
+        configurable = config["configurable"]
+        # Writes to LangGraph's special channels replace earlier ones at their
+        # index; others never do (LangGraph's upsert and insert statements).
+        replace = all(channel in WRITES_IDX_MAP for channel, _ in writes)
+        for row in self._dump_writes(
+            configurable["thread_id"],
+            configurable["checkpoint_ns"],
+            configurable["checkpoint_id"],
+            task_id,
+            task_path,
+            writes,
         ):
-            if self._resuming:
-                await cur.execute(
-                    QUERIES["consume_resume"],
-                    {"run_id": self._lease.run_id, "approval_id": self._approval_id},
-                )
-            yield cur
-            if (in_flight := _checkpoint_in_flight.get()) is not None:
-                checkpoint, metadata = in_flight
-                await cur.execute(
-                    QUERIES["upsert_checkpoint_view"],
-                    {
-                        "run_id": self._lease.run_id,
-                        "state": Jsonb(state_view(checkpoint)),
-                        "checkpoint_id": checkpoint["id"],
-                        "step": metadata.get("step"),
-                    },
-                )
-        self._resuming = False
-        self.wrote = True
+            self._writes.append(_Write(*row[1:], replace=replace))
+        if self._linger is None:
+            self._linger = asyncio.get_running_loop().call_later(self.LINGER, self._send_soon)
+
+    async def flush(self) -> None:
+        """Send the writes still waiting; raise what a background send raised."""
+        await self._send(None)
+
+    def discard(self) -> None:
+        """Forget writes not yet sent: those of an invocation that failed, which
+        the database never saw (the retry starts from what it holds)."""
+        self._cancel_linger()
+        self._writes.clear()
+        self._failure = None
+
+    def _send_soon(self) -> None:
+        self._linger = None
+        self._background = asyncio.get_running_loop().create_task(self._send_in_background())
+
+    async def _send_in_background(self) -> None:
+        try:
+            await self._send(None)
+        except Exception as error:  # raised to LangGraph by the next write
+            self._failure = error
+
+    def _cancel_linger(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+
+    async def _send(self, checkpoint: dict[str, object] | None) -> None:
+        async with self.lock:
+            if (failure := self._failure) is not None:
+                self._failure = None
+                raise failure
+            self._cancel_linger()
+            writes, self._writes = _one_row_per_key(self._writes), []
+            if not writes and checkpoint is None:
+                return
+            await self._lease.execute(
+                self._pool,
+                QUERIES["put"],
+                {
+                    "consume": self._resuming,
+                    "approval_id": self._approval_id,
+                    "thread_id": self._lease.run_id,
+                    "write_ns": [w.ns for w in writes],
+                    "write_checkpoint_ids": [w.checkpoint_id for w in writes],
+                    "task_ids": [w.task_id for w in writes],
+                    "task_paths": [w.task_path for w in writes],
+                    "idx": [w.idx for w in writes],
+                    "channels": [w.channel for w in writes],
+                    "types": [w.type for w in writes],
+                    "blobs": [w.blob for w in writes],
+                    "replace": [w.replace for w in writes],
+                    **(checkpoint or _NO_CHECKPOINT),
+                },
+            )
+            self._resuming = False
+            self.wrote = True
+
+
+_NO_CHECKPOINT: dict[str, object] = {
+    "checkpoint_ns": None,
+    "checkpoint_id": None,
+    "parent_id": None,
+    "checkpoint": None,
+    "metadata": None,
+    "blob_channels": [],
+    "blob_versions": [],
+    "blob_types": [],
+    "blob_values": [],
+    "state": None,
+    "step": None,
+}
+
+
+def _one_row_per_key(writes: list[_Write]) -> list[_Write]:
+    """One statement may not write a row twice: of rows with the same key, the
+    last replacing one wins, else the first (what the inserts in turn would leave)."""
+    rows: dict[tuple[str, str, str, int], _Write] = {}
+    for write in writes:
+        if write.replace or write.key not in rows:
+            rows[write.key] = write
+    return list(rows.values())

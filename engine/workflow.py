@@ -73,8 +73,7 @@ class RunContext:
         Call before anything with an effect outside the database, such as a
         provider request, that no fenced write precedes.
         """
-        async with self.lease.transaction(self.pool):
-            pass
+        await self.lease.execute(self.pool, QUERIES["fence"], {})
 
     async def artifact(self, key: str) -> dict[str, Any] | None:
         """The artifact recorded under `key`, if a previous execution got that far."""

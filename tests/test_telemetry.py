@@ -223,7 +223,7 @@ async def test_a_provider_request_is_a_client_span_under_its_node(
             executor = Executor(
                 pool, _settings(), {"probe": probe_workflow(kie)}, recorded.telemetry
             )
-            claim = Claim(run_id, "cats", "probe", {}, epoch["lease_epoch"], None, False)
+            claim = Claim(run_id, "cats", "probe", {}, epoch["lease_epoch"], None, None)
             await executor.execute(claim)
     await _status(conn, run_id, "published")
 

@@ -73,30 +73,47 @@ SELECT c.run_id, c.project, c.workflow, c.payload, c.lease_epoch, c.trace_contex
                 ORDER BY ev.id)
             FROM events ev WHERE ev.run_id = c.run_id), '[]'::json))
     END AS resume,
-    EXISTS (SELECT 1 FROM orchestration_checkpoints o WHERE o.run_id = c.run_id)
-        AS has_checkpoint
-FROM claimed c;
+    -- The run's latest checkpoint, in the row shape of LangGraph's own read
+    -- (`AsyncPostgresSaver.SELECT_SQL`), so that the first read of the
+    -- execution costs no round trip: the worker holds the run from now on, so
+    -- nothing else can write a newer one.
+    ck.thread_id, ck.checkpoint, ck.checkpoint_ns, ck.checkpoint_id, ck.parent_checkpoint_id,
+    ck.metadata, ck.channel_values, ck.pending_writes
+FROM claimed c
+LEFT JOIN LATERAL (
+    SELECT thread_id, checkpoint, checkpoint_ns, checkpoint_id, parent_checkpoint_id, metadata,
+        (SELECT array_agg(array[bl.channel::bytea, bl.type::bytea, bl.blob])
+         FROM jsonb_each_text(checkpoint -> 'channel_versions')
+         JOIN checkpoint_blobs bl
+           ON bl.thread_id = checkpoints.thread_id
+          AND bl.checkpoint_ns = checkpoints.checkpoint_ns
+          AND bl.channel = jsonb_each_text.key
+          AND bl.version = jsonb_each_text.value) AS channel_values,
+        (SELECT array_agg(array[cw.task_id::text::bytea, cw.channel::bytea, cw.type::bytea,
+                                cw.blob, convert_to(cw.task_path, 'UTF8'), cw.idx::text::bytea])
+         FROM checkpoint_writes cw
+         WHERE cw.thread_id = checkpoints.thread_id
+           AND cw.checkpoint_ns = checkpoints.checkpoint_ns
+           AND cw.checkpoint_id = checkpoints.checkpoint_id) AS pending_writes
+    FROM checkpoints
+    WHERE checkpoints.thread_id = c.run_id AND checkpoints.checkpoint_ns = ''
+    ORDER BY checkpoints.checkpoint_id DESC
+    LIMIT 1
+) ck ON true;
 
 -- fence --
 -- Renew the lease, or fail the transaction if the worker lost the run
 SELECT orchestrator_fence(%(run_id)s, %(epoch)s, %(lease_ttl)s);
 
--- consume_resume --
--- The resume value is in LangGraph's hands: the run waits for nothing, and its
--- approval (if any) will not be handed out again
-WITH consumed AS (
-    UPDATE hitl_approvals SET consumed_at = NOW()
-    WHERE id = %(approval_id)s AND consumed_at IS NULL
-)
-UPDATE runs SET waiting_for = NULL WHERE run_id = %(run_id)s;
-
--- upsert_checkpoint_view --
--- Mirror the latest LangGraph state as readable JSON (the seed's table)
-INSERT INTO orchestration_checkpoints (run_id, state, updated_at, checkpoint_id, step)
-VALUES (%(run_id)s, %(state)s, NOW(), %(checkpoint_id)s, %(step)s)
-ON CONFLICT (run_id) DO UPDATE SET
-    state = EXCLUDED.state, updated_at = EXCLUDED.updated_at,
-    checkpoint_id = EXCLUDED.checkpoint_id, step = EXCLUDED.step;
+-- put --
+-- Tasks' writes and, unless its id is NULL, a checkpoint with its readable
+-- mirror, fenced by the lease (migration 0006)
+SELECT orchestrator_put(
+    %(run_id)s, %(epoch)s, %(lease_ttl)s, %(consume)s, %(approval_id)s, %(thread_id)s,
+    %(write_ns)s, %(write_checkpoint_ids)s, %(task_ids)s, %(task_paths)s, %(idx)s,
+    %(channels)s, %(types)s, %(blobs)s, %(replace)s,
+    %(checkpoint_ns)s, %(checkpoint_id)s, %(parent_id)s, %(checkpoint)s, %(metadata)s,
+    %(blob_channels)s, %(blob_versions)s, %(blob_types)s, %(blob_values)s, %(state)s, %(step)s);
 
 -- pause_run --
 -- The graph stopped at an interrupt: record what it waits for and let go of it.

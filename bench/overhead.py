@@ -1,7 +1,8 @@
 """Per-run overhead: the reference graph through the engine, bare LangGraph and DBOS.
 
 Each system runs `n1 → n2 → gate → n4 → n5` with no-op nodes, one run at a
-time, resumed by an approval, all three in this process on one event loop and
+time, resumed by an approval, all three in this process on one event loop (uvloop,
+as the services run) and
 one PostgreSQL database, interleaved in rounds so that drift hits them alike:
 
 - engine: an in-process `engine.daemon.Daemon` (LISTEN on, concurrency 8,
@@ -36,6 +37,7 @@ from pydantic import SecretStr
 
 from bench import reference
 from bench.harness import WORKFLOWS, scratch_database, summary
+from engine.cli import run_async
 from engine.daemon import Daemon
 from engine.database import open_pool
 from engine.logs import run_context
@@ -176,7 +178,7 @@ async def measure(url: str, rounds: int, per_round: int) -> dict[str, Any]:
 
 def run(admin_url: str, *, quick: bool) -> dict[str, Any]:
     with scratch_database(admin_url) as url:
-        return asyncio.run(measure(url, rounds=6 if quick else 20, per_round=10))
+        return run_async(measure(url, rounds=6 if quick else 20, per_round=10))
 
 
 def main() -> None:
@@ -185,7 +187,7 @@ def main() -> None:
     parser.add_argument("--per-round", type=int, default=10)
     args = parser.parse_args()
     with scratch_database() as url:
-        result = asyncio.run(measure(url, args.rounds, args.per_round))
+        result = run_async(measure(url, args.rounds, args.per_round))
     print(json.dumps(result, indent=2))
 
 

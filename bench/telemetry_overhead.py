@@ -36,6 +36,7 @@ from pydantic import SecretStr
 from bench import reference
 from bench.harness import scratch_database, summary
 from bench.overhead import Commits
+from engine.cli import run_async
 from engine.daemon import Daemon
 from engine.database import open_pool
 from engine.settings import Settings
@@ -210,7 +211,7 @@ def _verdict(samples: dict[str, list[float]], medians: dict[str, list[float]]) -
 def run(admin_url: str, *, quick: bool) -> dict[str, Any]:
     with scratch_database(admin_url) as url:
         rounds = 6 if quick else 20
-        return {"telemetry_overhead": asyncio.run(measure(url, rounds, per_round=10))}
+        return {"telemetry_overhead": run_async(measure(url, rounds, per_round=10))}
 
 
 def main() -> None:
@@ -219,7 +220,7 @@ def main() -> None:
     parser.add_argument("--per-round", type=int, default=10)
     args = parser.parse_args()
     with scratch_database() as url:
-        result = asyncio.run(measure(url, args.rounds, args.per_round))
+        result = run_async(measure(url, args.rounds, args.per_round))
     print(json.dumps(result, indent=2))
 
 

@@ -5,7 +5,7 @@ import contextlib
 import json
 import secrets
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -79,7 +79,17 @@ async def _with_connection(
 
 
 def _run(action: Callable[[store.Connection], Awaitable[T]]) -> T:
-    return asyncio.run(_with_connection(Settings(), action))
+    return run_async(_with_connection(Settings(), action))
+
+
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """Run `main` on uvloop where it is installed, else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:  # Windows
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 def _json_object(text: str, option: str) -> dict[str, Any]:
@@ -121,7 +131,7 @@ def daemon(
 ) -> None:
     """Run the worker: claim runs, execute them, resume them after approvals and restarts."""
     settings = _overridden(concurrency=concurrency, worker_id=worker_id)
-    asyncio.run(_serve(settings, daemon=True))
+    run_async(_serve(settings, daemon=True))
 
 
 @app.command()
@@ -129,7 +139,7 @@ def api(
     port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port to listen on.")] = None,
 ) -> None:
     """Serve the HTTP API: runs, approvals, provider webhooks, health."""
-    asyncio.run(_serve(_overridden(api_port=port), api=True))
+    run_async(_serve(_overridden(api_port=port), api=True))
 
 
 @app.command()
@@ -137,7 +147,7 @@ def sandbox(
     port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port to listen on.")] = None,
 ) -> None:
     """Serve the sandbox providers (kie.ai, Shotstack, upload-post) on loopback."""
-    asyncio.run(_serve(_overridden(sandbox_port=port), sandbox=True, needs_database=False))
+    run_async(_serve(_overridden(sandbox_port=port), sandbox=True, needs_database=False))
 
 
 @app.command()
@@ -156,7 +166,7 @@ def up(
             if getattr(settings, name) is None
         }
         settings = settings.model_copy(update=made_up)
-    asyncio.run(
+    run_async(
         _serve(settings, migrate_first=True, daemon=True, api=True, sandbox=settings.uses_sandbox)
     )
 

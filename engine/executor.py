@@ -91,8 +91,15 @@ class Executor:
         # Stored with the status this execution ends in (when it began the run's trace):
         # no write of its own.
         trace_context = Jsonb(trace.started) if trace.started is not None else None
+        saver = FencedSaver(
+            self._pool,
+            Lease(claim.run_id, claim.epoch, self._lease_ttl),
+            resuming=claim.resume is not None,
+            approval_id=claim.approval_id,
+            latest=claim.checkpoint,
+        )
         try:
-            output = await self._invoke(claim, workflow)
+            output = await self._invoke(claim, workflow, saver)
         except LeaseLost:
             log.warning("lease lost; abandoning run", extra={"action": "lease_lost"})
             return None
@@ -113,39 +120,35 @@ class Executor:
         if interrupts := output.get("__interrupt__"):
             wait = interrupts[0].value
             status, wake_at = pause_status(wait)
-            await self._update(
+            # With the interrupt's writes, still waiting: one round trip.
+            if not await self._update(
                 "pause_run",
                 claim,
+                saver,
                 status=status,
                 waiting_for=Jsonb(wait),
                 wake_at=wake_at,
                 trace_context=trace_context,
-            )
+            ):
+                return None
             log.info("run paused", extra={"action": "run_paused", "status": status})
             return status
-        else:
-            result = state_view({"channel_values": output})["values"]  # type: ignore[typeddict-item]
-            await self._update(
-                "finish_run",
-                claim,
-                status=Status.PUBLISHED,
-                result=Jsonb(result),
-                trace_context=trace_context,
-            )
-            log.info("run finished", extra={"action": "run_finished"})
-            return Status.PUBLISHED
+        result = state_view({"channel_values": output})["values"]  # type: ignore[typeddict-item]
+        if not await self._update(
+            "finish_run",
+            claim,
+            saver,
+            status=Status.PUBLISHED,
+            result=Jsonb(result),
+            trace_context=trace_context,
+        ):
+            return None
+        log.info("run finished", extra={"action": "run_finished"})
+        return Status.PUBLISHED
 
-    async def _invoke(self, claim: Claim, workflow: Workflow) -> dict[str, Any]:
-        lease = Lease(claim.run_id, claim.epoch, self._lease_ttl)
-        saver = FencedSaver(
-            self._pool,
-            lease,
-            resuming=claim.resume is not None,
-            approval_id=claim.approval_id,
-            latest=claim.checkpoint,
-        )
+    async def _invoke(self, claim: Claim, workflow: Workflow, saver: FencedSaver) -> dict[str, Any]:
         graph = workflow.graph.copy(update={"checkpointer": saver})
-        context = RunContext(claim.run_id, claim.project, lease, self._pool)
+        context = RunContext(claim.run_id, claim.project, saver.lease, self._pool)
         first_input: Any
         if claim.resume is not None:
             first_input = Command(resume=claim.resume)
@@ -187,7 +190,6 @@ class Executor:
                         context=context,
                         durability="sync",
                     )
-                    await saver.flush()
                 except BaseException:
                     saver.discard()
                     raise
@@ -198,19 +200,24 @@ class Executor:
         """Hand an unfinished run back to the queue (graceful shutdown)."""
         await self._update("requeue_run", claim)
 
-    async def _update(self, query: str, claim: Claim, **params: object) -> None:
-        async with self._pool.connection() as conn:
-            cursor = await conn.execute(
-                QUERIES[query],
-                {
-                    "run_id": claim.run_id,
-                    "epoch": claim.epoch,
-                    **STATUS_PARAMS,
-                    **params,
-                },
-            )
-        if cursor.rowcount == 0:
+    async def _update(
+        self, query: str, claim: Claim, saver: FencedSaver | None = None, **params: object
+    ) -> bool:
+        """A status change, guarded by the claim's epoch; with `saver`, together
+        with its writes still waiting. False when the run changed hands first."""
+        params = {"run_id": claim.run_id, "epoch": claim.epoch, **STATUS_PARAMS, **params}
+        try:
+            if saver is not None:
+                changed = await saver.settle(QUERIES[query], params)
+            else:
+                async with self._pool.connection() as conn:
+                    changed = (await conn.execute(QUERIES[query], params)).rowcount
+        except LeaseLost:
+            changed = 0
+        if changed == 0:
             log.warning(
                 "run changed hands before its status could be written",
                 extra={"action": "lease_lost", "run_id": claim.run_id, "query": query},
             )
+            return False
+        return True

@@ -23,7 +23,7 @@ import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, LiteralString
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -46,12 +46,18 @@ from engine.sql import QUERIES
 
 def state_view(checkpoint: Checkpoint) -> dict[str, Any]:
     """The user-visible channels of a checkpoint, as JSON-compatible values."""
+    view: dict[str, Any] = json.loads(state_json(checkpoint))
+    return view
+
+
+def state_json(checkpoint: Checkpoint) -> str:
+    """`state_view(checkpoint)` as JSON text (what `orchestration_checkpoints` keeps)."""
     values = {
         key: value
         for key, value in checkpoint["channel_values"].items()
         if not key.startswith(("__", "branch:"))
     }
-    return {"values": json.loads(json.dumps(values, default=_jsonable))}
+    return json.dumps({"values": values}, default=_jsonable)
 
 
 def _jsonable(value: object) -> object:
@@ -90,14 +96,17 @@ class FencedSaver(AsyncPostgresSaver):
         *,
         resuming: bool,
         approval_id: int | None,
-        latest: dict[str, Any] | None = None,
+        latest: dict[str, Any] | None,
     ) -> None:
         super().__init__(pool)
         self._pool = pool
-        self._lease = lease
+        self.lease = lease
         self._resuming = resuming
         self._approval_id = approval_id
-        self._latest = latest  # the run's latest checkpoint row, read by the claim
+        # The run's latest checkpoint row (None: it has none), read by the claim
+        # and not yet asked for.
+        self._latest = latest
+        self._unread = True
         self._writes: list[_Write] = []
         self._linger: asyncio.TimerHandle | None = None
         self._background: asyncio.Task[None] | None = None
@@ -108,15 +117,16 @@ class FencedSaver(AsyncPostgresSaver):
         """The run's latest checkpoint as the claim read it, the first time it is
         asked for (the lease keeps anyone else from writing a newer one); any
         other read, or a later one, from the database."""
-        latest, self._latest = self._latest, None
-        configurable = config["configurable"]
-        if (
-            latest is not None
+        latest = (
+            config["configurable"].get("checkpoint_ns", "") == ""
             and get_checkpoint_id(config) is None
-            and configurable.get("checkpoint_ns", "") == ""
-            and latest["checkpoint"]["v"] >= 4  # older ones need LangGraph's migration
-        ):
-            return await self._load_checkpoint_tuple(latest)
+        )
+        if latest and self._unread:
+            self._unread = False
+            if self._latest is None:
+                return None
+            if self._latest["checkpoint"]["v"] >= 4:  # older ones need LangGraph's migration
+                return await self._load_checkpoint_tuple(self._latest)
         return await super().aget_tuple(config)
 
     async def aput(
@@ -156,7 +166,7 @@ class FencedSaver(AsyncPostgresSaver):
                 "blob_versions": [row[3] for row in blobs],
                 "blob_types": [row[4] for row in blobs],
                 "blob_values": [row[5] for row in blobs],
-                "state": Jsonb(state_view(checkpoint)),
+                "state": state_json(checkpoint),
                 "step": metadata.get("step"),
             }
         )
@@ -200,9 +210,24 @@ class FencedSaver(AsyncPostgresSaver):
         if self._linger is None:
             self._linger = asyncio.get_running_loop().call_later(self.LINGER, self._send_soon)
 
-    async def flush(self) -> None:
-        """Send the writes still waiting; raise what a background send raised."""
-        await self._send(None)
+    async def settle(self, query: LiteralString, params: dict[str, object]) -> int:
+        """Write the run's status change (`query`, guarded by its own epoch
+        condition) and, in the same transaction, the writes still waiting, such
+        as the interrupt's that paused the run: one round trip. The rows `query`
+        changed."""
+        async with self.lock:
+            writes = self._take()
+            if not writes:
+                async with self._pool.connection() as conn:
+                    cursor = await conn.execute(query, params)
+                return cursor.rowcount
+            async with self.lease.transaction(self._pool) as conn:
+                await conn.execute(QUERIES["put"], self._put_params(writes, None))
+                # The writes alone need not wait for the WAL flush; a status change does.
+                await conn.execute("SET LOCAL synchronous_commit TO on")
+                cursor = await conn.execute(query, params)
+            self._sent()
+            return cursor.rowcount
 
     def discard(self) -> None:
         """Forget writes not yet sent: those of an invocation that failed, which
@@ -226,36 +251,48 @@ class FencedSaver(AsyncPostgresSaver):
             self._linger.cancel()
             self._linger = None
 
+    def _take(self) -> list[_Write]:
+        """The writes waiting, one row per key; raise what a background send raised."""
+        if (failure := self._failure) is not None:
+            self._failure = None
+            raise failure
+        self._cancel_linger()
+        writes, self._writes = _one_row_per_key(self._writes), []
+        return writes
+
     async def _send(self, checkpoint: dict[str, object] | None) -> None:
         async with self.lock:
-            if (failure := self._failure) is not None:
-                self._failure = None
-                raise failure
-            self._cancel_linger()
-            writes, self._writes = _one_row_per_key(self._writes), []
+            writes = self._take()
             if not writes and checkpoint is None:
                 return
-            await self._lease.execute(
-                self._pool,
-                QUERIES["put"],
-                {
-                    "consume": self._resuming,
-                    "approval_id": self._approval_id,
-                    "thread_id": self._lease.run_id,
-                    "write_ns": [w.ns for w in writes],
-                    "write_checkpoint_ids": [w.checkpoint_id for w in writes],
-                    "task_ids": [w.task_id for w in writes],
-                    "task_paths": [w.task_path for w in writes],
-                    "idx": [w.idx for w in writes],
-                    "channels": [w.channel for w in writes],
-                    "types": [w.type for w in writes],
-                    "blobs": [w.blob for w in writes],
-                    "replace": [w.replace for w in writes],
-                    **(checkpoint or _NO_CHECKPOINT),
-                },
+            await self.lease.execute(
+                self._pool, QUERIES["put"], self._put_params(writes, checkpoint)
             )
-            self._resuming = False
-            self.wrote = True
+            self._sent()
+
+    def _put_params(
+        self, writes: list[_Write], checkpoint: dict[str, object] | None
+    ) -> dict[str, object]:
+        return {
+            **self.lease.params,
+            "consume": self._resuming,
+            "approval_id": self._approval_id,
+            "thread_id": self.lease.run_id,
+            "write_ns": [w.ns for w in writes],
+            "write_checkpoint_ids": [w.checkpoint_id for w in writes],
+            "task_ids": [w.task_id for w in writes],
+            "task_paths": [w.task_path for w in writes],
+            "idx": [w.idx for w in writes],
+            "channels": [w.channel for w in writes],
+            "types": [w.type for w in writes],
+            "blobs": [w.blob for w in writes],
+            "replace": [w.replace for w in writes],
+            **(checkpoint or _NO_CHECKPOINT),
+        }
+
+    def _sent(self) -> None:
+        self._resuming = False
+        self.wrote = True
 
 
 _NO_CHECKPOINT: dict[str, object] = {

@@ -59,9 +59,7 @@ async def test_a_worker_whose_lease_was_taken_mid_node_writes_nothing_after(
     epoch = await _claim_as(conn, run_id, "zombie")
     async with open_pool(db_url, settings) as pool:
         executor = Executor(pool, settings, load_workflows(settings.workflows))
-        claim = Claim(
-            run_id, "p", "ledger", run["payload"], epoch, resume=None, checkpoint=None
-        )
+        claim = Claim(run_id, "p", "ledger", run["payload"], epoch, resume=None, checkpoint=None)
         execution = asyncio.create_task(executor.execute(claim))
         # While n1 sleeps, another worker takes the run over.
         await wait_for(conn, "SELECT 1 FROM node_ledger WHERE run_id = %s", (run_id,), until=bool)

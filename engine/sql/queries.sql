@@ -10,7 +10,12 @@ RETURNING *;
 -- what each resumes with (the approval, or the provider events, now processed).
 -- Only runs of a workflow this worker has, at the graph version they started on
 -- (a run records its version at its first claim).
-WITH mine AS (
+WITH no_flush_wait AS (
+    -- The claim commits without waiting for the WAL flush: were the server to
+    -- crash before the flush, the runs would simply be claimed again, and the
+    -- first fenced write of each run commits synchronously, flushing it first.
+    SELECT set_config('synchronous_commit', 'off', true)
+), mine AS (
     SELECT * FROM unnest(%(workflows)s::text[], %(versions)s::text[]) AS w(name, version)
 ), due AS (
     SELECT r.run_id
@@ -80,6 +85,7 @@ SELECT c.run_id, c.project, c.workflow, c.payload, c.lease_epoch, c.trace_contex
     ck.thread_id, ck.checkpoint, ck.checkpoint_ns, ck.checkpoint_id, ck.parent_checkpoint_id,
     ck.metadata, ck.channel_values, ck.pending_writes
 FROM claimed c
+CROSS JOIN no_flush_wait
 LEFT JOIN LATERAL (
     SELECT thread_id, checkpoint, checkpoint_ns, checkpoint_id, parent_checkpoint_id, metadata,
         (SELECT array_agg(array[bl.channel::bytea, bl.type::bytea, bl.blob])
@@ -113,7 +119,8 @@ SELECT orchestrator_put(
     %(write_ns)s, %(write_checkpoint_ids)s, %(task_ids)s, %(task_paths)s, %(idx)s,
     %(channels)s, %(types)s, %(blobs)s, %(replace)s,
     %(checkpoint_ns)s, %(checkpoint_id)s, %(parent_id)s, %(checkpoint)s, %(metadata)s,
-    %(blob_channels)s, %(blob_versions)s, %(blob_types)s, %(blob_values)s, %(state)s, %(step)s);
+    %(blob_channels)s, %(blob_versions)s, %(blob_types)s, %(blob_values)s, %(state)s::jsonb,
+    %(step)s);
 
 -- pause_run --
 -- The graph stopped at an interrupt: record what it waits for and let go of it.

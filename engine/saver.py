@@ -85,6 +85,20 @@ class _Write:
         return self.ns, self.checkpoint_id, self.task_id, self.idx
 
 
+@dataclass(frozen=True)
+class _Checkpoint:
+    """A checkpoint waiting to be sent: its row, its new blobs and its readable state."""
+
+    ns: str
+    id: str
+    parent_id: str | None
+    checkpoint: Jsonb
+    metadata: Jsonb
+    blobs: list[tuple[str, str, str, str, str, bytes | None]]  # LangGraph's blob rows
+    state: str
+    step: int | None
+
+
 class FencedSaver(AsyncPostgresSaver):
     # How long a task's writes wait for the checkpoint that ends their step.
     LINGER = 0.01
@@ -107,7 +121,9 @@ class FencedSaver(AsyncPostgresSaver):
         # and not yet asked for.
         self._latest = latest
         self._unread = True
+        self._fresh = latest is None and not resuming  # a run not begun yet
         self._writes: list[_Write] = []
+        self._checkpoints: list[_Checkpoint] = []
         self._linger: asyncio.TimerHandle | None = None
         self._background: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None  # of a background send
@@ -155,21 +171,23 @@ class FencedSaver(AsyncPostgresSaver):
             blob_values,
             {k: v for k, v in new_versions.items() if k in blob_values},
         )
-        await self._send(
-            {
-                "checkpoint_ns": checkpoint_ns,
-                "checkpoint_id": checkpoint["id"],
-                "parent_id": configurable.get("checkpoint_id"),
-                "checkpoint": Jsonb(stored),
-                "metadata": Jsonb(get_serializable_checkpoint_metadata(config, metadata)),
-                "blob_channels": [row[2] for row in blobs],
-                "blob_versions": [row[3] for row in blobs],
-                "blob_types": [row[4] for row in blobs],
-                "blob_values": [row[5] for row in blobs],
-                "state": state_json(checkpoint),
-                "step": metadata.get("step"),
-            }
+        self._checkpoints.append(
+            _Checkpoint(
+                ns=checkpoint_ns,
+                id=checkpoint["id"],
+                parent_id=configurable.get("checkpoint_id"),
+                checkpoint=Jsonb(stored),
+                metadata=Jsonb(get_serializable_checkpoint_metadata(config, metadata)),
+                blobs=blobs,
+                state=state_json(checkpoint),
+                step=metadata.get("step"),
+            )
         )
+        # A fresh run's input checkpoint holds nothing `runs.payload` does not:
+        # it goes with the first step's. Were the worker to die first, the run
+        # would start over from its payload, as it would have anyway.
+        if not (self._fresh and metadata.get("source") == "input"):
+            await self._send()
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -216,13 +234,13 @@ class FencedSaver(AsyncPostgresSaver):
         as the interrupt's that paused the run: one round trip. The rows `query`
         changed."""
         async with self.lock:
-            writes = self._take()
-            if not writes:
+            writes, checkpoints = self._take()
+            if not (writes or checkpoints):
                 async with self._pool.connection() as conn:
                     cursor = await conn.execute(query, params)
                 return cursor.rowcount
             async with self.lease.transaction(self._pool) as conn:
-                await conn.execute(QUERIES["put"], self._put_params(writes, None))
+                await conn.execute(QUERIES["put"], self._put_params(writes, checkpoints))
                 # The writes alone need not wait for the WAL flush; a status change does.
                 await conn.execute("SET LOCAL synchronous_commit TO on")
                 cursor = await conn.execute(query, params)
@@ -234,6 +252,7 @@ class FencedSaver(AsyncPostgresSaver):
         the database never saw (the retry starts from what it holds)."""
         self._cancel_linger()
         self._writes.clear()
+        self._checkpoints.clear()
         self._failure = None
 
     def _send_soon(self) -> None:
@@ -242,7 +261,7 @@ class FencedSaver(AsyncPostgresSaver):
 
     async def _send_in_background(self) -> None:
         try:
-            await self._send(None)
+            await self._send()
         except Exception as error:  # raised to LangGraph by the next write
             self._failure = error
 
@@ -251,28 +270,30 @@ class FencedSaver(AsyncPostgresSaver):
             self._linger.cancel()
             self._linger = None
 
-    def _take(self) -> list[_Write]:
-        """The writes waiting, one row per key; raise what a background send raised."""
+    def _take(self) -> tuple[list[_Write], list[_Checkpoint]]:
+        """What waits to be sent, one write per key; raise what a background send raised."""
         if (failure := self._failure) is not None:
             self._failure = None
             raise failure
         self._cancel_linger()
         writes, self._writes = _one_row_per_key(self._writes), []
-        return writes
+        checkpoints, self._checkpoints = self._checkpoints, []
+        return writes, checkpoints
 
-    async def _send(self, checkpoint: dict[str, object] | None) -> None:
+    async def _send(self) -> None:
         async with self.lock:
-            writes = self._take()
-            if not writes and checkpoint is None:
-                return
-            await self.lease.execute(
-                self._pool, QUERIES["put"], self._put_params(writes, checkpoint)
-            )
-            self._sent()
+            writes, checkpoints = self._take()
+            if writes or checkpoints:
+                await self.lease.execute(
+                    self._pool, QUERIES["put"], self._put_params(writes, checkpoints)
+                )
+                self._sent()
 
     def _put_params(
-        self, writes: list[_Write], checkpoint: dict[str, object] | None
+        self, writes: list[_Write], checkpoints: list[_Checkpoint]
     ) -> dict[str, object]:
+        blobs = [blob for c in checkpoints for blob in c.blobs]
+        newest = checkpoints[-1] if checkpoints else None
         return {
             **self.lease.params,
             "consume": self._resuming,
@@ -287,27 +308,23 @@ class FencedSaver(AsyncPostgresSaver):
             "types": [w.type for w in writes],
             "blobs": [w.blob for w in writes],
             "replace": [w.replace for w in writes],
-            **(checkpoint or _NO_CHECKPOINT),
+            "checkpoint_ns": [c.ns for c in checkpoints],
+            "checkpoint_ids": [c.id for c in checkpoints],
+            "parent_ids": [c.parent_id for c in checkpoints],
+            "checkpoints": [c.checkpoint for c in checkpoints],
+            "metadata": [c.metadata for c in checkpoints],
+            "blob_ns": [b[1] for b in blobs],
+            "blob_channels": [b[2] for b in blobs],
+            "blob_versions": [b[3] for b in blobs],
+            "blob_types": [b[4] for b in blobs],
+            "blob_values": [b[5] for b in blobs],
+            "state": newest.state if newest else None,
+            "step": newest.step if newest else None,
         }
 
     def _sent(self) -> None:
         self._resuming = False
         self.wrote = True
-
-
-_NO_CHECKPOINT: dict[str, object] = {
-    "checkpoint_ns": None,
-    "checkpoint_id": None,
-    "parent_id": None,
-    "checkpoint": None,
-    "metadata": None,
-    "blob_channels": [],
-    "blob_versions": [],
-    "blob_types": [],
-    "blob_values": [],
-    "state": None,
-    "step": None,
-}
 
 
 def _one_row_per_key(writes: list[_Write]) -> list[_Write]:

@@ -112,15 +112,15 @@ LEFT JOIN LATERAL (
 SELECT orchestrator_fence(%(run_id)s, %(epoch)s, %(lease_ttl)s);
 
 -- put --
--- Tasks' writes and, unless its id is NULL, a checkpoint with its readable
+-- Tasks' writes and checkpoints (oldest first) with the newest one's readable
 -- mirror, fenced by the lease (migration 0006)
 SELECT orchestrator_put(
     %(run_id)s, %(epoch)s, %(lease_ttl)s, %(consume)s, %(approval_id)s, %(thread_id)s,
     %(write_ns)s, %(write_checkpoint_ids)s, %(task_ids)s, %(task_paths)s, %(idx)s,
     %(channels)s, %(types)s, %(blobs)s, %(replace)s,
-    %(checkpoint_ns)s, %(checkpoint_id)s, %(parent_id)s, %(checkpoint)s, %(metadata)s,
-    %(blob_channels)s, %(blob_versions)s, %(blob_types)s, %(blob_values)s, %(state)s::jsonb,
-    %(step)s);
+    %(checkpoint_ns)s, %(checkpoint_ids)s, %(parent_ids)s, %(checkpoints)s::jsonb[],
+    %(metadata)s::jsonb[], %(blob_ns)s, %(blob_channels)s, %(blob_versions)s, %(blob_types)s,
+    %(blob_values)s, %(state)s::jsonb, %(step)s);
 
 -- pause_run --
 -- The graph stopped at an interrupt: record what it waits for and let go of it.

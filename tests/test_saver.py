@@ -1,0 +1,123 @@
+"""The fenced saver writes what LangGraph's own saver would, in fewer round trips."""
+
+import asyncio
+from datetime import timedelta
+from typing import Any, TypedDict
+
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.graph import START, StateGraph
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
+
+from engine import store
+from engine.daemon import CHECKPOINT_COLUMNS, claim_params, workflow_versions
+from engine.database import open_pool
+from engine.executor import Claim, Executor
+from engine.lease import Lease
+from engine.saver import FencedSaver
+from engine.settings import Settings
+from engine.sql import QUERIES
+from engine.workflow import Workflow, load_workflows
+from tests.conftest import WORKFLOWS
+from tests.helpers import wait_for
+
+Conn = AsyncConnection[DictRow]
+
+
+async def _take(conn: Conn, run_id: str) -> int:
+    row = await (
+        await conn.execute(
+            "UPDATE runs SET status = 'running', lease_owner = 'test', "
+            "lease_expires_at = NOW() + INTERVAL '1 minute', lease_epoch = lease_epoch + 1 "
+            "WHERE run_id = %s RETURNING lease_epoch",
+            (run_id,),
+        )
+    ).fetchone()
+    assert row is not None
+    return int(row["lease_epoch"])
+
+
+async def test_the_claim_reads_the_checkpoint_langgraph_would(db_url: str, conn: Conn) -> None:
+    settings = Settings(workflows=WORKFLOWS)
+    workflows = load_workflows(settings.workflows)
+    run = await store.create_run(conn, project="p", payload={}, workflow="ledger")
+    run_id = run["run_id"]
+    async with open_pool(db_url, settings) as pool:
+        executor = Executor(pool, settings, workflows)
+        epoch = await _take(conn, run_id)
+        claim = Claim(run_id, "p", "ledger", run["payload"], epoch, resume=None, checkpoint=None)
+        assert await executor.execute(claim) == "pending_review"
+        await conn.execute(
+            "INSERT INTO hitl_approvals (run_id, gate) VALUES (%s, 'review')", (run_id,)
+        )
+        params = claim_params(1, "test", timedelta(minutes=1), workflow_versions(workflows))
+        cursor = await conn.execute(QUERIES["claim_runs"], params, binary=True)
+        [row] = await cursor.fetchall()
+        latest = {key: row[key] for key in CHECKPOINT_COLUMNS}
+        config: Any = {"configurable": {"thread_id": run_id, "checkpoint_ns": ""}}
+
+        lease = Lease(run_id, row["lease_epoch"], timedelta(minutes=1))
+        claimed = await FencedSaver(
+            pool, lease, resuming=True, approval_id=None, latest=latest
+        ).aget_tuple(config)
+        read = await AsyncPostgresSaver(pool).aget_tuple(config)
+    assert claimed is not None and read is not None
+    assert claimed.checkpoint == read.checkpoint
+    assert claimed.metadata == read.metadata
+    assert claimed.parent_config == read.parent_config
+    assert claimed.pending_writes == read.pending_writes
+    assert any(channel == "__interrupt__" for _, channel, _ in read.pending_writes or [])
+
+
+class Fork(TypedDict, total=False):
+    fast: str
+    slow: str
+
+
+async def test_a_tasks_writes_are_saved_while_a_sibling_task_still_runs(
+    db_url: str, conn: Conn
+) -> None:
+    released = asyncio.Event()
+
+    async def fast(state: Fork) -> dict[str, Any]:
+        return {"fast": "done"}
+
+    async def slow(state: Fork) -> dict[str, Any]:
+        await released.wait()
+        return {"slow": "done"}
+
+    builder = StateGraph(Fork)
+    builder.add_node("fast", fast)
+    builder.add_node("slow", slow)
+    builder.add_edge(START, "fast")
+    builder.add_edge(START, "slow")
+    fork = Workflow("fork", "fork-1", builder.compile())
+    run = await store.create_run(conn, project="p", payload={}, workflow="fork")
+    run_id = run["run_id"]
+    settings = Settings(workflows={})
+    async with open_pool(db_url, settings) as pool:
+        executor = Executor(pool, settings, {"fork": fork})
+        epoch = await _take(conn, run_id)
+        claim = Claim(run_id, "p", "fork", {}, epoch, resume=None, checkpoint=None)
+        execution = asyncio.create_task(executor.execute(claim))
+        # The fast task's write does not wait for the step's checkpoint, which
+        # waits for the slow task.
+        await wait_for(
+            conn,
+            "SELECT 1 FROM checkpoint_writes WHERE thread_id = %s AND channel = 'fast'",
+            (run_id,),
+            until=bool,
+            within=10,
+        )
+        steps = await (
+            await conn.execute(
+                "SELECT step FROM orchestration_checkpoints WHERE run_id = %s", (run_id,)
+            )
+        ).fetchone()
+        assert steps is not None and steps["step"] == 0  # the fork's step is not checkpointed
+        released.set()
+        assert await execution == "published"
+    result = await (
+        await conn.execute("SELECT result FROM runs WHERE run_id = %s", (run_id,))
+    ).fetchone()
+    assert result is not None and result["result"] == {"fast": "done", "slow": "done"}

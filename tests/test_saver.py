@@ -100,22 +100,24 @@ async def test_a_tasks_writes_are_saved_while_a_sibling_task_still_runs(
         epoch = await _take(conn, run_id)
         claim = Claim(run_id, "p", "fork", {}, epoch, resume=None, checkpoint=None)
         execution = asyncio.create_task(executor.execute(claim))
-        # The fast task's write does not wait for the step's checkpoint, which
-        # waits for the slow task.
-        await wait_for(
-            conn,
-            "SELECT 1 FROM checkpoint_writes WHERE thread_id = %s AND channel = 'fast'",
-            (run_id,),
-            until=bool,
-            within=10,
-        )
-        steps = await (
-            await conn.execute(
-                "SELECT step FROM orchestration_checkpoints WHERE run_id = %s", (run_id,)
+        try:
+            # The fast task's write does not wait for the step's checkpoint,
+            # which waits for the slow task.
+            await wait_for(
+                conn,
+                "SELECT 1 FROM checkpoint_writes WHERE thread_id = %s AND channel = 'fast'",
+                (run_id,),
+                until=bool,
+                within=10,
             )
-        ).fetchone()
-        assert steps is not None and steps["step"] == 0  # the fork's step is not checkpointed
-        released.set()
+            mirror = await (
+                await conn.execute(
+                    "SELECT step FROM orchestration_checkpoints WHERE run_id = %s", (run_id,)
+                )
+            ).fetchone()
+            assert mirror is not None and mirror["step"] == 0  # the fork's step is not done
+        finally:
+            released.set()
         assert await execution == "published"
     result = await (
         await conn.execute("SELECT result FROM runs WHERE run_id = %s", (run_id,))

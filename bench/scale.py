@@ -136,7 +136,7 @@ def claim_latency(url: str, samples: int) -> dict[str, Any]:
         for _ in range(samples):
             with conn.transaction(force_rollback=True):
                 started = time.perf_counter()
-                claimed = conn.execute(QUERIES["claim_runs"], params).fetchall()
+                claimed = conn.execute(QUERIES["claim_runs"], params, binary=True).fetchall()
                 times.append((time.perf_counter() - started) * 1000)
             assert len(claimed) == params["limit"], claimed
         with conn.transaction(force_rollback=True):

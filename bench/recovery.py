@@ -2,8 +2,9 @@
 
 The victim (a subprocess, concurrency 64) claims 50 reference runs whose nodes
 sleep `delay` seconds, and is killed once every run has finished `n1` (so each
-is in `n2`, with a checkpoint). A rescuer daemon, listening since before the
-kill, can claim a run only once its lease has expired, so the figure is
+is in `n2`, with a checkpoint). A rescuer daemon, started once the victim holds
+every run and listening before the kill (`delay` is long enough to cover its
+start-up), can claim a run only once its lease has expired, so the figure is
 dominated by `lease_ttl` plus the rescuer's poll interval (no NOTIFY marks a
 lease's expiry). Reported: seconds from the kill until the rescuer holds all
 50 (`recovery_s`), until all are published (approved at the gate by the bench
@@ -30,7 +31,7 @@ from bench.reference import NAME
 
 
 def measure(
-    admin_url: str, runs: int = 50, lease_ttl: float = 2.0, poll: float = 0.5, delay: float = 1.0
+    admin_url: str, runs: int = 50, lease_ttl: float = 2.0, poll: float = 0.5, delay: float = 5.0
 ) -> dict[str, Any]:
     settings = {"concurrency": 64, "lease_ttl": lease_ttl, "poll_interval": poll}
     with scratch_database(admin_url) as url, connect(url) as conn:
@@ -42,6 +43,12 @@ def measure(
                 "SELECT 'run_rec' || i, 'bench', 'queued', jsonb_build_object('delay', %s::float),"
                 " %s FROM generate_series(1, %s) i",
                 (delay, NAME, runs),
+            )
+            wait_until(
+                conn,
+                "SELECT 1 FROM runs WHERE lease_owner = 'victim' HAVING count(*) = %s",
+                (runs,),
+                within=60,
             )
             with daemon(url, "rescuer", **settings):
                 wait_for_daemons(conn, 2)

@@ -202,3 +202,25 @@ async def test_the_claim_query_uses_the_live_runs_index(conn: Conn) -> None:
     ).fetchall()
     text = "\n".join(row["QUERY PLAN"] for row in plan)
     assert "runs_claimable" in text, text
+
+
+async def test_the_claim_walks_its_index_instead_of_sorting_the_queue(conn: Conn) -> None:
+    await conn.execute(
+        "INSERT INTO runs (run_id, project, status, payload, workflow) "
+        "SELECT 'run_' || i, 'p', 'queued', '{}', 'production' FROM generate_series(1, 20000) i"
+    )
+    await conn.execute("ANALYZE runs")
+    plan = await (
+        await conn.execute(
+            "EXPLAIN " + QUERIES["claim_runs"],
+            claim_params(
+                4,
+                "w",
+                timedelta(seconds=30),
+                {"workflows": ["production"], "versions": ["production-2"]},
+            ),
+        )
+    ).fetchall()
+    text = "\n".join(row["QUERY PLAN"] for row in plan)
+    assert "runs_claimable" in text, text
+    assert "Sort Key: r.priority" not in text, text  # it stops after the runs it takes

@@ -36,8 +36,9 @@ WITH no_flush_wait AS (
                 WHERE a.run_id = r.run_id AND a.consumed_at IS NULL
                   AND %(pending_prefix)s || a.gate = r.status))
       )
-    -- Work already started (resumes, takeovers of a dead worker's runs) before new runs.
-    ORDER BY r.priority DESC, r.status = %(queued)s, r.created_at
+    -- Work already started (resumes, takeovers of a dead worker's runs) before new
+    -- runs; in the order of the index runs_claimable (migration 0007), hence the literal.
+    ORDER BY r.priority DESC, r.status = 'queued', r.created_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), claimed AS (

@@ -30,7 +30,8 @@ class NewRun(BaseModel):
     brief: str | None = Field(default=None, max_length=20_000)
     payload: dict[str, Any] = Field(default_factory=dict)
     workflow: str = Field(default="production", max_length=100)
-    priority: int = Field(default=0, ge=-1000, le=1000)
+    # strict: JSON true or 2.0 is not a priority
+    priority: int = Field(default=0, ge=-1000, le=1000, strict=True)
 
 
 class NewApproval(BaseModel):

@@ -77,6 +77,8 @@ async def test_create_list_show_approve_cancel(client: httpx.AsyncClient, conn: 
         ({"project": "p", "payload": [1]}, "payload"),
         ({"project": "p", "brief": 7}, "brief"),
         ({"project": "p", "priority": "high"}, "priority"),
+        ({"project": "p", "priority": False}, "priority"),
+        ({"project": "p", "priority": 2.0}, "priority"),
         ({"project": "p", "surprise": True}, "surprise"),
         ({"project": "p", "workflow": "nope"}, "workflow"),
     ],

@@ -1,9 +1,9 @@
 """Per-run overhead: the reference graph through the engine, bare LangGraph and DBOS.
 
 Each system runs `n1 → n2 → gate → n4 → n5` with no-op nodes, one run at a
-time, resumed by an approval, all three in this process on one event loop (uvloop,
-as the services run) and
-one PostgreSQL database, interleaved in rounds so that drift hits them alike:
+time, resumed by an approval, all three in this process on one event loop
+(uvloop, as the services run) and one PostgreSQL database, interleaved in
+rounds so that drift hits them alike:
 
 - engine: an in-process `engine.daemon.Daemon` (LISTEN on, concurrency 8,
   telemetry off as a directly constructed Daemon has it); a run is timed from

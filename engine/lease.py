@@ -46,33 +46,41 @@ class Lease:
 
     @asynccontextmanager
     async def transaction(self, pool: Pool) -> AsyncIterator[AsyncConnection[DictRow]]:
-        """A pipelined transaction that starts by renewing this lease, or fails with LeaseLost.
+        """A pipelined transaction that starts by renewing this lease, or fails with LeaseLost."""
+        async with pipelined_transaction(pool) as conn:
+            await conn.execute(QUERIES["fence"], self.params)
+            yield conn
 
-        BEGIN, the fence, the caller's statements and COMMIT (ROLLBACK if the
-        block raises) are queued and sent with a single sync at the end: one
-        round trip. (`conn.transaction()` inside a pipeline syncs after BEGIN
-        and at each nested exit: four.) A failed statement makes the server
-        skip the rest up to the sync, COMMIT included, so nothing commits.
-        """
-        async with pool.connection() as conn:
-            try:
-                with _lease_lost_on_fence():
-                    async with conn.pipeline():
-                        await conn.execute("BEGIN")
-                        await conn.execute(QUERIES["fence"], self.params)
-                        try:
-                            yield conn
-                        except psycopg.Error:
-                            raise  # the server skips everything up to the sync already
-                        except BaseException:
-                            await conn.execute("ROLLBACK")
-                            raise
-                        await conn.execute("COMMIT")
-            finally:
-                # After a failed statement the session waits in the aborted transaction.
-                if conn.info.transaction_status == TransactionStatus.INERROR:
-                    with contextlib.suppress(psycopg.Error):
-                        await conn.rollback()
+
+@asynccontextmanager
+async def pipelined_transaction(pool: Pool) -> AsyncIterator[AsyncConnection[DictRow]]:
+    """A transaction sent as one round trip; a fenced statement in it that finds the
+    lease lost fails it with LeaseLost.
+
+    BEGIN, the caller's statements and COMMIT (ROLLBACK if the block raises)
+    are queued and sent with a single sync at the end. (`conn.transaction()`
+    inside a pipeline syncs after BEGIN and at each nested exit: four round
+    trips.) A failed statement makes the server skip the rest up to the sync,
+    COMMIT included, so nothing commits.
+    """
+    async with pool.connection() as conn:
+        try:
+            with _lease_lost_on_fence():
+                async with conn.pipeline():
+                    await conn.execute("BEGIN")
+                    try:
+                        yield conn
+                    except psycopg.Error:
+                        raise  # the server skips everything up to the sync already
+                    except BaseException:
+                        await conn.execute("ROLLBACK")
+                        raise
+                    await conn.execute("COMMIT")
+        finally:
+            # After a failed statement the session waits in the aborted transaction.
+            if conn.info.transaction_status == TransactionStatus.INERROR:
+                with contextlib.suppress(psycopg.Error):
+                    await conn.rollback()
 
 
 @contextmanager

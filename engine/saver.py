@@ -40,7 +40,7 @@ from langgraph.checkpoint.serde.types import _DeltaSnapshot
 from psycopg.types.json import Jsonb
 
 from engine.database import Pool
-from engine.lease import Lease
+from engine.lease import Lease, pipelined_transaction
 from engine.sql import QUERIES
 
 
@@ -133,11 +133,11 @@ class FencedSaver(AsyncPostgresSaver):
         """The run's latest checkpoint as the claim read it, the first time it is
         asked for (the lease keeps anyone else from writing a newer one); any
         other read, or a later one, from the database."""
-        latest = (
+        asks_latest = (
             config["configurable"].get("checkpoint_ns", "") == ""
             and get_checkpoint_id(config) is None
         )
-        if latest and self._unread:
+        if asks_latest and self._unread:
             self._unread = False
             if self._latest is None:
                 return None
@@ -209,8 +209,9 @@ class FencedSaver(AsyncPostgresSaver):
         it waits for each checkpoint), and the checkpoint normally follows
         within a millisecond: sent in its statement, the writes cost no round
         trip of their own. Writes still waiting after `LINGER` (a sibling
-        task still running) are sent on their own, and `flush()` sends the
-        ones no checkpoint follows (an interrupt's, an error's).
+        task still running) are sent on their own; `settle()` sends the ones
+        no checkpoint follows (an interrupt's) with the run's new status, and
+        `discard()` drops those of a failed invocation.
         """
         configurable = config["configurable"]
         # Writes to LangGraph's special channels replace earlier ones at their
@@ -239,7 +240,8 @@ class FencedSaver(AsyncPostgresSaver):
                 async with self._pool.connection() as conn:
                     cursor = await conn.execute(query, params)
                 return cursor.rowcount
-            async with self.lease.transaction(self._pool) as conn:
+            # The put fences itself: the transaction needs no fence of its own.
+            async with pipelined_transaction(self._pool) as conn:
                 await conn.execute(QUERIES["put"], self._put_params(writes, checkpoints))
                 # The writes alone need not wait for the WAL flush; a status change does.
                 await conn.execute("SET LOCAL synchronous_commit TO on")

@@ -41,24 +41,22 @@ CREATE FUNCTION orchestrator_put(
 BEGIN
     PERFORM orchestrator_hold(p_run_id, p_epoch, p_ttl, p_consume, p_approval_id);
     IF cardinality(p_idx) > 0 THEN
+        WITH w AS (
+            SELECT * FROM unnest(p_write_ns, p_write_checkpoint_ids, p_task_ids, p_task_paths,
+                                 p_idx, p_channels, p_types, p_blobs, p_replace)
+                AS w(ns, checkpoint_id, task_id, task_path, idx, channel, type, blob, replace)
+        ), replaced AS (
+            INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id,
+                                           task_path, idx, channel, type, blob)
+            SELECT p_thread_id, ns, checkpoint_id, task_id, task_path, idx, channel, type, blob
+            FROM w WHERE replace
+            ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO UPDATE SET
+                channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob
+        )
         INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id,
                                        task_path, idx, channel, type, blob)
-        SELECT p_thread_id, w.ns, w.checkpoint_id, w.task_id, w.task_path, w.idx, w.channel,
-               w.type, w.blob
-        FROM unnest(p_write_ns, p_write_checkpoint_ids, p_task_ids, p_task_paths, p_idx,
-                    p_channels, p_types, p_blobs, p_replace)
-             AS w(ns, checkpoint_id, task_id, task_path, idx, channel, type, blob, replace)
-        WHERE w.replace
-        ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO UPDATE SET
-            channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob;
-        INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id,
-                                       task_path, idx, channel, type, blob)
-        SELECT p_thread_id, w.ns, w.checkpoint_id, w.task_id, w.task_path, w.idx, w.channel,
-               w.type, w.blob
-        FROM unnest(p_write_ns, p_write_checkpoint_ids, p_task_ids, p_task_paths, p_idx,
-                    p_channels, p_types, p_blobs, p_replace)
-             AS w(ns, checkpoint_id, task_id, task_path, idx, channel, type, blob, replace)
-        WHERE NOT w.replace
+        SELECT p_thread_id, ns, checkpoint_id, task_id, task_path, idx, channel, type, blob
+        FROM w WHERE NOT replace
         ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO NOTHING;
     END IF;
     IF cardinality(p_checkpoint_ids) = 0 THEN

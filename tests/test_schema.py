@@ -180,47 +180,30 @@ def test_terminal_statuses_in_sql_match_the_engine() -> None:
     assert {s.strip(" '") for s in literal.strip("()").split(",")} == set(TERMINAL)
 
 
-async def test_the_claim_query_uses_the_live_runs_index(conn: Conn) -> None:
+async def _claim_plan_over(conn: Conn, status: str) -> str:
+    """The claim's `EXPLAIN` once `runs` holds 20,000 runs in `status`."""
     await conn.execute(
-        "INSERT INTO runs (run_id, project, status, payload) "
-        "SELECT 'run_' || i, 'p', 'published', '{}' FROM generate_series(1, 20000) i"
+        "INSERT INTO runs (run_id, project, status, payload, workflow) "
+        "SELECT 'run_' || i, 'p', %s, '{}', 'production' FROM generate_series(1, 20000) i",
+        (status,),
     )
     await conn.execute("ANALYZE runs")
+    versions = {"workflows": ["production"], "versions": ["production-2"]}
     plan = await (
         await conn.execute(
             "EXPLAIN " + QUERIES["claim_runs"],
-            claim_params(
-                4,
-                "w",
-                timedelta(seconds=30),
-                {
-                    "workflows": ["production"],
-                    "versions": ["production-2"],
-                },
-            ),
+            claim_params(4, "w", timedelta(seconds=30), versions),
         )
     ).fetchall()
-    text = "\n".join(row["QUERY PLAN"] for row in plan)
+    return "\n".join(row["QUERY PLAN"] for row in plan)
+
+
+async def test_the_claim_query_uses_the_live_runs_index(conn: Conn) -> None:
+    text = await _claim_plan_over(conn, "published")
     assert "runs_claimable" in text, text
 
 
 async def test_the_claim_walks_its_index_instead_of_sorting_the_queue(conn: Conn) -> None:
-    await conn.execute(
-        "INSERT INTO runs (run_id, project, status, payload, workflow) "
-        "SELECT 'run_' || i, 'p', 'queued', '{}', 'production' FROM generate_series(1, 20000) i"
-    )
-    await conn.execute("ANALYZE runs")
-    plan = await (
-        await conn.execute(
-            "EXPLAIN " + QUERIES["claim_runs"],
-            claim_params(
-                4,
-                "w",
-                timedelta(seconds=30),
-                {"workflows": ["production"], "versions": ["production-2"]},
-            ),
-        )
-    ).fetchall()
-    text = "\n".join(row["QUERY PLAN"] for row in plan)
+    text = await _claim_plan_over(conn, "queued")
     assert "runs_claimable" in text, text
     assert "Sort Key: r.priority" not in text, text  # it stops after the runs it takes

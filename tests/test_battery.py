@@ -9,6 +9,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import string
 import time
 from collections import Counter
@@ -297,7 +298,8 @@ def _kie_delivery(task: str, stamp: str, key: str) -> dict[str, Any]:
     skew=st.one_of(st.just(0), st.integers(301, 10**8), st.integers(-(10**8), -301)),
 )
 def test_forged_or_stale_kie_deliveries(api: str, db: str, key: str, skew: int) -> None:
-    stamp = str(int(time.time()) + skew)
+    # Stamps are whole seconds: round away from now, or a skew of 301 s could arrive as 300.
+    stamp = str((math.ceil if skew > 0 else math.floor)(time.time()) + skew)
     signer = KIE_SECRET if skew else key  # a stale delivery is signed with the right key
     response = httpx.post(f"{api}/webhooks/kie", **_kie_delivery("task-x", stamp, signer))
     _assert_stored_as_untrusted(db, response)

@@ -8,8 +8,6 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
-from psycopg import AsyncConnection
-from psycopg.rows import DictRow
 
 from engine import sd_notify
 from engine.database import Pool, connect
@@ -61,7 +59,6 @@ class Daemon:
         self._versions = workflow_versions(workflows)
         self._wake = asyncio.Event()
         self._backlog = False
-        self._claimer: AsyncConnection[DictRow] | None = None  # see _claim_connection
         self.last_tick = time.monotonic()
         self.listening = not settings.listen  # True once LISTEN is up (or not wanted)
         # The loop turns at least every poll interval; a loop this late is stuck.
@@ -83,10 +80,7 @@ class Daemon:
             if self._telemetry.enabled:
                 side_tasks.append(side.create_task(self._count_runs()))
             sd_notify.ready()
-            try:
-                await self._work(stop)
-            finally:
-                await self._close_claim_connection()
+            await self._work(stop)
             sd_notify.stopping()
             for task in side_tasks:
                 task.cancel()
@@ -122,41 +116,20 @@ class Daemon:
 
     async def _claim(self, limit: int) -> list[Claim]:
         try:
-            conn = await self._claim_connection()
-            started = time.perf_counter()
-            cursor = await conn.execute(
-                QUERIES["claim_runs"],
-                claim_params(limit, self._worker_id, self._lease_ttl, self._versions),
-                binary=True,  # checkpoints' blobs as bytes, as LangGraph reads them
-            )
-            rows = await cursor.fetchall()
-            if self._telemetry.enabled:
-                self._telemetry.claim_duration.record(time.perf_counter() - started)
+            async with self._pool.connection() as conn:
+                started = time.perf_counter()
+                cursor = await conn.execute(
+                    QUERIES["claim_runs"],
+                    claim_params(limit, self._worker_id, self._lease_ttl, self._versions),
+                    binary=True,  # checkpoints' blobs as bytes, as LangGraph reads them
+                )
+                rows = await cursor.fetchall()
+                if self._telemetry.enabled:
+                    self._telemetry.claim_duration.record(time.perf_counter() - started)
         except psycopg.OperationalError as error:
             log.warning("claim failed: %s", error, extra={"action": "claim_failed"})
-            await self._close_claim_connection()
             return []
         return [_claim_from_row(row) for row in rows]
-
-    async def _claim_connection(self) -> AsyncConnection[DictRow]:
-        """The claim's own connection, on which its plan is made once.
-
-        Left to choose, the server plans the claim afresh at every execution
-        (its generic plan guesses LIMIT at a tenth of the due runs, so it looks
-        dear): 0.5 ms of planning per claim, as much as running it. Its generic
-        plan is as good as a custom one (`tests/test_schema.py` checks it), so
-        this connection asks for it; the pool's connections, which the nodes
-        share, keep the server's choice.
-        """
-        if self._claimer is None or self._claimer.closed:
-            self._claimer = await connect(self._url, self._settings)
-            await self._claimer.execute("SET plan_cache_mode = force_generic_plan")
-        return self._claimer
-
-    async def _close_claim_connection(self) -> None:
-        if self._claimer is not None:
-            await self._claimer.close()
-            self._claimer = None
 
     async def _execute(self, claim: Claim) -> None:
         # Each run executes in its own task: everything logged in it names the run.

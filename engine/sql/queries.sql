@@ -50,10 +50,8 @@ WITH no_flush_wait AS (
         graph_version = COALESCE(runs.graph_version,
                                  (SELECT version FROM mine WHERE name = runs.workflow)),
         updated_at = NOW()
-    -- By primary key whatever the planner guesses of LIMIT: the daemon runs
-    -- this statement with a generic plan, which guesses a tenth of due runs and
-    -- would hash-join them with a scan of every run.
-    WHERE runs.run_id = ANY(ARRAY(SELECT run_id FROM due))
+    FROM due
+    WHERE runs.run_id = due.run_id
     RETURNING runs.run_id, runs.project, runs.workflow, runs.payload, runs.lease_epoch,
         runs.waiting_for, runs.trace_context
 ), events AS (

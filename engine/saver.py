@@ -6,14 +6,15 @@ after a resume marks the resume consumed (the run waits for nothing; its
 approval is spent), (3) writes LangGraph's rows, and (4) for a checkpoint,
 mirrors the state into `orchestration_checkpoints`. A worker that lost the run
 cannot write anything: the statement fails with `LeaseLost`. Reads are
-LangGraph's own.
+LangGraph's own, but decode in place (see `_load_checkpoint_tuple`).
 
 The rows are the ones `AsyncPostgresSaver.aput` and `aput_writes` write, in the
 same tables and encodings, so LangGraph reads them back unchanged; what differs
 is the round trips. LangGraph's saver sends a pipelined transaction of one
 statement per row, and serialises in a worker thread; here the values are
 serialised in place (a checkpoint's blobs are small next to a thread hop) and
-sent as arrays in one statement.
+sent in one statement: the rows' fields as one JSON document, their blobs as
+arrays.
 
 One saver per running run: writes take turns on its lock, so they commit in
 the order LangGraph makes them.
@@ -84,6 +85,20 @@ class _Write:
     def key(self) -> tuple[str, str, str, int]:
         return self.ns, self.checkpoint_id, self.task_id, self.idx
 
+    @property
+    def fields(self) -> list[object]:
+        """All but the blob, in the order `orchestrator_put()` reads them."""
+        return [
+            self.ns,
+            self.checkpoint_id,
+            self.task_id,
+            self.task_path,
+            self.idx,
+            self.channel,
+            self.type,
+            self.replace,
+        ]
+
 
 @dataclass(frozen=True)
 class _Checkpoint:
@@ -92,8 +107,8 @@ class _Checkpoint:
     ns: str
     id: str
     parent_id: str | None
-    checkpoint: Jsonb
-    metadata: Jsonb
+    checkpoint: Checkpoint  # as stored: primitives inline, the rest in `blobs`
+    metadata: dict[str, Any]
     blobs: list[tuple[str, str, str, str, str, bytes | None]]  # LangGraph's blob rows
     state: str
     step: int | None
@@ -200,8 +215,8 @@ class FencedSaver(AsyncPostgresSaver):
                 ns=checkpoint_ns,
                 id=checkpoint["id"],
                 parent_id=configurable.get("checkpoint_id"),
-                checkpoint=Jsonb(stored),
-                metadata=Jsonb(get_serializable_checkpoint_metadata(config, metadata)),
+                checkpoint=stored,
+                metadata=dict(get_serializable_checkpoint_metadata(config, metadata)),
                 blobs=blobs,
                 state=state_json(checkpoint),
                 step=metadata.get("step"),
@@ -325,25 +340,18 @@ class FencedSaver(AsyncPostgresSaver):
             "consume": self._resuming,
             "approval_id": self._approval_id,
             "thread_id": self.lease.run_id,
-            "write_ns": [w.ns for w in writes],
-            "write_checkpoint_ids": [w.checkpoint_id for w in writes],
-            "task_ids": [w.task_id for w in writes],
-            "task_paths": [w.task_path for w in writes],
-            "idx": [w.idx for w in writes],
-            "channels": [w.channel for w in writes],
-            "types": [w.type for w in writes],
-            "blobs": [w.blob for w in writes],
-            "replace": [w.replace for w in writes],
-            "checkpoint_ns": [c.ns for c in checkpoints],
-            "checkpoint_ids": [c.id for c in checkpoints],
-            "parent_ids": [c.parent_id for c in checkpoints],
-            "checkpoints": [c.checkpoint for c in checkpoints],
-            "metadata": [c.metadata for c in checkpoints],
-            "blob_ns": [b[1] for b in blobs],
-            "blob_channels": [b[2] for b in blobs],
-            "blob_versions": [b[3] for b in blobs],
-            "blob_types": [b[4] for b in blobs],
-            "blob_values": [b[5] for b in blobs],
+            # The rows' fields in one document, their blobs beside it (migration 0006).
+            "rows": Jsonb(
+                {
+                    "writes": [w.fields for w in writes],
+                    "checkpoints": [
+                        [c.ns, c.id, c.parent_id, c.checkpoint, c.metadata] for c in checkpoints
+                    ],
+                    "blobs": [list(blob[1:5]) for blob in blobs],
+                }
+            ),
+            "write_blobs": [w.blob for w in writes],
+            "blob_values": [blob[5] for blob in blobs],
             "state": newest.state if newest else None,
             "step": newest.step if newest else None,
         }

@@ -20,31 +20,34 @@ BEGIN
     END IF;
 END $$;
 
--- Rows come as parallel arrays, one element per row. A write with `replace` (to
--- one of LangGraph's special channels) replaces the row at its index; the
--- others never do. Checkpoints come in order, oldest first; the newest is the
--- one mirrored (`p_state`, `p_step`). A statement with no checkpoint commits
--- without waiting for the WAL flush: a task's writes are made durable by the
--- synchronous commit of the checkpoint that follows them, and were the server
--- to crash before that, the task would run again, as after a worker crash
--- mid-task.
+-- The rows' fields come as one JSON document, `p_rows`, of three arrays of
+-- arrays (one per row, fields in the order below); their blobs come as
+-- `p_write_blobs` and `p_blob_values`, element i belonging to row i. (As one
+-- document, the client encodes the fields in one pass: one array per field
+-- cost psycopg more to encode than the statement cost the server to run.)
+-- A write with `replace` (to one of LangGraph's special channels) replaces the
+-- row at its index; the others never do. Checkpoints come in order, oldest
+-- first; the newest is the one mirrored (`p_state`, `p_step`). A statement with
+-- no checkpoint commits without waiting for the WAL flush: a task's writes are
+-- made durable by the synchronous commit of the checkpoint that follows them,
+-- and were the server to crash before that, the task would run again, as after
+-- a worker crash mid-task.
+--   writes:      [ns, checkpoint_id, task_id, task_path, idx, channel, type, replace]
+--   checkpoints: [ns, checkpoint_id, parent_id, checkpoint, metadata]
+--   blobs:       [ns, channel, version, type]
 CREATE FUNCTION orchestrator_put(
     p_run_id TEXT, p_epoch BIGINT, p_ttl INTERVAL, p_consume BOOLEAN, p_approval_id BIGINT,
-    p_thread_id TEXT,
-    p_write_ns TEXT[], p_write_checkpoint_ids TEXT[], p_task_ids TEXT[], p_task_paths TEXT[],
-    p_idx INT[], p_channels TEXT[], p_types TEXT[], p_blobs BYTEA[], p_replace BOOLEAN[],
-    p_checkpoint_ns TEXT[], p_checkpoint_ids TEXT[], p_parent_ids TEXT[],
-    p_checkpoints JSONB[], p_metadata JSONB[],
-    p_blob_ns TEXT[], p_blob_channels TEXT[], p_blob_versions TEXT[], p_blob_types TEXT[],
-    p_blob_values BYTEA[], p_state JSONB, p_step INT
+    p_thread_id TEXT, p_rows JSONB, p_write_blobs BYTEA[], p_blob_values BYTEA[],
+    p_state JSONB, p_step INT
 ) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM orchestrator_hold(p_run_id, p_epoch, p_ttl, p_consume, p_approval_id);
-    IF cardinality(p_idx) > 0 THEN
+    IF jsonb_array_length(p_rows -> 'writes') > 0 THEN
         WITH w AS (
-            SELECT * FROM unnest(p_write_ns, p_write_checkpoint_ids, p_task_ids, p_task_paths,
-                                 p_idx, p_channels, p_types, p_blobs, p_replace)
-                AS w(ns, checkpoint_id, task_id, task_path, idx, channel, type, blob, replace)
+            SELECT r ->> 0 AS ns, r ->> 1 AS checkpoint_id, r ->> 2 AS task_id,
+                r ->> 3 AS task_path, (r ->> 4)::int AS idx, r ->> 5 AS channel,
+                r ->> 6 AS type, p_write_blobs[n] AS blob, (r ->> 7)::boolean AS replace
+            FROM jsonb_array_elements(p_rows -> 'writes') WITH ORDINALITY AS e(r, n)
         ), replaced AS (
             INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id,
                                            task_path, idx, channel, type, blob)
@@ -59,24 +62,22 @@ BEGIN
         FROM w WHERE NOT replace
         ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO NOTHING;
     END IF;
-    IF cardinality(p_checkpoint_ids) = 0 THEN
+    IF jsonb_array_length(p_rows -> 'checkpoints') = 0 THEN
         PERFORM set_config('synchronous_commit', 'off', true);
         RETURN;
     END IF;
     INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob)
-    SELECT p_thread_id, b.ns, b.channel, b.version, b.type, b.blob
-    FROM unnest(p_blob_ns, p_blob_channels, p_blob_versions, p_blob_types, p_blob_values)
-         AS b(ns, channel, version, type, blob)
+    SELECT p_thread_id, r ->> 0, r ->> 1, r ->> 2, r ->> 3, p_blob_values[n]
+    FROM jsonb_array_elements(p_rows -> 'blobs') WITH ORDINALITY AS e(r, n)
     ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING;
     INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
                              checkpoint, metadata)
-    SELECT p_thread_id, c.ns, c.checkpoint_id, c.parent_id, c.checkpoint, c.metadata
-    FROM unnest(p_checkpoint_ns, p_checkpoint_ids, p_parent_ids, p_checkpoints, p_metadata)
-         AS c(ns, checkpoint_id, parent_id, checkpoint, metadata)
+    SELECT p_thread_id, r ->> 0, r ->> 1, r ->> 2, r -> 3, r -> 4
+    FROM jsonb_array_elements(p_rows -> 'checkpoints') AS e(r)
     ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id) DO UPDATE SET
         checkpoint = EXCLUDED.checkpoint, metadata = EXCLUDED.metadata;
     INSERT INTO orchestration_checkpoints (run_id, state, updated_at, checkpoint_id, step)
-    VALUES (p_run_id, p_state, NOW(), p_checkpoint_ids[cardinality(p_checkpoint_ids)], p_step)
+    VALUES (p_run_id, p_state, NOW(), p_rows -> 'checkpoints' -> -1 ->> 1, p_step)
     ON CONFLICT (run_id) DO UPDATE SET
         state = EXCLUDED.state, updated_at = EXCLUDED.updated_at,
         checkpoint_id = EXCLUDED.checkpoint_id, step = EXCLUDED.step;

@@ -1,3 +1,2 @@
-DROP INDEX runs_claimable;
-CREATE INDEX runs_claimable ON runs (priority DESC, created_at)
-    WHERE status NOT IN ('published', 'failed', 'cancelled');
+DROP INDEX runs_provider_timers;
+DROP INDEX runs_queued;

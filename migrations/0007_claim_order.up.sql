@@ -1,7 +1,12 @@
--- The claim takes started work (resumes, takeovers) before new runs, so it
--- orders by (priority, status = 'queued', created_at). An index in that order
--- lets it stop after the runs it takes instead of sorting every queued run:
--- with 10,000 queued runs a claim took 13.6 ms, and 3.1 ms with this index.
-DROP INDEX runs_claimable;
-CREATE INDEX runs_claimable ON runs (priority DESC, (status = 'queued'), created_at)
-    WHERE status NOT IN ('published', 'failed', 'cancelled');
+-- The claim finds runs with work from what gives them work, not by walking
+-- every live run. Walking runs_claimable in the claim's order (started work
+-- before new runs) visited every run parked at a gate or waiting for a
+-- provider before the first queued one: with 10,000 runs waiting at a gate a
+-- claim took 9.3 ms, against 1.7 ms with none. Now new runs come from their
+-- own index, in the claim's order; started work from the unconsumed
+-- approvals, the unprocessed webhook events, the provider timers that are due
+-- and the running runs (whose number the daemons' concurrency bounds).
+-- runs_claimable stays for the claims of daemons older than this migration
+-- during a rolling upgrade; a later migration drops it.
+CREATE INDEX runs_queued ON runs (priority DESC, created_at) WHERE status = 'queued';
+CREATE INDEX runs_provider_timers ON runs (wake_at) WHERE status = 'waiting_provider';

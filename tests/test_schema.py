@@ -14,7 +14,7 @@ from engine import store
 from engine.daemon import claim_params
 from engine.migrations import discover, migrate
 from engine.sql import QUERIES
-from engine.status import TERMINAL
+from engine.status import Status
 from tests.conftest import ROOT
 from tests.helpers import table_checksums
 
@@ -171,13 +171,12 @@ async def test_the_seed_queries_run_unchanged(conn: Conn, query: str) -> None:
     assert rows, query
 
 
-def test_terminal_statuses_in_sql_match_the_engine() -> None:
-    """The claim index and query name terminal statuses literally (a partial index
-    predicate must be constant); they must be exactly the engine's."""
-    literal = "('published', 'failed', 'cancelled')"
-    assert literal in QUERIES["claim_runs"]
-    assert literal in (ROOT / "migrations" / "0001_initial.up.sql").read_text()
-    assert {s.strip(" '") for s in literal.strip("()").split(",")} == set(TERMINAL)
+def test_statuses_in_sql_match_the_engine() -> None:
+    """The claim and its partial indexes name statuses literally (a partial index
+    is used only for a constant); they must be the engine's."""
+    sql = QUERIES["claim_runs"] + (ROOT / "migrations" / "0007_claim_order.up.sql").read_text()
+    literals = set(re.findall(r"\bstatus = '(\w+)'", sql))
+    assert literals == {Status.QUEUED, Status.RUNNING, Status.WAITING_PROVIDER}
 
 
 async def _claim_plan_over(conn: Conn, status: str) -> str:
@@ -198,12 +197,22 @@ async def _claim_plan_over(conn: Conn, status: str) -> str:
     return "\n".join(row["QUERY PLAN"] for row in plan)
 
 
-async def test_the_claim_query_uses_the_live_runs_index(conn: Conn) -> None:
+async def test_the_claim_reads_no_finished_run(conn: Conn) -> None:
     text = await _claim_plan_over(conn, "published")
-    assert "runs_claimable" in text, text
+    assert "Seq Scan on runs" not in text, text
 
 
-async def test_the_claim_walks_its_index_instead_of_sorting_the_queue(conn: Conn) -> None:
+async def test_the_claim_walks_the_queue_index_instead_of_sorting_the_queue(conn: Conn) -> None:
     text = await _claim_plan_over(conn, "queued")
-    assert "runs_claimable" in text, text
-    assert "Sort Key: r.priority" not in text, text  # it stops after the runs it takes
+    new_runs = text.split("CTE fresh")[1].split("\n  CTE ")[0]
+    assert "runs_queued" in new_runs, text
+    assert "Sort" not in new_runs, text  # it stops after the runs it takes
+    assert "Seq Scan on runs" not in text, text
+
+
+async def test_the_claim_reads_no_run_parked_at_a_gate(conn: Conn) -> None:
+    # Started work is found from what gives it work (approvals, events, timers,
+    # leases), so runs waiting at a gate with no approval cost the claim nothing.
+    text = await _claim_plan_over(conn, "pending_review")
+    assert "Seq Scan on runs" not in text, text
+    assert "Index Cond: (run_id = started.run_id)" in text, text

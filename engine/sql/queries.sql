@@ -17,15 +17,28 @@ WITH no_flush_wait AS (
     SELECT set_config('synchronous_commit', 'off', true)
 ), mine AS (
     SELECT * FROM unnest(%(workflows)s::text[], %(versions)s::text[]) AS w(name, version)
-), due AS (
-    SELECT r.run_id
+), started AS (
+    -- Runs that may have started work waiting, found from what gives them work
+    -- (migration 0007): an unconsumed approval, an unprocessed event, a due
+    -- timer, an expired lease. Whether they still have it is checked below, on
+    -- the row the claim locks.
+    SELECT run_id FROM hitl_approvals WHERE consumed_at IS NULL
+    UNION
+    SELECT run_id FROM webhook_events WHERE processed_at IS NULL AND run_id IS NOT NULL
+    UNION
+    SELECT run_id FROM runs WHERE status = 'waiting_provider' AND wake_at <= NOW()
+    UNION
+    SELECT run_id FROM runs WHERE status = 'running' AND lease_expires_at < NOW()
+), resumable AS (
+    -- Work already started (resumes, takeovers of a dead worker's runs), which
+    -- goes before new runs. Each kind locks up to the limit; the best are taken.
+    SELECT r.run_id, r.priority, r.created_at
     FROM runs r
     JOIN mine ON mine.name = r.workflow
              AND (r.graph_version IS NULL OR r.graph_version = mine.version)
-    WHERE r.status NOT IN ('published', 'failed', 'cancelled')
+    WHERE r.run_id IN (SELECT run_id FROM started)
       AND (
-            r.status = %(queued)s
-         OR (r.status = %(running)s AND r.lease_expires_at < NOW())
+            (r.status = %(running)s AND r.lease_expires_at < NOW())
          OR (r.status = %(waiting_provider)s AND (r.wake_at <= NOW() OR EXISTS (
                 SELECT 1 FROM webhook_events e
                 WHERE e.run_id = r.run_id AND e.processed_at IS NULL
@@ -36,11 +49,28 @@ WITH no_flush_wait AS (
                 WHERE a.run_id = r.run_id AND a.consumed_at IS NULL
                   AND %(pending_prefix)s || a.gate = r.status))
       )
-    -- Work already started (resumes, takeovers of a dead worker's runs) before new
-    -- runs; in the order of the index runs_claimable (migration 0007), hence the literal.
-    ORDER BY r.priority DESC, r.status = 'queued', r.created_at
+    ORDER BY r.priority DESC, r.created_at
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF r SKIP LOCKED
+), fresh AS (
+    -- New runs, in the order of their index runs_queued (migration 0007),
+    -- hence the literal: a partial index serves only a constant.
+    SELECT r.run_id, r.priority, r.created_at
+    FROM runs r
+    JOIN mine ON mine.name = r.workflow
+             AND (r.graph_version IS NULL OR r.graph_version = mine.version)
+    WHERE r.status = 'queued'
+    ORDER BY r.priority DESC, r.created_at
+    LIMIT %(limit)s
+    FOR UPDATE OF r SKIP LOCKED
+), taken AS (
+    SELECT run_id FROM (
+        SELECT *, false AS is_new FROM resumable
+        UNION ALL
+        SELECT *, true AS is_new FROM fresh
+    ) due
+    ORDER BY priority DESC, is_new, created_at
+    LIMIT %(limit)s
 ), claimed AS (
     UPDATE runs SET
         status = %(running)s,
@@ -50,8 +80,8 @@ WITH no_flush_wait AS (
         graph_version = COALESCE(runs.graph_version,
                                  (SELECT version FROM mine WHERE name = runs.workflow)),
         updated_at = NOW()
-    FROM due
-    WHERE runs.run_id = due.run_id
+    FROM taken
+    WHERE runs.run_id = taken.run_id
     RETURNING runs.run_id, runs.project, runs.workflow, runs.payload, runs.lease_epoch,
         runs.waiting_for, runs.trace_context
 ), events AS (

@@ -1,2 +1,1 @@
-DROP INDEX runs_provider_timers;
 DROP INDEX runs_queued;

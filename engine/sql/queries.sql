@@ -19,15 +19,15 @@ WITH no_flush_wait AS (
     SELECT * FROM unnest(%(workflows)s::text[], %(versions)s::text[]) AS w(name, version)
 ), started AS (
     -- Runs that may have started work waiting, found from what gives them work
-    -- (migration 0007): an unconsumed approval, an unprocessed event, a due
-    -- timer, an expired lease. Whether they still have it is checked below, on
-    -- the row the claim locks.
+    -- rather than by walking every live run (migration 0007): an unconsumed
+    -- approval, an expired lease, or a provider's timer or event (all runs
+    -- waiting for a provider: their number is that of provider jobs in flight,
+    -- where unprocessed events, stale ones included, only ever grow). Whether
+    -- they still have work is checked below, on the row the claim locks.
     SELECT run_id FROM hitl_approvals WHERE consumed_at IS NULL
-    UNION
-    SELECT run_id FROM webhook_events WHERE processed_at IS NULL AND run_id IS NOT NULL
-    UNION
-    SELECT run_id FROM runs WHERE status = 'waiting_provider' AND wake_at <= NOW()
-    UNION
+    UNION ALL
+    SELECT run_id FROM runs WHERE status = 'waiting_provider'
+    UNION ALL
     SELECT run_id FROM runs WHERE status = 'running' AND lease_expires_at < NOW()
 ), resumable AS (
     -- Work already started (resumes, takeovers of a dead worker's runs), which

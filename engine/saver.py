@@ -281,9 +281,8 @@ class FencedSaver(AsyncPostgresSaver):
                 return cursor.rowcount
             # The put fences itself: the transaction needs no fence of its own.
             async with pipelined_transaction(self._pool) as conn:
-                await conn.execute(QUERIES["put"], self._put_params(writes, checkpoints))
-                # The writes alone need not wait for the WAL flush; a status change does.
-                await conn.execute("SET LOCAL synchronous_commit TO on")
+                put = self._put_params(writes, checkpoints, flush=True)  # a status change
+                await conn.execute(QUERIES["put"], put)
                 cursor = await conn.execute(query, params)
             self._sent()
             return cursor.rowcount
@@ -325,14 +324,18 @@ class FencedSaver(AsyncPostgresSaver):
         async with self.lock:
             writes, checkpoints = self._take()
             if writes or checkpoints:
-                await self.lease.execute(
-                    self._pool, QUERIES["put"], self._put_params(writes, checkpoints)
-                )
+                # A task's writes alone need not wait for the WAL flush: the
+                # checkpoint that follows them commits synchronously, and were
+                # the server to crash first, the task would run again, as after
+                # a worker crash mid-task. A checkpoint must wait for it.
+                put = self._put_params(writes, checkpoints, flush=bool(checkpoints))
+                await self.lease.execute(self._pool, QUERIES["put"], put)
                 self._sent()
 
     def _put_params(
-        self, writes: list[_Write], checkpoints: list[_Checkpoint]
+        self, writes: list[_Write], checkpoints: list[_Checkpoint], *, flush: bool
     ) -> dict[str, object]:
+        """`put`'s parameters; `flush`: its commit waits for the WAL flush."""
         blobs = [blob for c in checkpoints for blob in c.blobs]
         newest = checkpoints[-1] if checkpoints else None
         return {
@@ -354,6 +357,7 @@ class FencedSaver(AsyncPostgresSaver):
             "blob_values": [blob[5] for blob in blobs],
             "state": newest.state if newest else None,
             "step": newest.step if newest else None,
+            "flush": flush,
         }
 
     def _sent(self) -> None:

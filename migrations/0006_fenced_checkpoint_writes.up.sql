@@ -27,21 +27,23 @@ END $$;
 -- cost psycopg more to encode than the statement cost the server to run.)
 -- A write with `replace` (to one of LangGraph's special channels) replaces the
 -- row at its index; the others never do. Checkpoints come in order, oldest
--- first; the newest is the one mirrored (`p_state`, `p_step`). A statement with
--- no checkpoint commits without waiting for the WAL flush: a task's writes are
--- made durable by the synchronous commit of the checkpoint that follows them,
--- and were the server to crash before that, the task would run again, as after
--- a worker crash mid-task.
+-- first; the newest is the one mirrored (`p_state`, `p_step`). Without
+-- `p_flush` the transaction commits without waiting for the WAL flush (the
+-- saver asks for that when it sends a task's writes alone: see
+-- engine/saver.py).
 --   writes:      [ns, checkpoint_id, task_id, task_path, idx, channel, type, replace]
 --   checkpoints: [ns, checkpoint_id, parent_id, checkpoint, metadata]
 --   blobs:       [ns, channel, version, type]
 CREATE FUNCTION orchestrator_put(
     p_run_id TEXT, p_epoch BIGINT, p_ttl INTERVAL, p_consume BOOLEAN, p_approval_id BIGINT,
     p_thread_id TEXT, p_rows JSONB, p_write_blobs BYTEA[], p_blob_values BYTEA[],
-    p_state JSONB, p_step INT
+    p_state JSONB, p_step INT, p_flush BOOLEAN
 ) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM orchestrator_hold(p_run_id, p_epoch, p_ttl, p_consume, p_approval_id);
+    IF NOT p_flush THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
     IF jsonb_array_length(p_rows -> 'writes') > 0 THEN
         WITH w AS (
             SELECT r ->> 0 AS ns, r ->> 1 AS checkpoint_id, r ->> 2 AS task_id,
@@ -63,7 +65,6 @@ BEGIN
         ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO NOTHING;
     END IF;
     IF jsonb_array_length(p_rows -> 'checkpoints') = 0 THEN
-        PERFORM set_config('synchronous_commit', 'off', true);
         RETURN;
     END IF;
     INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob)

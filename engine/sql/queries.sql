@@ -150,7 +150,7 @@ SELECT orchestrator_fence(%(run_id)s, %(epoch)s, %(lease_ttl)s);
 -- on the way in.
 SELECT orchestrator_put(
     %(run_id)b, %(epoch)b, %(lease_ttl)b, %(consume)b, %(approval_id)b, %(thread_id)b,
-    %(rows)b, %(write_blobs)b, %(blob_values)b, %(state)b::jsonb, %(step)b);
+    %(rows)b, %(write_blobs)b, %(blob_values)b, %(state)b::jsonb, %(step)b, %(flush)b);
 
 -- pause_run --
 -- The graph stopped at an interrupt: record what it waits for and let go of it.

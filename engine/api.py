@@ -41,6 +41,8 @@ class NewApproval(BaseModel):
     comment: str | None = Field(default=None, max_length=5_000)
     approver: str | None = Field(default=None, max_length=200)
     payload: dict[str, Any] | None = None
+    # The pause the approver was shown (`waiting_for.pause_id`): refused once the run moved on.
+    pause_id: int | None = Field(default=None, ge=0, le=2**63 - 1, strict=True)
 
 
 class BodyLimit:
@@ -204,6 +206,7 @@ def create_app(
                 approver=approval.approver,
                 approver_ip=request.client.host if request.client else None,
                 payload=approval.payload,
+                pause_id=approval.pause_id,
             )
         return JSONResponse(jsonable_encoder(row), status_code=201)
 

@@ -398,6 +398,14 @@ def runs_approve(
     payload: Annotated[
         str | None, typer.Option(help="JSON object, e.g. an edited workflow.")
     ] = None,
+    pause: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="The pause this answers (`waiting_for.pause_id` in `runs show`): refused "
+            "if the run has moved on to another question since.",
+        ),
+    ] = None,
 ) -> None:
     """Approve (or --reject) the gate a run waits at."""
     body = _json_object(payload, "--payload") if payload is not None else None
@@ -410,6 +418,7 @@ def runs_approve(
             comment=comment,
             approver=approver,
             payload=body,
+            pause_id=pause,
         )
     )
     console.print(f"{row['decision']} {run_id} at gate {gate} (approval {row['id']})")

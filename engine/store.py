@@ -147,8 +147,13 @@ async def approve(
     approver: str | None = None,
     approver_ip: str | None = None,
     payload: dict[str, Any] | None = None,
+    pause_id: int | None = None,
 ) -> dict[str, Any]:
-    """Insert an approval row; the database's trigger decides whether it is accepted."""
+    """Insert an approval row; the database's trigger decides whether it is accepted.
+
+    `pause_id` (the run's `waiting_for.pause_id` that the approver was shown)
+    makes sure the approval answers that question and no later one.
+    """
     try:
         cursor = await conn.execute(
             QUERIES["insert_approval"],
@@ -160,10 +165,17 @@ async def approve(
                 "decision": "rejected" if rejected else "approved",
                 "comment": storable(comment, "comment"),
                 "payload": Jsonb(storable(payload, "payload")) if payload is not None else None,
+                "pause_id": pause_id,
             },
         )
     except psycopg.errors.CheckViolation as error:
         raise Refused(str(error.diag.message_primary)) from None
+    except psycopg.errors.UniqueViolation:
+        # Only a transaction whose snapshot predates the other approval's commit
+        # gets here (REPEATABLE READ and up); READ COMMITTED gets the trigger's words.
+        raise Refused(
+            f"approval refused: run {run_id} already has an approval for this pause at gate {gate}"
+        ) from None
     row = await cursor.fetchone()
     assert row is not None
     return dict(row)

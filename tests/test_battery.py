@@ -263,8 +263,8 @@ def test_cli_projects(db: str, project: str) -> None:
         (
             "run_approvedalready",
             "publish",
-            "run run_approvedalready already has an unconsumed approval at gate publish "
-            "(status is pending_publish)",
+            "run run_approvedalready already has approval 1 (approved by an unnamed approver) "
+            "waiting at gate publish",
         ),
     ],
     ids=["unknown-run", "wrong-gate", "terminal-run", "not-waiting", "duplicate"],

@@ -200,7 +200,7 @@ async def test_approving_a_run_that_is_not_waiting_shows_the_refusal(
     assert (await client.post(f"/console/runs/{run_id}/approvals", data=form())).status_code == 303
     twice = await client.post(f"/console/runs/{run_id}/approvals", data=form())
     assert twice.status_code == 409
-    assert "already has an unconsumed approval at gate workflow" in text(twice.text)
+    assert "(approved by ann) waiting at gate workflow" in text(twice.text)
 
     missing = await client.post("/console/runs/run_nope/approvals", data=form())
     assert missing.status_code == 404 and "run run_nope not found" in missing.text

@@ -80,11 +80,105 @@ async def test_bad_approvals_are_refused_by_the_trigger_and_write_nothing(
 async def test_a_second_approval_for_the_same_gate_is_refused(conn: Conn) -> None:
     run = await store.create_run(conn, project="p", payload={})
     await _set_status(conn, run["run_id"], "pending_workflow")
-    await store.approve(conn, run["run_id"], gate="workflow")
+    first = await store.approve(conn, run["run_id"], gate="workflow", approver="ann")
     before = await _snapshot(conn)
-    with pytest.raises(store.Refused, match="already has an unconsumed approval at gate workflow"):
+    with pytest.raises(store.Refused) as refused:
         await store.approve(conn, run["run_id"], gate="workflow", rejected=True)
+    assert str(refused.value) == (
+        f"approval refused: run {run['run_id']} already has approval {first['id']} "
+        "(approved by ann) waiting at gate workflow"
+    )
     assert await _snapshot(conn) == before
+
+
+async def _paused(conn: Conn, gate: str, pause_id: int) -> str:
+    """A run paused at `gate`, as `pause_run` leaves it, at pause `pause_id`."""
+    run = await store.create_run(conn, project="p", payload={})
+    await conn.execute(
+        "UPDATE runs SET status = %s, waiting_for = %s WHERE run_id = %s",
+        (f"pending_{gate}", Jsonb({"gate": gate, "pause_id": pause_id}), run["run_id"]),
+    )
+    return str(run["run_id"])
+
+
+async def _approval(conn: Conn, approval_id: int) -> dict[str, Any]:
+    row = await (
+        await conn.execute(
+            "SELECT pause_id, consumed_at, voided_at, void_reason FROM hitl_approvals "
+            "WHERE id = %s",
+            (approval_id,),
+        )
+    ).fetchone()
+    assert row is not None
+    return dict(row)
+
+
+async def test_an_approval_records_the_pause_it_answers_and_no_other(conn: Conn) -> None:
+    run_id = await _paused(conn, "workflow", 7)
+    before = await _snapshot(conn)
+    with pytest.raises(store.Refused) as refused:
+        await store.approve(conn, run_id, gate="workflow", pause_id=6)
+    assert str(refused.value) == (
+        f"approval refused: run {run_id} at gate workflow waits at pause 7, not at pause 6 "
+        "(that question was already answered or withdrawn)"
+    )
+    assert await _snapshot(conn) == before
+    named = await store.approve(conn, run_id, gate="workflow", pause_id=7)
+    assert named["pause_id"] == 7
+    other = await _paused(conn, "publish", 3)
+    # A plain INSERT that names no pause answers the one the run waits at.
+    await conn.execute("INSERT INTO hitl_approvals (run_id, gate) VALUES (%s, 'publish')", (other,))
+    row = await (
+        await conn.execute("SELECT pause_id FROM hitl_approvals WHERE run_id = %s", (other,))
+    ).fetchone()
+    assert row == {"pause_id": 3}
+
+
+@pytest.mark.parametrize(
+    ("leave", "now"),
+    [
+        ("UPDATE runs SET status = 'cancelled' WHERE run_id = %(run)s", "cancelled"),
+        ("UPDATE runs SET status = 'failed' WHERE run_id = %(run)s", "failed"),
+        ("UPDATE runs SET status = 'queued' WHERE run_id = %(run)s", "queued"),
+        (
+            'UPDATE runs SET waiting_for = \'{"gate": "workflow", "pause_id": 8}\' '
+            "WHERE run_id = %(run)s",
+            "pending_workflow",
+        ),
+    ],
+)
+async def test_a_run_leaving_its_pause_voids_the_approval_no_worker_took(
+    conn: Conn, leave: Any, now: str
+) -> None:
+    run_id = await _paused(conn, "workflow", 7)
+    sent = await store.approve(conn, run_id, gate="workflow")
+    await conn.execute(leave, {"run": run_id})
+    voided = await _approval(conn, sent["id"])
+    assert voided["voided_at"] is not None and voided["consumed_at"] == voided["voided_at"]
+    assert voided["void_reason"] == f"voided: run {run_id} left pause 7 unanswered (now {now})"
+    # The void answers nothing and blocks nothing: the next pause takes a new approval.
+    await conn.execute(
+        "UPDATE runs SET status = 'pending_workflow', "
+        'waiting_for = \'{"gate": "workflow", "pause_id": 9}\' WHERE run_id = %s',
+        (run_id,),
+    )
+    again = await store.approve(conn, run_id, gate="workflow")
+    assert (await _approval(conn, again["id"]))["voided_at"] is None
+
+
+async def test_a_claim_taking_the_approval_up_does_not_void_it(conn: Conn) -> None:
+    run_id = await _paused(conn, "workflow", 7)
+    sent = await store.approve(conn, run_id, gate="workflow")
+    claimed = await (
+        await conn.execute(
+            QUERIES["claim_runs"],
+            claim_params(
+                4, "w1", timedelta(seconds=30), {"workflows": ["production"], "versions": ["v"]}
+            ),
+        )
+    ).fetchall()
+    assert [(c["run_id"], c["resume"]["id"]) for c in claimed] == [(run_id, sent["id"])]
+    assert (await _approval(conn, sent["id"]))["voided_at"] is None
 
 
 async def _fill(conn: Conn, run_id: str = "run_abc123") -> None:
@@ -107,7 +201,11 @@ async def _fill(conn: Conn, run_id: str = "run_abc123") -> None:
         "INSERT INTO webhook_events (provider, signature_status, delivery_id, payload) "
         "VALUES ('kie', 'valid', 'd1', '{}')"
     )
-    await _set_status(conn, run_id, "pending_workflow")
+    await conn.execute(
+        "UPDATE runs SET status = 'pending_workflow', "
+        'waiting_for = \'{"gate": "workflow", "pause_id": 0}\' WHERE run_id = %s',
+        (run_id,),
+    )
     await store.approve(conn, run_id, gate="workflow", approver="ann", approver_ip="10.0.0.1")
 
 
@@ -217,3 +315,38 @@ async def test_the_claim_reads_no_run_parked_at_a_gate(conn: Conn) -> None:
     assert "Seq Scan on runs" not in text, text
     # The candidates' rows are fetched by key, not found by walking the runs.
     assert re.search(r"Index Scan using runs_pkey on runs r\s", text), text
+
+
+async def test_migration_0008_binds_each_paused_run_to_one_approval(conn: Conn) -> None:
+    """Runs paused before 0008 keep their oldest waiting approval; the rest, which
+    the old trigger's race let in, are voided; so are those of runs that left."""
+    head = len(discover())
+    await migrate(conn, 7)
+    paused = await _paused(conn, "workflow", 0)
+    await conn.execute(
+        'UPDATE runs SET waiting_for = \'{"gate": "workflow"}\', lease_epoch = 4 WHERE run_id = %s',
+        (paused,),
+    )
+    left = await _paused(conn, "publish", 0)
+    # What the race of the old trigger left behind: several waiting approvals per run.
+    await conn.execute("ALTER TABLE hitl_approvals DISABLE TRIGGER hitl_approvals_check")
+    for run_id, gate in ((paused, "workflow"), (paused, "workflow"), (left, "publish")):
+        await conn.execute(
+            "INSERT INTO hitl_approvals (run_id, gate) VALUES (%s, %s)", (run_id, gate)
+        )
+    await conn.execute("ALTER TABLE hitl_approvals ENABLE TRIGGER hitl_approvals_check")
+    await _set_status(conn, left, "cancelled")
+    await migrate(conn, head)
+    rows = await (
+        await conn.execute(
+            "SELECT run_id, pause_id, voided_at IS NOT NULL AS voided, consumed_at IS NOT NULL "
+            "AS consumed FROM hitl_approvals ORDER BY id"
+        )
+    ).fetchall()
+    assert [tuple(r.values()) for r in rows] == [
+        (paused, 4, False, False),
+        (paused, None, True, True),
+        (left, None, True, True),
+    ]
+    run = await store.get_run(conn, paused)
+    assert run["waiting_for"] == {"gate": "workflow", "pause_id": 4}

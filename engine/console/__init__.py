@@ -138,6 +138,7 @@ def console_router(pool: Pool, settings: Settings) -> APIRouter:
                     approver=approval.approver,
                     approver_ip=request.client.host if request.client else None,
                     payload=approval.payload(run["waiting_for"]),
+                    pause_id=approval.pause_id,
                 )
         except store.RunNotFound as exc:
             return pages.error(request, 404, str(exc), back=back)

@@ -37,6 +37,7 @@ class ApprovalForm:
     approver: str
     comment: str | None
     workflow: list[str] | None  # the workflow as edited, when the form offered the editor
+    pause_id: int | None  # the pause the form was shown for: refused if the run moved on
 
     def payload(self, waiting_for: dict[str, Any] | None) -> dict[str, Any] | None:
         """`{"workflow": [...]}` when the approver changed Brendan's proposal."""
@@ -61,7 +62,17 @@ def parse_approval(form: FormData, waiting_for: dict[str, Any] | None) -> Approv
     if len(comment) > MAX_COMMENT:
         raise InvalidInput(f"comment: at most {MAX_COMMENT} characters")
     edited = _edited_workflow(form, waiting_for) if _text(form, "edit_workflow") else None
-    return ApprovalForm(gate, decision == "rejected", approver, comment or None, edited)
+    pause = _text(form, "pause_id").strip()
+    if pause and not (pause.isascii() and pause.isdigit() and len(pause) <= 18):
+        raise InvalidInput(f"pause_id: {pause[:40]!r} is not a pause number")
+    return ApprovalForm(
+        gate,
+        decision == "rejected",
+        approver,
+        comment or None,
+        edited,
+        int(pause) if pause else None,
+    )
 
 
 def _edited_workflow(form: FormData, waiting_for: dict[str, Any] | None) -> list[str]:

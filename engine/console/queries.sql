@@ -43,7 +43,8 @@ ORDER BY checkpoint_id;
 
 -- console_approvals --
 -- Every approval and rejection of a run, oldest first
-SELECT id, gate, decision, approver, approver_ip, comment, payload, created_at, consumed_at
+SELECT id, gate, decision, approver, approver_ip, comment, payload, created_at, consumed_at,
+       pause_id, voided_at, void_reason
 FROM hitl_approvals WHERE run_id = %(run_id)s ORDER BY id;
 
 -- console_webhook_events --

@@ -47,7 +47,8 @@ WITH no_flush_wait AS (
          OR (r.status LIKE %(pending_like)s AND EXISTS (
                 SELECT 1 FROM hitl_approvals a
                 WHERE a.run_id = r.run_id AND a.consumed_at IS NULL
-                  AND %(pending_prefix)s || a.gate = r.status))
+                  AND %(pending_prefix)s || a.gate = r.status
+                  AND a.pause_id IS NOT DISTINCT FROM (r.waiting_for ->> 'pause_id')::bigint))
       )
     ORDER BY r.priority DESC, r.created_at
     LIMIT %(limit)s
@@ -98,10 +99,13 @@ WITH no_flush_wait AS (
 )
 SELECT c.run_id, c.project, c.workflow, c.payload, c.lease_epoch, c.trace_context,
     CASE
+        -- Only the approval that answers the very pause the run waits at
+        -- (migration 0008): one answering an earlier pause is voided, never handed out.
         WHEN c.waiting_for ? 'gate' THEN (
             SELECT row_to_json(a) FROM hitl_approvals a
             WHERE a.run_id = c.run_id AND a.consumed_at IS NULL
               AND a.gate = c.waiting_for ->> 'gate'
+              AND a.pause_id IS NOT DISTINCT FROM (c.waiting_for ->> 'pause_id')::bigint
             ORDER BY a.id LIMIT 1)
         WHEN c.waiting_for ? 'provider' THEN json_build_object('events', COALESCE((
             SELECT json_agg(json_build_object(
@@ -154,6 +158,8 @@ SELECT orchestrator_put(
 
 -- pause_run --
 -- The graph stopped at an interrupt: record what it waits for and let go of it.
+-- The pause is numbered by the epoch that paused (`pause_id`, migration 0008):
+-- an approval answers that pause and no other.
 -- A provider's webhook that beat the job id into the database is adopted now.
 -- (Here and in finish_run and fail_run: the trace the run's first execution began.)
 WITH adopted AS (
@@ -162,7 +168,8 @@ WITH adopted AS (
       AND provider = %(waiting_for)s ->> 'provider' AND job_id = %(waiting_for)s ->> 'job_id'
 )
 UPDATE runs SET
-    status = %(status)s, waiting_for = %(waiting_for)s, wake_at = %(wake_at)s,
+    status = %(status)s, wake_at = %(wake_at)s,
+    waiting_for = %(waiting_for)s::jsonb || jsonb_build_object('pause_id', runs.lease_epoch),
     lease_owner = NULL, lease_expires_at = NULL, updated_at = NOW(),
     trace_context = COALESCE(runs.trace_context, %(trace_context)s)
 WHERE run_id = %(run_id)s AND lease_epoch = %(epoch)s AND status = %(running)s;
@@ -236,10 +243,12 @@ ORDER BY created_at DESC
 LIMIT %(limit)s;
 
 -- insert_approval --
--- Approve or reject a gate (the trigger refuses it unless the run waits there)
-INSERT INTO hitl_approvals (run_id, gate, approver, approver_ip, decision, comment, payload)
+-- Approve or reject a gate: the trigger refuses it unless the run waits there,
+-- at pause %(pause_id)s when that is given, with no other approval waiting
+INSERT INTO hitl_approvals (run_id, gate, approver, approver_ip, decision, comment, payload,
+                            pause_id)
 VALUES (%(run_id)s, %(gate)s, %(approver)s, %(approver_ip)s, %(decision)s, %(comment)s,
-        %(payload)s)
+        %(payload)s, %(pause_id)s)
 RETURNING *;
 
 -- cancel_run --
@@ -303,7 +312,9 @@ SELECT status, count(*) AS runs,
          OR (status LIKE %(pending_like)s AND EXISTS (
                 SELECT 1 FROM hitl_approvals a
                 WHERE a.run_id = r.run_id AND a.consumed_at IS NULL
-                  AND %(pending_prefix)s || a.gate = r.status)))) AS due
+                  AND %(pending_prefix)s || a.gate = r.status
+                  AND a.pause_id IS NOT DISTINCT FROM (r.waiting_for ->> 'pause_id')::bigint))))
+        AS due
 FROM runs r
 GROUP BY status;
 

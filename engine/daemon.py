@@ -4,16 +4,19 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import psycopg
+from psycopg import pq
 
 from engine import sd_notify
 from engine.database import Pool, connect
 from engine.executor import Claim, Executor
 from engine.logs import run_context
 from engine.retention import prune
+from engine.retry import Unloadable
 from engine.settings import Settings
 from engine.sql import QUERIES
 from engine.status import STATUS_PARAMS, Status
@@ -123,13 +126,18 @@ class Daemon:
                     claim_params(limit, self._worker_id, self._lease_ttl, self._versions),
                     binary=True,  # checkpoints' blobs as bytes, as LangGraph reads them
                 )
-                rows = await cursor.fetchall()
+                claims, unloadable = await _load_claims(cursor)
                 if self._telemetry.enabled:
                     self._telemetry.claim_duration.record(time.perf_counter() - started)
         except psycopg.OperationalError as error:
             log.warning("claim failed: %s", error, extra={"action": "claim_failed"})
             return []
-        return [_claim_from_row(row) for row in rows]
+        for held, why in unloadable:
+            with contextlib.suppress(psycopg.OperationalError):  # its lease expires instead
+                await self._executor.fail_unloadable(held, why)
+        if unloadable:
+            self._wake.set()  # its slot is free again, and the batch may have been full
+        return claims
 
     async def _execute(self, claim: Claim) -> None:
         # Each run executes in its own task: everything logged in it names the run.
@@ -162,6 +170,12 @@ class Daemon:
             return
         log.info("draining %d runs", len(tasks), extra={"action": "drain_started"})
         _, unfinished = await asyncio.wait(tasks, timeout=self._settings.shutdown_grace)
+        if unfinished:
+            log.info(
+                "shutdown grace over; cancelling %d runs",
+                len(unfinished),
+                extra={"action": "drain_cancelled", "runs": len(unfinished)},
+            )
         for task in unfinished:
             task.cancel()
         await asyncio.gather(*unfinished, return_exceptions=True)
@@ -301,7 +315,50 @@ def workflow_versions(workflows: dict[str, Workflow]) -> dict[str, list[str]]:
     }
 
 
-def _claim_from_row(row: dict[str, Any]) -> Claim:
+@dataclass(frozen=True)
+class _Held:
+    run_id: str
+    epoch: int
+
+
+async def _load_claims(
+    cursor: psycopg.AsyncCursor[Any],
+) -> tuple[list[Claim], list[tuple[_Held, Unloadable]]]:
+    """The claimed rows as claims, and the runs whose row cannot become one.
+
+    Row by row, because decoding a row can fail (a payload nested deeper than
+    `json.loads` goes raises RecursionError) and such a run, left to its lease,
+    would crash every worker that claims it in turn. Its id and epoch are
+    decoded on their own, to fail it fenced.
+    """
+    claims: list[Claim] = []
+    unloadable: list[tuple[_Held, Unloadable]] = []
+    rows = cursor.pgresult.ntuples if cursor.pgresult is not None else 0
+    for index in range(rows):
+        await cursor.scroll(index, mode="absolute")
+        try:
+            claims.append(_claim_from_row(await cursor.fetchone()))
+        except Exception as error:
+            unloadable.append((_held(cursor, index), Unloadable(error)))
+    return claims, unloadable
+
+
+def _held(cursor: psycopg.AsyncCursor[Any], index: int) -> _Held:
+    """Row `index`'s run id and epoch, decoded without the rest of the row."""
+    assert cursor.pgresult is not None and cursor.description is not None
+    values = {}
+    for column, described in enumerate(cursor.description):
+        if described.name in ("run_id", "lease_epoch"):
+            raw = cursor.pgresult.get_value(index, column)
+            format = pq.Format(cursor.pgresult.fformat(column))
+            loader = cursor.adapters.get_loader(described.type_code, format)
+            assert loader is not None and raw is not None
+            values[described.name] = loader(described.type_code, cursor).load(raw)
+    return _Held(values["run_id"], values["lease_epoch"])
+
+
+def _claim_from_row(row: dict[str, Any] | None) -> Claim:
+    assert row is not None
     return Claim(
         run_id=row["run_id"],
         project=row["project"],

@@ -3,16 +3,18 @@
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
+import psycopg
 from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import CheckpointTuple
 from langgraph.types import Command
 from psycopg.types.json import Jsonb
 from tenacity import AsyncRetrying
 
 from engine.database import Pool
 from engine.lease import Lease, LeaseLost
-from engine.retry import StepRetry
+from engine.retry import StepRetry, Unloadable
 from engine.saver import FencedSaver, state_view
 from engine.settings import Settings
 from engine.sql import QUERIES
@@ -41,6 +43,28 @@ class Claim:
     @property
     def approval_id(self) -> int | None:
         return int(self.resume["id"]) if self.resume and "gate" in self.resume else None
+
+
+class Held(Protocol):
+    """A run as this worker holds it: what a status change is fenced by."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def epoch(self) -> int: ...
+
+
+class LoadingSaver(FencedSaver):
+    """A saver whose reads say so when the run's state cannot be decoded: the
+    executor then fails the run at once instead of retrying the same bytes."""
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        try:
+            return await super().aget_tuple(config)
+        except psycopg.Error:
+            raise  # the database, not the run (an outage is retried)
+        except Exception as error:
+            raise Unloadable(error) from error
 
 
 def pause_status(wait: object) -> tuple[str, datetime | None]:
@@ -91,7 +115,7 @@ class Executor:
         # Stored with the status this execution ends in (when it began the run's trace):
         # no write of its own.
         trace_context = Jsonb(trace.started) if trace.started is not None else None
-        saver = FencedSaver(
+        saver = LoadingSaver(
             self._pool,
             Lease(claim.run_id, claim.epoch, self._lease_ttl),
             resuming=claim.resume is not None,
@@ -103,6 +127,10 @@ class Executor:
         except LeaseLost:
             log.warning("lease lost; abandoning run", extra={"action": "lease_lost"})
             return None
+        except Unloadable as exc:
+            trace.failed(exc)
+            await self.fail_unloadable(claim, exc, trace_context=trace_context)
+            return Status.FAILED
         except Exception as exc:
             attempts = self._settings.max_attempts
             error = {"type": type(exc).__name__, "message": str(exc), "attempts": attempts}
@@ -200,8 +228,26 @@ class Executor:
         """Hand an unfinished run back to the queue (graceful shutdown)."""
         await self._update("requeue_run", claim)
 
+    async def fail_unloadable(
+        self, run: Held, error: Unloadable, trace_context: Jsonb | None = None
+    ) -> None:
+        """Fail a run no worker can load, so that it stops coming back to crash the next."""
+        log.error(
+            "run could not be loaded; failing it",
+            extra={"action": "run_unloadable", "run_id": run.run_id, "epoch": run.epoch},
+            exc_info=error.error,
+        )
+        await self._update(
+            "fail_run",
+            run,
+            status=Status.FAILED,
+            error=Jsonb(error.as_error()),
+            attempt=1,
+            trace_context=trace_context,
+        )
+
     async def _update(
-        self, query: str, claim: Claim, saver: FencedSaver | None = None, **params: object
+        self, query: str, claim: Held, saver: FencedSaver | None = None, **params: object
     ) -> bool:
         """A status change, guarded by the claim's epoch; with `saver`, together
         with its writes still waiting. False when the run changed hands first."""

@@ -13,13 +13,30 @@ OUTAGE_PROBE = 0.5  # seconds between attempts while the database is unreachable
 OUTAGE = (psycopg.OperationalError, psycopg.InterfaceError)
 
 
+class Unloadable(Exception):
+    """A run whose stored row or state cannot be decoded. Every attempt, on any
+    worker, reads the same bytes: the run fails at once rather than being retried
+    or handed on to crash the next worker."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(f"run could not be loaded: {error}")
+        self.error = error
+
+    def as_error(self) -> dict[str, str]:
+        """As `runs.error`: the type of what went wrong, and that it was loading."""
+        return {"type": type(self.error).__name__, "message": str(self)}
+
+
 class StepRetry:
     """A tenacity stop/retry policy for one execution of a run.
 
     A node's error counts against `max_attempts`. A lost database connection
     says nothing about the node: it is retried until the outage has lasted
     `outage_tolerance` seconds (the run's lease may expire meanwhile; the fence
-    then decides whether this worker may still write). `LeaseLost` is final.
+    then decides whether this worker may still write). `LeaseLost` and
+    `Unloadable` are final, and so is anything not an `Exception`: tenacity's
+    `with attempt:` catches `BaseException`, and a cancelled step (shutdown, a
+    lost lease) retried would keep calling providers after it was told to stop.
     """
 
     def __init__(
@@ -33,7 +50,7 @@ class StepRetry:
 
     def retry(self, state: RetryCallState) -> bool:
         error = state.outcome.exception() if state.outcome else None
-        return error is not None and not isinstance(error, LeaseLost)
+        return isinstance(error, Exception) and not isinstance(error, (LeaseLost, Unloadable))
 
     def wait(self, state: RetryCallState) -> float:
         """Back off between node failures; probe a lost database every half second."""

@@ -7,9 +7,17 @@ Three nodes per step, so that each wake-up is a fresh node execution:
 - `<persona>_wait` pauses the run with `interrupt()` (status `waiting_provider`,
   no lease held, `wake_at` for the poll fallback) until a webhook or the timer;
 - `<persona>_collect` asks the provider for the job; not done yet → wait again,
-  failed or too slow → the step fails, done → the result artifact.
+  failed, unknown to the provider or too slow → the artifact says `failed` and
+  why, and the step fails; done → the result artifact.
+
+A failed job stays failed, so asking about it again can never succeed: once
+`runs retry` stamps its artifact `retried_at`, collect goes back to submit,
+which submits a new job under a new key (`<persona>:<round>:<n>`, n = 2, 3, …)
+and records which job it replaces and why.
 """
 
+import itertools
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -20,6 +28,9 @@ from langgraph.types import Command, interrupt
 
 from engine.workflow import RunContext
 from personas.state import ProductionState, next_step, round_of
+from providers.errors import PermanentProviderError
+
+log = logging.getLogger(__name__)
 
 
 class ProviderJobFailed(RuntimeError):
@@ -77,19 +88,32 @@ def add_provider_step(
 
     async def submit(state: ProductionState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         ctx = runtime.context
-        key = f"{persona}:{round_of(state)}"
-        recorded = await ctx.artifact(key)
+        key, recorded, replaced = await _current_attempt(ctx, f"{persona}:{round_of(state)}")
+        resubmission = _resubmission(replaced)
         job_id = recorded["provider_job_id"] if recorded else None
         if recorded is not None and job_id is None:
             # An earlier execution called the provider but died before hearing back.
             await ctx.ensure_held()
             job_id = await step.find(state, ctx, ctx.idempotency_key(key))
         if job_id is None:
-            recorded = await _record(ctx, step, key, status="submitting")
+            if resubmission:
+                log.warning(
+                    "the run was retried: submitting a new provider job (%s)",
+                    resubmission["because"],
+                    extra={"action": "provider_resubmit", "persona": persona, **resubmission},
+                )
+            recorded = await _record(ctx, step, key, status="submitting", metadata=resubmission)
             job_id = await step.submit(state, ctx, ctx.idempotency_key(key))
         if recorded is None or recorded["provider_job_id"] != job_id:
-            recorded = await _record(ctx, step, key, status="submitted", provider_job_id=job_id)
-        job = {"job_id": job_id, "submitted_at": recorded["created_at"].isoformat()}
+            recorded = await _record(
+                ctx, step, key, status="submitted", provider_job_id=job_id, metadata=resubmission
+            )
+        job = {
+            "job_id": job_id,
+            "submitted_at": recorded["created_at"].isoformat(),
+            "key": key,
+            **resubmission,
+        }
         return {"jobs": {**state.get("jobs", {}), persona: job}}
 
     def wait(state: ProductionState) -> dict[str, Any]:
@@ -108,34 +132,53 @@ def add_provider_step(
     async def collect(state: ProductionState, runtime: Runtime[RunContext]) -> Command[str]:
         ctx = runtime.context
         job_ref = state["jobs"][persona]
+        # Checkpoints from before resubmission had no key: the round's first.
+        key = job_ref.get("key", f"{persona}:{round_of(state)}")
+        resubmission: dict[str, Any] = {
+            name: job_ref[name] for name in ("replaces", "because") if name in job_ref
+        }
         await ctx.ensure_held()
-        job = await step.check(job_ref["job_id"], ctx)
+        job = await _check(step, job_ref["job_id"], ctx)
+        failure: Exception | None = None
         if not job.done:
             waited = datetime.now(UTC) - datetime.fromisoformat(job_ref["submitted_at"])
-            if waited > policy.job_timeout:
-                raise ProviderJobTimeout(
-                    f"{step.provider} job {job_ref['job_id']} unfinished after {waited}"
-                )
-            return Command(goto=wait_node)
-        if not job.succeeded:
-            raise ProviderJobFailed(
+            if waited <= policy.job_timeout:
+                return Command(goto=wait_node)
+            failure = ProviderJobTimeout(
+                f"{step.provider} job {job_ref['job_id']} unfinished after {waited}"
+            )
+        elif not job.succeeded:
+            failure = ProviderJobFailed(
                 f"{step.provider} job {job_ref['job_id']} failed: {job.error or 'no reason given'}"
             )
+        if failure is not None:
+            recorded = await ctx.artifact(key)
+            if recorded is not None and "retried_at" in recorded["metadata"]:
+                return Command(goto=persona)  # the run was retried: a new job
+            await _record(
+                ctx,
+                step,
+                key,
+                status="failed",
+                provider_job_id=job_ref["job_id"],
+                metadata={**resubmission, "error": str(failure)},
+            )
+            raise failure
         artifact = await _record(
             ctx,
             step,
-            f"{persona}:{round_of(state)}",
+            key,
             status="done",
             provider_job_id=job_ref["job_id"],
             url=job.url,
-            metadata=job.metadata,
+            metadata={**job.metadata, **resubmission},
         )
         update = {"done": [*state.get("done", []), persona], **step.finished(state, artifact)}
         return Command(goto=next_step({**state, **update}), update=update)  # type: ignore[typeddict-item]
 
     builder.add_node(persona, submit)
     builder.add_node(wait_node, wait)
-    builder.add_node(collect_node, collect, destinations=(wait_node,))
+    builder.add_node(collect_node, collect, destinations=(wait_node, persona))
     builder.add_edge(persona, wait_node)
     builder.add_edge(wait_node, collect_node)
 
@@ -160,3 +203,42 @@ async def _record(
         url=url,
         metadata={"idempotency_key": ctx.idempotency_key(key), **(metadata or {})},
     )
+
+
+async def _current_attempt(
+    ctx: RunContext, first_key: str
+) -> tuple[str, dict[str, Any] | None, dict[str, Any] | None]:
+    """The key of the step's live attempt, its artifact (None: not begun) and
+    the failed attempt it replaces (None: it is the first).
+
+    Each failed job that `runs retry` stamped is followed by one under the next
+    key, so the live one is the first key not stamped.
+    """
+    key, replaced = first_key, None
+    for attempt in itertools.count(2):
+        recorded = await ctx.artifact(key)
+        if recorded is None or "retried_at" not in recorded["metadata"]:
+            return key, recorded, replaced
+        key, replaced = f"{first_key}:{attempt}", recorded
+    raise AssertionError("unreachable")
+
+
+def _resubmission(replaced: dict[str, Any] | None) -> dict[str, Any]:
+    """What a new job's artifact says about the failed one it replaces."""
+    if replaced is None:
+        return {}
+    return {
+        "replaces": replaced["provider_job_id"],
+        "because": replaced["metadata"].get("error", "it failed"),
+    }
+
+
+async def _check(step: ProviderStep, job_id: str, ctx: RunContext) -> Job:
+    """The provider's answer; a job it no longer knows (a render past its
+    retention) counts as failed, so that a retry can submit it again."""
+    try:
+        return await step.check(job_id, ctx)
+    except PermanentProviderError as error:
+        if error.status_code != 404:
+            raise
+        return Job(done=True, succeeded=False, error=f"unknown to the provider ({error})")

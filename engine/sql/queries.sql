@@ -260,11 +260,22 @@ WHERE run_id = %(run_id)s AND status NOT IN ('published', 'failed', 'cancelled')
 RETURNING *;
 
 -- retry_run --
--- Put a failed run back in the queue; it resumes from its last checkpoint
-UPDATE runs SET
-    status = %(queued)s, error = NULL, attempt = 0, updated_at = NOW()
-WHERE run_id = %(run_id)s AND status = %(failed)s
-RETURNING *;
+-- Put a failed run back in the queue; it resumes from its last checkpoint. Its
+-- failed artifacts (a provider job that failed, or that the provider lost) are
+-- stamped `retried_at`: the step that made one submits a new job rather than
+-- asking about the dead one again. Returns the run and how many were stamped.
+WITH retried AS (
+    UPDATE runs SET
+        status = %(queued)s, error = NULL, attempt = 0, updated_at = NOW()
+    WHERE run_id = %(run_id)s AND status = %(failed)s
+    RETURNING *
+), reopened AS (
+    UPDATE artifacts SET metadata = metadata || jsonb_build_object('retried_at', NOW())
+    WHERE run_id IN (SELECT run_id FROM retried) AND status = 'failed'
+      AND NOT metadata ? 'retried_at'
+    RETURNING id
+)
+SELECT retried.*, (SELECT count(*) FROM reopened) AS reopened_jobs FROM retried;
 
 -- insert_webhook_event --
 -- Store a provider's delivery once per delivery id, tied to the run whose

@@ -1,6 +1,5 @@
 """The HTTP API: runs, approvals, webhook ingress and health, over the same store as the CLI."""
 
-import hmac
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -14,6 +13,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine import store
+from engine.access.guard import Guard, Guarded, identity_of
+from engine.access.identities import Role, weak_bootstrap
 from engine.console import console_router
 from engine.database import Pool, open_pool
 from engine.health import metrics, schema_ready
@@ -93,6 +94,8 @@ def create_app(
     telemetry: Telemetry = DISABLED,
 ) -> FastAPI:
     """The API on its own pool (or `pool`, when the caller shares one)."""
+    if problem := weak_bootstrap(settings.api_token):
+        raise store.InvalidInput(problem)
     owned = pool is None
     pool = pool if pool is not None else open_pool(url, settings)
 
@@ -108,23 +111,13 @@ def create_app(
 
     app = FastAPI(title="orchestrator", lifespan=lifespan)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    token = settings.api_token
+    guard = Guard(settings, pool)
+    app.add_middleware(Guarded, guard=guard)
+    admin, approver = [needs(Role.ADMIN)], [needs(Role.APPROVER)]
 
-    async def authorized(request: Request) -> None:
-        if token is None:
-            return
-        given = request.headers.get("authorization", "")
-        expected = f"Bearer {token.get_secret_value()}"
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise _Unauthorized
-
-    writer = [Depends(authorized)]
-
-    @app.exception_handler(_Unauthorized)
-    async def unauthorized(_: Request, __: Exception) -> JSONResponse:
-        response = error(401, "a valid bearer token is required", "authorization")
-        response.headers["WWW-Authenticate"] = "Bearer"
-        return response
+    @app.exception_handler(_Forbidden)
+    async def forbidden(_: Request, exc: Exception) -> JSONResponse:
+        return error(403, str(exc), "authorization")
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -157,7 +150,7 @@ def create_app(
     async def refused(_: Request, exc: Exception) -> JSONResponse:
         return error(409, str(exc))
 
-    @app.post("/runs", status_code=201, dependencies=writer)
+    @app.post("/runs", status_code=201, dependencies=admin)
     async def create_run(new: NewRun) -> JSONResponse:
         if new.workflow not in settings.workflows:
             return error(422, f"workflow: no workflow named {new.workflow!r}", "workflow")
@@ -193,8 +186,19 @@ def create_app(
             )
         )
 
-    @app.post("/runs/{run_id}/approvals", status_code=201, dependencies=writer)
+    @app.post("/runs/{run_id}/approvals", status_code=201, dependencies=approver)
     async def approve(run_id: str, approval: NewApproval, request: Request) -> JSONResponse:
+        identity = identity_of(request)
+        name = approval.approver
+        if identity is not None:
+            if name is not None and name != identity.name:
+                return error(
+                    422,
+                    f"approver: approvals are recorded as the identity that sends them "
+                    f"({identity.name}); leave approver out",
+                    "approver",
+                )
+            name = identity.name
         async with pool.connection() as conn:
             await store.get_run(conn, run_id)  # 404 before the trigger's 409
             row = await store.approve(
@@ -203,19 +207,19 @@ def create_app(
                 gate=approval.gate,
                 rejected=approval.decision == "rejected",
                 comment=approval.comment,
-                approver=approval.approver,
+                approver=name,
                 approver_ip=request.client.host if request.client else None,
                 payload=approval.payload,
                 pause_id=approval.pause_id,
             )
         return JSONResponse(jsonable_encoder(row), status_code=201)
 
-    @app.post("/runs/{run_id}/cancel", dependencies=writer)
+    @app.post("/runs/{run_id}/cancel", dependencies=admin)
     async def cancel(run_id: str) -> JSONResponse:
         async with pool.connection() as conn:
             return JSONResponse(jsonable_encoder(await store.cancel_run(conn, run_id)))
 
-    @app.post("/runs/{run_id}/retry", dependencies=writer)
+    @app.post("/runs/{run_id}/retry", dependencies=admin)
     async def retry(run_id: str) -> JSONResponse:
         async with pool.connection() as conn:
             return JSONResponse(jsonable_encoder(await store.retry_run(conn, run_id)))
@@ -233,9 +237,20 @@ def create_app(
         return await metrics(telemetry, pool)
 
     app.include_router(webhook_router(pool, verifiers))
-    app.include_router(console_router(pool, settings))
+    app.include_router(console_router(pool, guard))
     return app
 
 
-class _Unauthorized(Exception):
+def needs(role: Role) -> Any:
+    """A route dependency: the request's identity must hold `role` (open mode: anyone)."""
+
+    async def check(request: Request) -> None:
+        identity = identity_of(request)
+        if identity is not None and not identity.allows(role):
+            raise _Forbidden(f"{identity.name} is {identity.role}: this needs the {role} role")
+
+    return Depends(check)
+
+
+class _Forbidden(Exception):
     pass

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any, NoReturn, TypeVar
 
+import psycopg
 import typer
 from pydantic import SecretStr, ValidationError
 from rich.console import Console
@@ -17,6 +18,8 @@ from rich.table import Table
 from typer._click.exceptions import UsageError
 
 from engine import logs, store
+from engine.access import LOOPBACK, identities
+from engine.access.identities import Role
 from engine.database import connect, database_url, open_pool
 from engine.migrations import MigrationError, current_version, discover, migrate
 from engine.settings import Settings
@@ -30,8 +33,12 @@ app = typer.Typer(
 )
 runs_app = typer.Typer(help="Create, inspect, approve and control runs.", no_args_is_help=True)
 db_app = typer.Typer(help="The database the orchestrator uses.", no_args_is_help=True)
+tokens_app = typer.Typer(
+    help="Named API and console identities, each with a role.", no_args_is_help=True
+)
 app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
+app.add_typer(tokens_app, name="tokens")
 
 # Piped output is read by scripts and people with wide terminals: don't squeeze tables to 80.
 console = Console(width=None if sys.stdout.isatty() else 240)
@@ -199,6 +206,8 @@ async def _serve(
     url = database_url(settings) if needs_database else ""
     if needs_database:
         await _check_schema(url, settings, migrate_first=migrate_first)
+    if api:
+        await _check_exposure(url, settings)
     stop = asyncio.Event()
     # One for the process: `up` serves the daemon's metrics on the API's /metrics too.
     telemetry = setup(settings) if daemon or api else DISABLED
@@ -212,7 +221,11 @@ async def _serve(
                 verifiers = load_reference(settings.webhook_verifiers, "webhook_verifiers")
                 app = create_app(settings, verifiers(settings), url=url, telemetry=telemetry)
                 http.append(
-                    services.create_task(serve_http(app, settings.api_host, settings.api_port))
+                    services.create_task(
+                        serve_http(
+                            app, settings.api_host, settings.api_port, settings.trusted_proxies
+                        )
+                    )
                 )
             if daemon:
                 workflows = load_workflows(settings.workflows)
@@ -230,6 +243,21 @@ async def _serve(
                 await stop.wait()
             for task in http:
                 task.cancel()
+
+
+async def _check_exposure(url: str, settings: Settings) -> None:
+    """A weak token is refused; with no token at all the API may listen on loopback only."""
+    if problem := identities.weak_bootstrap(settings.api_token):
+        raise UsageFailure(problem)
+    if settings.api_token is not None or settings.api_host in LOOPBACK:
+        return
+    async with await connect(url, settings) as conn:
+        if await identities.any_live_token(conn):
+            return
+    raise UsageFailure(
+        f"ORCHESTRATOR_API_HOST={settings.api_host}: with no token the API listens on loopback "
+        "only; set ORCHESTRATOR_API_TOKEN or create one with 'orchestrator tokens create'"
+    )
 
 
 async def _check_schema(url: str, settings: Settings, *, migrate_first: bool) -> None:
@@ -433,9 +461,69 @@ def runs_cancel(run_id: Annotated[str, typer.Argument(help="The run.")]) -> None
 
 @runs_app.command("retry")
 def runs_retry(run_id: Annotated[str, typer.Argument(help="The run.")]) -> None:
-    """Queue a failed run again; it resumes from its last checkpoint."""
-    _run(lambda conn: store.retry_run(conn, run_id))
-    console.print(f"queued {run_id} again")
+    """Queue a failed run again; it resumes from its last checkpoint, and a step
+    whose provider job failed submits a new job."""
+    run = _run(lambda conn: store.retry_run(conn, run_id))
+    reopened = run["reopened_jobs"]
+    jobs = f"; {reopened} failed provider job{'s' * (reopened != 1)} will be submitted anew"
+    console.print(f"queued {run_id} again{jobs if reopened else ''}")
+
+
+@tokens_app.command("create")
+def tokens_create(
+    name: Annotated[str, typer.Option(help="Who the token is for; recorded on their approvals.")],
+    role: Annotated[
+        Role, typer.Option(help="viewer reads; approver also approves; admin also runs.")
+    ],
+) -> None:
+    """Create a token and print it, once: only its hash is kept."""
+    if not identities.NAME.match(name):
+        raise UsageFailure(
+            f"--name: {name[:80]!r} must be 1 to 63 letters, digits or '_.@-', "
+            "starting with a letter or digit"
+        )
+
+    async def create(conn: store.Connection) -> str:
+        try:
+            _, token = await identities.create_token(conn, name, role)
+        except psycopg.errors.UniqueViolation:
+            raise store.Refused(
+                f"a live token named {name!r} exists: revoke it first ('tokens revoke {name}')"
+            ) from None
+        return token
+
+    token = _run(create)
+    print(token)
+    print(f"token for {name} ({role}): shown once, keep it safe", file=sys.stderr)
+
+
+@tokens_app.command("list")
+def tokens_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Every token: name, role, when it was created and revoked (never the token)."""
+    rows = _run(identities.list_tokens)
+    if as_json:
+        _print_json(rows)
+        return
+    table = _table("name", "role", "created", "revoked")
+    for row in rows:
+        table.add_row(
+            row["name"], row["role"], str(row["created_at"]), str(row["revoked_at"] or "")
+        )
+    console.print(table)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(name: Annotated[str, typer.Argument(help="The token's name.")]) -> None:
+    """Revoke the live token of NAME at once, with every console session it opened."""
+
+    async def revoke(conn: store.Connection) -> None:
+        if await identities.revoke_token(conn, name) is None:
+            raise store.Refused(f"no live token named {name!r}")
+
+    _run(revoke)
+    console.print(f"revoked the token of {name}")
 
 
 @db_app.command("url")

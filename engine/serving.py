@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -14,15 +14,21 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE = 1  # seconds open requests get to finish once serving is cancelled
 
 
-async def serve_http(app: ASGIApp, host: str, port: int) -> None:
+async def serve_http(
+    app: ASGIApp, host: str, port: int, trusted_proxies: Sequence[str] = ()
+) -> None:
     """Serve `app` (with its lifespan) until cancelled, then shut it down gracefully.
 
     The socket is bound here so that a port in use raises `OSError` to the caller
-    (uvicorn would `sys.exit` instead).
+    (uvicorn would `sys.exit` instead). `X-Forwarded-For` and `-Proto` are believed
+    only from `trusted_proxies` (uvicorn's default believes any loopback peer, so a
+    local process could name any client address).
     """
     server = _EmbeddedServer(
         uvicorn.Config(
             app,
+            proxy_headers=bool(trusted_proxies),
+            forwarded_allow_ips=list(trusted_proxies),
             lifespan="on",
             ws="none",
             log_level="warning",

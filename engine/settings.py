@@ -55,7 +55,31 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_token: SecretStr | None = Field(
-        default=None, description="bearer token required by write endpoints when set"
+        default=None,
+        description="the bootstrap admin's bearer token; set, every endpoint needs an identity",
+    )
+    session_secret: SecretStr | None = Field(
+        default=None,
+        description="signs console session cookies; default: derived from api_token",
+    )
+    session_ttl: PositiveFloat = Field(
+        default=12 * 3600.0, description="seconds a console sign-in lasts"
+    )
+    auth_failures: PositiveInt = Field(
+        default=10, description="failed sign-ins per client or identity before 429"
+    )
+    auth_failure_window: PositiveFloat = Field(
+        default=60.0, description="seconds over which auth_failures are counted"
+    )
+    trusted_proxies: list[str] = Field(
+        default=[],
+        description="proxy addresses (or CIDRs) whose X-Forwarded-For/-Proto are believed",
+    )
+    allowed_hosts: list[str] = Field(
+        default=[], description="Host names served besides loopback when no token is set"
+    )
+    metrics_public: bool = Field(
+        default=False, description="serve /metrics without an identity when tokens are set"
     )
     public_url: str | None = Field(
         default=None,

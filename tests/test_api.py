@@ -15,7 +15,7 @@ from engine.settings import Settings
 from tests.conftest import WORKFLOWS
 
 Conn = AsyncConnection[DictRow]
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-for-the-api-tests-0123456789"
 
 
 @pytest.fixture
@@ -47,14 +47,15 @@ async def test_create_list_show_approve_cancel(client: httpx.AsyncClient, conn: 
     )
     approved = await client.post(
         f"/runs/{run['run_id']}/approvals",
-        json={"gate": "workflow", "approver": "ann", "payload": {"workflow": ["publisher"]}},
+        json={"gate": "workflow", "payload": {"workflow": ["publisher"]}},
     )
     assert approved.status_code == 201, approved.text
     row = await (
         await conn.execute("SELECT approver, approver_ip, payload FROM hitl_approvals")
     ).fetchone()
+    # The approver is the identity that sent it: the bootstrap token is `admin`.
     assert row == {
-        "approver": "ann",
+        "approver": "admin",
         "approver_ip": "203.0.113.7",
         "payload": {"workflow": ["publisher"]},
     }
@@ -111,7 +112,7 @@ async def test_approval_errors(client: httpx.AsyncClient, conn: Conn) -> None:
     assert bad_decision.status_code == 422 and bad_decision.json()["field"] == "decision"
 
 
-async def test_writes_need_the_bearer_token_reads_do_not(
+async def test_writes_and_reads_need_the_bearer_token(
     client: httpx.AsyncClient, conn: Conn
 ) -> None:
     for headers in ({"Authorization": "Bearer wrong"}, {"Authorization": ""}):
@@ -119,7 +120,7 @@ async def test_writes_need_the_bearer_token_reads_do_not(
         assert response.status_code == 401
         assert response.json()["field"] == "authorization"
         assert TOKEN not in response.text
-    assert (await client.get("/runs", headers={"Authorization": ""})).status_code == 200
+    assert (await client.get("/runs", headers={"Authorization": ""})).status_code == 401
     count = await (await conn.execute("SELECT count(*) AS n FROM runs")).fetchone()
     assert count == {"n": 0}
 

@@ -21,7 +21,7 @@ from tests.stack import Stack, stack
 Conn = AsyncConnection[DictRow]
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = ROOT / "tests" / "artifacts" / "console"
-TOKEN = "browser-token"
+TOKEN = "browser-token-for-the-tests-0123456789abcdef"
 ARGS = [
     "--headless",
     "--no-sandbox",

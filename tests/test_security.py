@@ -15,7 +15,7 @@ KEYS = {
     "kie_api_key": "kie-KEY-0f3a9c",
     "shotstack_api_key": "shotstack-KEY-77b1e2",
     "upload_post_api_key": "uploadpost-KEY-c4d5e6",
-    "api_token": "api-TOKEN-9a8b7c",
+    "api_token": "api-TOKEN-9a8b7c-for-the-secrets-test-0123456789",
 }
 STATUS = "SELECT status FROM runs WHERE run_id = %s"
 

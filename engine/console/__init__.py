@@ -12,23 +12,22 @@ from fastapi.responses import RedirectResponse
 from psycopg.rows import DictRow
 
 from engine import store
-from engine.console.auth import Auth, from_another_site, remember_approver
+from engine.access.guard import Guard, identity_of
+from engine.console.auth import Auth, SignInRefused, remember_approver
 from engine.console.forms import parse_approval
 from engine.console.pages import Pages, static_files
 from engine.console.views import RunFilter, local_path, timeline, with_query
 from engine.database import Pool
-from engine.settings import Settings
 from engine.sql import load_queries
 from engine.status import PENDING_LIKE
 
 QUERIES = load_queries(__name__)
 INBOX_LIMIT = 200
-ANOTHER_SITE = "Refused: this form was sent from another site."
 
 
-def console_router(pool: Pool, settings: Settings) -> APIRouter:
+def console_router(pool: Pool, guard: Guard) -> APIRouter:
     router = APIRouter(include_in_schema=False)
-    auth = Auth(settings.api_token)
+    auth = Auth(guard, pool)
     pages = Pages(auth)
     static = static_files()
 
@@ -119,16 +118,17 @@ def console_router(pool: Pool, settings: Settings) -> APIRouter:
     async def decide(request: Request, run_id: str) -> Response:
         form = await request.form()
         back = local_path(str(form.get("next", "")), default=f"/console/runs/{run_id}")
-        if from_another_site(request):
-            return pages.error(request, 403, ANOTHER_SITE, back=back)
-        if not auth.signed_in(request):
+        if not auth.may_approve(request):
             return pages.error(
-                request, 401, "Sign in with the API token to approve or reject.", back=back
+                request, 403, "Approving and rejecting need the approver role.", back=back
             )
+        identity = identity_of(request)
         try:
             async with pool.connection() as conn:
                 run = await store.get_run(conn, run_id)
-                approval = parse_approval(form, run["waiting_for"])
+                approval = parse_approval(
+                    form, run["waiting_for"], identity.name if identity else None
+                )
                 row = await store.approve(
                     conn,
                     run_id,
@@ -147,13 +147,14 @@ def console_router(pool: Pool, settings: Settings) -> APIRouter:
         except store.Refused as exc:
             return pages.error(request, 409, str(exc), back=back)
         response = RedirectResponse(with_query(back, sent=row["id"]), status_code=303)
-        remember_approver(response, request, approval.approver)
+        if identity is None:
+            remember_approver(response, request, approval.approver)
         return response
 
     @router.get("/console/login")
     async def login_page(request: Request) -> Response:
         back = local_path(request.query_params.get("next"))
-        if not auth.required:
+        if not auth.required(request):
             return RedirectResponse(back, status_code=303)
         return pages.render(request, "login.html", back=back, failed=False)
 
@@ -162,22 +163,23 @@ def console_router(pool: Pool, settings: Settings) -> APIRouter:
         form = await request.form()
         back = local_path(str(form.get("next", "")))
         token = form.get("token", "")
-        if from_another_site(request):
-            return pages.error(request, 403, ANOTHER_SITE, back=back)
-        if not auth.required:
+        if not auth.required(request):
             return RedirectResponse(back, status_code=303)
-        if not isinstance(token, str) or not auth.matches(token):
-            return pages.render(request, "login.html", 401, back=back, failed=True)
         response = RedirectResponse(back, status_code=303)
-        auth.keep(response, request, token)
+        try:
+            await auth.sign_in(request, response, token if isinstance(token, str) else "")
+        except SignInRefused as refused:
+            if refused.retry_after is None:
+                return pages.render(request, "login.html", 401, back=back, failed=True)
+            page = pages.error(request, 429, "Too many failed sign-ins: wait a minute.", back=back)
+            page.headers["Retry-After"] = str(max(1, round(refused.retry_after)))
+            return page
         return response
 
     @router.post("/console/logout")
     async def logout(request: Request) -> Response:
-        if from_another_site(request):
-            return pages.error(request, 403, ANOTHER_SITE)
         response = RedirectResponse("/", status_code=303)
-        auth.forget(response)
+        await auth.sign_out(request, response)
         return response
 
     @router.get("/console/static/{name}")

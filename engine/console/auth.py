@@ -1,68 +1,88 @@
-"""Who may approve: the API's bearer token, given once in a form and kept in a cookie.
+"""Signing in to the console: a token given once opens a session; the cookie holds its id.
 
-With no `api_token` configured nobody signs in, as with the API. Reading is
-open either way (the API's GET endpoints are); approving and rejecting need
-the token.
+The cookie is the session id signed and timestamped (never the token): it
+expires with the session, signing out revokes it in the database, and
+revoking the token that opened it ends it. `HttpOnly`, so page scripts never
+see it; `SameSite=Strict`, so no other site's page sends it; `Secure` behind
+TLS (the scheme as a trusted proxy reports it).
 """
 
-import hmac
-
 from fastapi import Request, Response
-from pydantic import SecretStr
 
-TOKEN_COOKIE = "orchestrator_token"
+from engine.access.guard import SESSION_COOKIE, Guard, identity_of
+from engine.access.identities import Identity, Role, close_session, identify, open_session
+from engine.database import Pool
+
 APPROVER_COOKIE = "orchestrator_approver"
 _YEAR = 365 * 24 * 3600
 
 
+class SignInRefused(Exception):
+    """The token is not valid (`retry_after` None) or this client must wait first."""
+
+    def __init__(self, retry_after: float | None) -> None:
+        super().__init__("sign-in refused")
+        self.retry_after = retry_after
+
+
 class Auth:
-    def __init__(self, token: SecretStr | None) -> None:
-        self._token = token.get_secret_value().encode() if token is not None else None
-
-    @property
-    def required(self) -> bool:
-        return self._token is not None
-
-    def matches(self, given: str) -> bool:
-        return self._token is not None and hmac.compare_digest(given.encode(), self._token)
-
-    def signed_in(self, request: Request) -> bool:
-        if self._token is None:
-            return True
-        given = request.cookies.get(TOKEN_COOKIE)
-        return given is not None and self.matches(given)
-
-    def keep(self, response: Response, request: Request, token: str) -> None:
-        """Remember the token for this browser: HttpOnly, so page scripts never see it;
-        SameSite=Lax, so another site cannot post an approval with it."""
-        _set(response, request, TOKEN_COOKIE, token, max_age=30 * 24 * 3600)
+    def __init__(self, guard: Guard, pool: Pool) -> None:
+        self._guard = guard
+        self._pool = pool
 
     @staticmethod
-    def forget(response: Response) -> None:
-        response.delete_cookie(TOKEN_COOKIE, path="/", httponly=True, samesite="lax")
+    def required(request: Request) -> bool:
+        return bool(request.state.auth_required)
 
+    def signed_in(self, request: Request) -> bool:
+        return not self.required(request) or identity_of(request) is not None
 
-def from_another_site(request: Request) -> bool:
-    """The browser says another site sent this form (`Sec-Fetch-Site`). The token cookie is
-    SameSite already; this also guards a console that has no token configured."""
-    return request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none")
+    def may_approve(self, request: Request) -> bool:
+        identity = identity_of(request)
+        return not self.required(request) or (
+            identity is not None and identity.allows(Role.APPROVER)
+        )
+
+    async def sign_in(self, request: Request, response: Response, token: str) -> Identity:
+        if (wait := self._guard.refused_sign_in(request, token)) is not None:
+            raise SignInRefused(wait)
+        async with self._pool.connection() as conn:
+            identity = await identify(conn, token, self._guard.bootstrap)
+            if identity is None:
+                self._guard.failed_sign_in(request, token)
+                raise SignInRefused(None)
+            session = await open_session(conn, identity, self._guard.session_ttl)
+        response.set_cookie(
+            SESSION_COOKIE,
+            self._guard.sign(session),
+            max_age=int(self._guard.session_ttl.total_seconds()),
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return identity
+
+    async def sign_out(self, request: Request, response: Response) -> None:
+        if (session := self._guard.session_of(request)) is not None:
+            async with self._pool.connection() as conn:
+                await close_session(conn, session)
+        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
 
 
 def remember_approver(response: Response, request: Request, name: str) -> None:
-    _set(response, request, APPROVER_COOKIE, name, max_age=_YEAR)
+    """The name an approver typed, offered again next time (open mode only)."""
+    response.set_cookie(
+        APPROVER_COOKIE,
+        name,
+        max_age=_YEAR,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
 
 
 def approver_of(request: Request) -> str:
-    return request.cookies.get(APPROVER_COOKIE, "")
-
-
-def _set(response: Response, request: Request, key: str, value: str, *, max_age: int) -> None:
-    response.set_cookie(
-        key,
-        value,
-        max_age=max_age,
-        path="/",
-        httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
-    )
+    identity = identity_of(request)
+    return identity.name if identity is not None else request.cookies.get(APPROVER_COOKIE, "")

@@ -46,14 +46,17 @@ class ApprovalForm:
         return {"workflow": self.workflow}
 
 
-def parse_approval(form: FormData, waiting_for: dict[str, Any] | None) -> ApprovalForm:
+def parse_approval(
+    form: FormData, waiting_for: dict[str, Any] | None, identity: str | None = None
+) -> ApprovalForm:
+    """What the form asks; signed in, the approver is `identity`, whatever the form says."""
     gate = _text(form, "gate")
     if not GATE.match(gate):
         raise InvalidInput(f"gate: {gate!r} is not a gate name")
     decision = _text(form, "decision")
     if decision not in ("approved", "rejected"):
         raise InvalidInput(f"decision: must be 'approved' or 'rejected', not {decision!r}")
-    approver = _text(form, "approver").strip()
+    approver = identity or _text(form, "approver").strip()
     if not approver:
         raise InvalidInput("approver: enter your name, so the approval says who gave it")
     if len(approver) > MAX_APPROVER:

@@ -9,6 +9,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from engine.access.guard import identity_of
 from engine.console import forms, views
 from engine.console.auth import Auth, approver_of
 from engine.status import PENDING_PREFIX
@@ -42,7 +43,8 @@ class Pages:
         html = self.env.get_template(template).render(
             path=request.url.path,
             signed_in=self.auth.signed_in(request),
-            auth_required=self.auth.required,
+            auth_required=self.auth.required(request),
+            identity=identity_of(request),
             approver=approver_of(request),
             **context,
         )

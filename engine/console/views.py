@@ -157,7 +157,16 @@ def is_link(value: object) -> bool:
 
 def local_path(target: str | None, default: str = "/") -> str:
     """A path on this site to go back to; anything else (another host) becomes `default`."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    # Browsers drop tabs and newlines from URLs ("/\t/evil.example" is "//evil.example")
+    # and read a backslash as a slash: only printable ASCII, one leading slash.
+    if (
+        not target
+        or not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target
+        or not all(" " < ch <= "~" for ch in target)
+        or urlsplit(target).netloc
+    ):
         return default
     return target
 

@@ -259,7 +259,7 @@ async def test_metrics_endpoints_serve_prometheus_text(
             await _status(conn, run_id, "pending_review")
         app = create_app(_settings(), {}, url=db_url, pool=pool, telemetry=recorded.telemetry)
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as api:
             response = await api.get("/metrics")
             assert response.status_code == 200, response.text
             assert response.headers["content-type"].startswith("text/plain")

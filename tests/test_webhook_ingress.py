@@ -55,7 +55,7 @@ async def _client(db_url: str, secret: str | None) -> AsyncIterator[httpx.AsyncC
     async with open_pool(db_url, settings) as pool:
         app = create_app(settings, verifiers(settings), url=db_url, pool=pool)
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             yield client
 
 

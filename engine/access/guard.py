@@ -66,6 +66,7 @@ class Guard:
             {"/metrics"} if settings.metrics_public else set()
         )
         self._signer = TimestampSigner(_session_key(settings), salt="orchestrator-console")
+        self._own_key = settings.session_secret is None and settings.api_token is None
         self.session_ttl = timedelta(seconds=settings.session_ttl)
         self._failures = FailureLimit(settings.auth_failures, settings.auth_failure_window)
         self._tokens_checked_at = -MODE_TTL
@@ -107,6 +108,13 @@ class Guard:
         await app(scope, receive, headed)
 
     def sign(self, session_id: str) -> str:
+        if self._own_key:
+            log.warning(
+                "no ORCHESTRATOR_SESSION_SECRET: console sessions last until this process "
+                "stops and are not shared with other replicas",
+                extra={"action": "session_secret_missing"},
+            )
+            self._own_key = False
         return self._signer.sign(session_id).decode()
 
     def session_of(self, request: Request) -> str | None:
@@ -208,11 +216,8 @@ def _session_key(settings: Settings) -> bytes:
         return hmac.new(
             settings.api_token.get_secret_value().encode(), b"console-session", hashlib.sha256
         ).digest()
-    log.warning(
-        "no ORCHESTRATOR_SESSION_SECRET: console sessions last until this process stops "
-        "and are not shared with other replicas",
-        extra={"action": "session_secret_missing"},
-    )
+    # Only named tokens (or none: then nobody signs in). Sessions signed with a
+    # key of this process's own end with it; `Guard.sign` says so once.
     return secrets.token_bytes(32)
 
 

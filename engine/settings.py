@@ -86,6 +86,15 @@ class Settings(BaseSettings):
         description="where providers reach our webhooks; default http://api_host:api_port",
     )
     max_body_bytes: PositiveInt = Field(default=1_048_576, description="largest request body")
+    webhook_rate: PositiveFloat = Field(
+        default=20.0, description="webhook deliveries per second per provider, per API process"
+    )
+    webhook_burst: PositiveInt = Field(
+        default=200, description="webhook deliveries a provider may send at once before the rate"
+    )
+    webhook_max_bytes: PositiveInt = Field(
+        default=65_536, description="largest webhook body; larger ones get 413 and are not stored"
+    )
     webhook_verifiers: str = Field(
         default="providers.webhooks:verifiers",
         description="'module:factory' taking Settings, returning {provider: verifier}",

@@ -1,6 +1,5 @@
 """Operations on runs for the CLI and the API: create, read, approve, cancel, retry."""
 
-import json
 import re
 import secrets
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
+from engine.refusals import find_unholdable
 from engine.sql import QUERIES
 from engine.status import STATUS_PARAMS, Status
 
@@ -44,9 +44,11 @@ class RunView:
 
 
 def storable(value: Any, field: str) -> Any:
-    """`value` unless PostgreSQL cannot store it: JSONB and TEXT refuse the NUL character."""
-    if "\\u0000" in json.dumps(value):
-        raise InvalidInput(f"{field}: must not contain the NUL character (\\u0000)")
+    """`value` unless PostgreSQL cannot store it (NUL, NaN, lone surrogates: `engine.refusals`)."""
+    problem = find_unholdable(value)
+    if problem is not None:
+        path, why = problem
+        raise InvalidInput(f"{'.'.join([field, *path])}: {why}")
     return value
 
 

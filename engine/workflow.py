@@ -1,16 +1,18 @@
 """What the engine runs: named, versioned LangGraph graphs, and the context their nodes get."""
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from langgraph.pregel import Pregel
 from psycopg.types.json import Jsonb
+from pydantic import BaseModel, ValidationError
 
 from engine.database import Pool
 from engine.lease import Lease
 from engine.references import load_reference
 from engine.sql import QUERIES
+from engine.store import InvalidInput
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,9 @@ class Workflow:
     name: str
     version: str
     graph: Pregel[Any, Any, Any, Any]
+    # The run's payload, checked when a run is created: a key it does not declare
+    # would become graph state that no approver is ever shown.
+    input_schema: type[BaseModel] | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,43 @@ class RunContext:
 
 
 WorkflowFactory = Callable[[], Workflow]
+
+
+@dataclass(frozen=True)
+class DeclaredFactory:
+    """A workflow factory that names its input schema without being called, so the API
+    and the CLI can check a payload without building the graph and its clients."""
+
+    build: WorkflowFactory
+    input_schema: type[BaseModel]
+
+    def __call__(self) -> Workflow:
+        return replace(self.build(), input_schema=self.input_schema)
+
+
+def takes_input(schema: type[BaseModel]) -> Callable[[WorkflowFactory], DeclaredFactory]:
+    """Decorate a workflow factory with the schema of its runs' payload."""
+    return lambda build: DeclaredFactory(build, schema)
+
+
+def input_schema_of(reference: str, setting: str) -> type[BaseModel] | None:
+    """The schema the 'module:factory' at `reference` declares; None: any payload."""
+    schema = getattr(load_reference(reference, setting), "input_schema", None)
+    if schema is not None and not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+        raise ValueError(f"{setting}: {reference}.input_schema is not a pydantic model")
+    return schema
+
+
+def checked_input(schema: type[BaseModel] | None, payload: Mapping[str, Any]) -> None:
+    """Raise `InvalidInput` naming the first key of `payload` that `schema` refuses."""
+    if schema is None:
+        return
+    try:
+        schema.model_validate(payload)
+    except ValidationError as refused:
+        first = refused.errors()[0]
+        field = ".".join(["payload", *(str(part) for part in first["loc"])])
+        raise InvalidInput(f"{field}: {first['msg']}") from None
 
 
 def load_workflows(refs: Mapping[str, str]) -> dict[str, Workflow]:

@@ -1,11 +1,13 @@
 """The composition root: Brendan, the workflow gate, the crew, the publish gate."""
 
 from datetime import timedelta
+from typing import Annotated
 
 from langgraph.graph import START, StateGraph
+from pydantic import BaseModel, ConfigDict, Field
 
 from engine.settings import Settings
-from engine.workflow import RunContext, Workflow
+from engine.workflow import RunContext, Workflow, takes_input
 from gates.production import publish_gate, workflow_gate
 from personas.brendan import make_brendan
 from personas.crew import make_script_writer
@@ -21,6 +23,19 @@ from providers.clients import ProviderClients
 GRAPH_VERSION = "production-2"
 
 
+class ProductionInput(BaseModel):
+    """What the personas read from a run's payload, and nothing else: any other key would
+    reach the graph's state (a script, media, jobs) without an approver seeing it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    brief: str = Field(default="", max_length=20_000)  # Brendan and the crew
+    # The publisher's targets; upload-post refuses names it does not know.
+    platforms: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]] = Field(
+        default_factory=list, max_length=10
+    )
+
+
+@takes_input(ProductionInput)
 def production_workflow() -> Workflow:
     settings = Settings()
     model = load_chat_model(settings.chat_model)

@@ -9,7 +9,8 @@ delivery id the ingress dedupes on and the provider's job id it matches runs by.
   trusting result URLs. kie.ai sends no delivery id; `taskId:timestamp` stands in.
 - upload-post signs `timestamp + "." + raw body` and names each delivery.
 - Shotstack signs nothing: the render is fetched back with our key, and only
-  that answer counts.
+  that answer counts. It is fetched only when a live run knows the render id
+  (the ingress's `known`): a forged callback never makes us call Shotstack.
 
 An invalid verdict carries no delivery id, so a forged event can never take the
 dedupe slot of the genuine delivery that follows it.
@@ -24,7 +25,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import httpx
 from pydantic import SecretStr
@@ -61,7 +62,15 @@ class Verification:
         return self.status in ("valid", "verified_by_fetch")
 
 
-Verifier = Callable[[Headers, bytes], Awaitable[Verification]]
+KnownJob = Callable[[str], Awaitable[bool]]
+
+
+class Verifier(Protocol):
+    """`known(job_id)`, given by the ingress: whether a live run waits on that job."""
+
+    def __call__(
+        self, headers: Headers, body: bytes, *, known: KnownJob | None = None
+    ) -> Awaitable[Verification]: ...
 
 
 def verify_kie(
@@ -125,7 +134,9 @@ def verify_upload_post(
     return _check(expected.encode(), digest.lower(), timestamp, now, delivery_id, job_id)
 
 
-async def verify_shotstack(body: bytes, client: ShotstackClient) -> Verification:
+async def verify_shotstack(
+    body: bytes, client: ShotstackClient, known: KnownJob | None = None
+) -> Verification:
     """Fetch the render the callback names; only what Shotstack tells us directly counts.
 
     A `serve`/`copy` callback names the hosted asset in `id` and the render in
@@ -138,6 +149,8 @@ async def verify_shotstack(body: bytes, client: ShotstackClient) -> Verification
     render_id = _first_text(payload, ("render",) if payload.get("type") == "serve" else ("id",))
     if render_id is None or not RENDER_ID.fullmatch(render_id):
         return _invalid("no render id in the body", job_id=None)
+    if known is not None and not await known(render_id):
+        return _invalid("no live run knows this render", render_id)
     try:
         render = await client.get_render(render_id)
     except ProviderError as exc:
@@ -151,17 +164,21 @@ async def verify_shotstack(body: bytes, client: ShotstackClient) -> Verification
 def verifiers(settings: Settings) -> dict[str, Verifier]:
     """The ingress's verifiers by provider name, loaded as `providers.webhooks:verifiers`."""
 
-    async def kie(headers: Headers, body: bytes) -> Verification:
+    async def kie(headers: Headers, body: bytes, *, known: KnownJob | None = None) -> Verification:
         return verify_kie(headers, body, secret=settings.kie_webhook_secret)
 
-    async def upload_post(headers: Headers, body: bytes) -> Verification:
+    async def upload_post(
+        headers: Headers, body: bytes, *, known: KnownJob | None = None
+    ) -> Verification:
         return verify_upload_post(headers, body, secret=settings.upload_post_webhook_secret)
 
-    async def shotstack(headers: Headers, body: bytes) -> Verification:
+    async def shotstack(
+        headers: Headers, body: bytes, *, known: KnownJob | None = None
+    ) -> Verification:
         timeout = min(settings.provider_timeout, SHOTSTACK_FETCH_TIMEOUT)
         async with httpx.AsyncClient(timeout=timeout) as http:
             client = ShotstackClient(http, settings, retry=SHOTSTACK_FETCH_RETRY)
-            return await verify_shotstack(body, client)
+            return await verify_shotstack(body, client, known)
 
     return {"kie": kie, "shotstack": shotstack, "upload-post": upload_post}
 

@@ -23,6 +23,10 @@ from engine.status import PENDING_LIKE
 
 QUERIES = load_queries(__name__)
 INBOX_LIMIT = 200
+# A run's page shows its newest webhook events, and their payloads only when small:
+# strangers can send deliveries naming any job.
+EVENTS_LIMIT = 50
+EVENT_PREVIEW_BYTES = 64 * 1024
 
 
 def console_router(pool: Pool, guard: Guard) -> APIRouter:
@@ -80,17 +84,21 @@ def console_router(pool: Pool, guard: Guard) -> APIRouter:
         async with pool.connection() as conn:
             view = await store.show_run(conn, run_id)
 
-            async def rows(query: str) -> list[DictRow]:
-                return await (await conn.execute(QUERIES[query], {"run_id": run_id})).fetchall()
+            async def rows(query: str, **params: object) -> list[DictRow]:
+                cursor = await conn.execute(QUERIES[query], {"run_id": run_id, **params})
+                return await cursor.fetchall()
 
             steps = await rows("console_steps")
             approvals = await rows("console_approvals")
-            events = await rows("console_webhook_events")
+            events = await rows(
+                "console_webhook_events", limit=EVENTS_LIMIT, max_bytes=EVENT_PREVIEW_BYTES
+            )
         return {
             "run": view.run,
             "checkpoint": view.checkpoint,
             "artifacts": view.artifacts,
             "timeline": timeline(view.run, steps, approvals, events),
+            "events_hidden": (events[0]["total"] - len(events)) if events else 0,
             "sent": next((a for a in approvals if a["consumed_at"] is None), None),
             "next": f"/console/runs/{run_id}",
             "notice": None,

@@ -1,6 +1,5 @@
 """Rendering: the Jinja environment, its filters, and the console's static files."""
 
-import json
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -12,6 +11,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from engine.access.guard import identity_of
 from engine.console import forms, views
 from engine.console.auth import Auth, approver_of
+from engine.previews import pretty, pruned
 from engine.status import PENDING_PREFIX
 
 _STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
@@ -31,6 +31,7 @@ class Pages:
         self.env.tests.update(link=views.is_link)
         self.env.globals.update(
             media_kind=views.media_kind,
+            pruned=pruned,
             offered_personas=forms.offered_personas,
             proposal_of=forms.proposal_of,
             statuses=views.STATUSES,
@@ -88,7 +89,3 @@ def age(minutes: float) -> str:
     if whole < 48 * 60:
         return f"{whole // 60} h {whole % 60} min"
     return f"{whole // (24 * 60)} days"
-
-
-def pretty(value: object) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)

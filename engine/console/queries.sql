@@ -48,9 +48,21 @@ SELECT id, gate, decision, approver, approver_ip, comment, payload, created_at, 
 FROM hitl_approvals WHERE run_id = %(run_id)s ORDER BY id;
 
 -- console_webhook_events --
--- The provider deliveries tied to a run, oldest first
-SELECT id, provider, signature_status, job_id, delivery_id, received_at, processed_at, payload
-FROM webhook_events WHERE run_id = %(run_id)s ORDER BY id;
+-- The newest %(limit)s provider deliveries tied to a run, oldest first, with how
+-- many there are in all. A payload comes along only when it is trusted and at
+-- most %(max_bytes)s bytes: anyone may send a delivery naming a run's job, and
+-- the page links the raw bytes instead.
+SELECT * FROM (
+    SELECT id, provider, signature_status, job_id, delivery_id, received_at, processed_at,
+           signature_status IN ('valid', 'verified_by_fetch') AS trusted,
+           octet_length(coalesce(raw_body, convert_to(payload::text, 'UTF8'))) AS size,
+           CASE WHEN signature_status IN ('valid', 'verified_by_fetch')
+                 AND octet_length(payload::text) <= %(max_bytes)s THEN payload END AS payload,
+           count(*) OVER () AS total
+    FROM webhook_events WHERE run_id = %(run_id)s
+    ORDER BY id DESC
+    LIMIT %(limit)s
+) newest ORDER BY id;
 
 -- console_approval --
 -- One approval (the notice after sending it)

@@ -278,16 +278,33 @@ WITH retried AS (
 SELECT retried.*, (SELECT count(*) FROM reopened) AS reopened_jobs FROM retried;
 
 -- insert_webhook_event --
--- Store a provider's delivery once per delivery id, tied to the run whose
--- artifact names the job; returns nothing for a replayed delivery
+-- Store a provider's delivery once per delivery id, and a validly signed body
+-- once whatever delivery id it comes with (migration 0010), tied to the run
+-- whose artifact names the job; returns nothing for a replayed delivery
 INSERT INTO webhook_events (provider, signature_status, delivery_id, headers, payload, raw_body,
-                            job_id, run_id)
+                            job_id, body_sha256, run_id)
 VALUES (%(provider)s, %(signature_status)s, %(delivery_id)s, %(headers)s, %(payload)s,
-        %(raw_body)s, %(job_id)s,
+        %(raw_body)s, %(job_id)s, %(body_sha256)s,
         (SELECT run_id FROM artifacts
          WHERE provider = %(provider)s AND provider_job_id = %(job_id)s LIMIT 1))
-ON CONFLICT (provider, delivery_id) DO NOTHING
+ON CONFLICT DO NOTHING
 RETURNING id, run_id, signature_status;
+
+-- webhook_job_known --
+-- Whether a live run has an artifact naming this provider job: only then is a
+-- callback worth verifying with a request that carries our key
+SELECT EXISTS (
+    SELECT 1 FROM artifacts a JOIN runs r ON r.run_id = a.run_id
+    WHERE a.provider = %(provider)s AND a.provider_job_id = %(job_id)s
+      AND r.status NOT IN ('published', 'failed', 'cancelled')
+) AS known;
+
+-- webhook_event_raw --
+-- A slice of a delivery's bytes as stored (the raw body, else the payload's
+-- text), and their whole length, for one event of one run
+SELECT substring(body FROM %(offset)s + 1 FOR %(length)s) AS chunk, octet_length(body) AS size
+FROM (SELECT coalesce(raw_body, convert_to(payload::text, 'UTF8')) AS body
+      FROM webhook_events WHERE id = %(event_id)s AND run_id = %(run_id)s) e;
 
 -- notify_event --
 -- Wake the daemons for a run (delivered when the transaction commits)
@@ -351,3 +368,16 @@ LIMIT %(limit)s;
 -- delete_runs --
 -- Remove runs with everything that belongs to them (their webhook events stay, unlinked)
 DELETE FROM runs WHERE run_id = ANY(%(run_ids)s);
+
+-- prune_webhook_events --
+-- Up to %(limit)s deliveries received before %(before)s that no live run needs:
+-- unlinked (a stranger's, or their run was deleted) or of a run that finished
+-- before then too
+DELETE FROM webhook_events WHERE id IN (
+    SELECT e.id FROM webhook_events e LEFT JOIN runs r ON r.run_id = e.run_id
+    WHERE e.received_at < %(before)s
+      AND (r.run_id IS NULL
+           OR (r.status IN ('published', 'failed', 'cancelled') AND r.updated_at < %(before)s))
+    ORDER BY e.received_at
+    LIMIT %(limit)s
+);

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 from pydantic import SecretStr
@@ -73,6 +75,10 @@ async def test_with_a_token_every_endpoint_but_health_and_webhooks_needs_it(
         bearer = {"Authorization": f"Bearer {TOKEN}"}
         for path in ["/runs", "/docs", "/openapi.json"]:
             assert (await client.get(path, headers=bearer)).status_code == 200, path
+        docs = await client.get("/docs", headers=bearer)
+        policy = docs.headers["content-security-policy"]
+        assert "'sha256-" in policy and "unsafe-inline" not in policy
+        assert "frame-ancestors 'none'" in policy
     async with api(db_url, api_token=SecretStr(TOKEN), metrics_public=True) as client:
         # Public by setting (this app has no telemetry to show: not a 401, a 404).
         assert (await client.get("/metrics")).status_code == 404
@@ -273,3 +279,28 @@ async def test_concurrent_sign_ins_each_get_their_own_session(db_url: str) -> No
         )
     cookies = {r.cookies["orchestrator_session"] for r in responses}
     assert len(cookies) == 5
+
+
+async def test_with_the_database_gone_health_answers_and_nothing_opens(
+    admin_url: str, db_url: str
+) -> None:
+    """The guard asks the database whether named tokens exist: unreachable, health
+    still answers at once and everything else stays closed."""
+    name = sql.Identifier(str(conninfo_to_dict(db_url)["dbname"]))
+    async with (
+        api(db_url, peer="127.0.0.1", base="http://127.0.0.1") as client,
+        await AsyncConnection.connect(admin_url, autocommit=True) as admin,
+    ):
+        await admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(name))
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (name.as_string(),),
+        )
+        try:
+            started = time.monotonic()
+            assert (await client.get("/healthz")).status_code == 200
+            assert (await client.get("/healthz")).status_code == 200
+            assert (await client.get("/runs")).status_code == 401
+            assert time.monotonic() - started < 5
+        finally:
+            await admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(name))

@@ -21,8 +21,10 @@ import time
 from datetime import timedelta
 from urllib.parse import quote
 
+import psycopg
 from fastapi import Request
 from itsdangerous import BadSignature, TimestampSigner
+from psycopg_pool import PoolTimeout
 from starlette.datastructures import MutableHeaders
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -44,6 +46,7 @@ PAGE_POLICY = (
     "form-action 'self'; frame-ancestors 'none'"
 )
 MODE_TTL = 5.0  # seconds between looks at whether any named token exists
+MODE_WAIT = 2.0  # seconds a request waits for that look (health must answer in an outage)
 
 
 class Guarded:
@@ -78,9 +81,15 @@ class Guard:
             return True
         now = time.monotonic()
         if now - self._tokens_checked_at > MODE_TTL:
-            async with self._pool.connection() as conn:
-                self._named_tokens = await any_live_token(conn)
+            known = self._tokens_checked_at >= 0
             self._tokens_checked_at = now
+            try:
+                async with self._pool.connection(timeout=MODE_WAIT) as conn:
+                    self._named_tokens = await any_live_token(conn)
+            except (psycopg.Error, PoolTimeout):
+                # An outage: keep what was last known, or if nothing was, stay
+                # closed (an outage must not open the API); ask again in MODE_TTL.
+                self._named_tokens = self._named_tokens or not known
         return self._named_tokens
 
     async def handle(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
@@ -92,7 +101,10 @@ class Guard:
         refusal = self._foreign(request, required)
         identity: Identity | None = None
         if refusal is None and required and not self._is_public(request):
-            identity, refusal = await self._identify(request)
+            try:
+                identity, refusal = await self._identify(request)
+            except (psycopg.Error, PoolTimeout):
+                refusal = _error(503, "the database is unreachable: try again", "database")
         scope.setdefault("state", {})["identity"] = identity
         scope["state"]["auth_required"] = required
         if refusal is not None:

@@ -31,8 +31,10 @@ from engine.workflow import checked_input, input_schema_of
 
 SLUG = store.PROJECT_SLUG.pattern
 SWAGGER_CDN = "https://cdn.jsdelivr.net"
-# Each run of a list shows at most this much of its payload and result; one run, all of it.
+# Each run of a list shows at most this much of its payload and result; one run, more.
 LISTED_VALUE_BYTES = 4096
+SHOWN_VALUE_BYTES = 64 * 1024
+RUN_VALUES = ("payload", "result", "error", "waiting_for")
 
 
 class NewRun(BaseModel):
@@ -192,7 +194,7 @@ def create_app(
         async with pool.connection() as conn:
             runs = await store.list_runs(conn, status=status, project=project, limit=limit)
         for run in runs:
-            for key in ("payload", "result", "error", "waiting_for"):
+            for key in RUN_VALUES:
                 run[key] = bounded(run[key], LISTED_VALUE_BYTES)
         return JSONResponse(jsonable_encoder(runs))
 
@@ -200,10 +202,17 @@ def create_app(
     async def show_run(run_id: str) -> JSONResponse:
         async with pool.connection() as conn:
             view = await store.show_run(conn, run_id)
+        # Whole up to SHOWN_VALUE_BYTES a value: more only plain SQL or a graph could store.
+        run = {**view.run, **{k: bounded(view.run[k], SHOWN_VALUE_BYTES) for k in RUN_VALUES}}
+        checkpoint = view.checkpoint and {
+            **view.checkpoint,
+            "state": bounded(view.checkpoint["state"], SHOWN_VALUE_BYTES),
+        }
+        artifacts = [
+            {**a, "metadata": bounded(a["metadata"], SHOWN_VALUE_BYTES)} for a in view.artifacts
+        ]
         return JSONResponse(
-            jsonable_encoder(
-                {"run": view.run, "checkpoint": view.checkpoint, "artifacts": view.artifacts}
-            )
+            jsonable_encoder({"run": run, "checkpoint": checkpoint, "artifacts": artifacts})
         )
 
     @app.post("/runs/{run_id}/approvals", status_code=201, dependencies=approver)

@@ -20,7 +20,7 @@ from typer._click.exceptions import UsageError
 from engine import logs, store
 from engine.access import LOOPBACK, identities
 from engine.access.identities import Role
-from engine.database import connect, database_url, open_pool
+from engine.database import SHOWING, connect, database_url, open_pool
 from engine.migrations import MigrationError, current_version, discover, migrate
 from engine.settings import Settings
 from engine.signals import stop_on_signals
@@ -81,6 +81,7 @@ async def _with_connection(
     settings: Settings, action: Callable[[store.Connection], Awaitable[T]]
 ) -> T:
     url = database_url(settings)
+    SHOWING.set(True)  # a command shows what it reads; it runs no graph
     async with await connect(url, settings) as conn:
         return await action(conn)
 

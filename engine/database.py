@@ -1,11 +1,15 @@
 """Where the database is (a URL, or the embedded server) and the connection pool."""
 
+import json
 import logging
 import warnings
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
 from engine.settings import Settings
@@ -13,6 +17,24 @@ from engine.settings import Settings
 log = logging.getLogger(__name__)
 
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
+
+# Set while a value is read only to be shown (the API's requests): JSON that
+# Python cannot decode (nested past its recursion limit, which only plain SQL
+# can store) then reads as a marker instead of failing the page. Everywhere
+# else (the daemon) it fails, and the run that holds it fails alone.
+SHOWING = ContextVar("showing", default=False)
+
+
+def _loads(data: bytes | bytearray | memoryview | str) -> Any:
+    try:
+        return json.loads(bytes(data) if isinstance(data, memoryview) else data)
+    except RecursionError:
+        if not SHOWING.get():
+            raise
+        return {"unreadable": f"JSON of {len(data)} bytes nested too deep to decode"}
+
+
+set_json_loads(_loads)
 
 
 def database_url(settings: Settings) -> str:

@@ -19,7 +19,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 
 from engine.retention import prune
-from tests.conftest import migrated_database
+from tests.conftest import migrated_database, orchestrator
 from tests.helpers import DaemonProcess
 from tests.stack import free_port
 
@@ -174,3 +174,57 @@ async def test_prune_removes_old_webhook_events_of_finished_or_unknown_runs(
     cursor = await conn.execute("SELECT delivery_id FROM webhook_events ORDER BY id")
     rows = await cursor.fetchall()
     assert [r["delivery_id"] for r in rows] == ["live-old", "stray-recent"]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "[" * 1000 + "]" * 1000,  # deeper than Python's JSON parser goes
+        json.dumps({"brief": "x" * (2 << 20)}),  # 2 MiB in one string
+    ],
+    ids=["1000-deep", "2-MiB"],
+)
+def test_a_run_written_by_sql_that_the_api_cannot_show_whole_is_shown_bounded(
+    db: str, base: str, payload: str
+) -> None:
+    """A payload no API request could have created, inserted with plain SQL: every
+    page and response that shows the run answers, and stays small."""
+    run_id = "run_sqlpayload" + str(len(payload) % 997)
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO runs (run_id, project, status, payload, waiting_for) "
+            "VALUES (%s, 'p', 'pending_workflow', %s::jsonb, %s::jsonb)",
+            (run_id, payload, payload),
+        )
+    try:
+        for path in (
+            "/runs",
+            f"/runs/{run_id}",
+            "/",
+            "/console/runs",
+            f"/console/runs/{run_id}",
+            f"/console/runs/{run_id}/live",
+        ):
+            response = httpx.get(f"{base}{path}", timeout=60)
+            assert response.status_code == 200, (path, response.text[:300])
+            assert len(response.content) < PAGE_LIMIT, (path, len(response.content))
+    finally:
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("DELETE FROM runs WHERE run_id = %s", (run_id,))
+
+
+def test_the_cli_shows_a_run_nested_too_deep_to_decode(db: str) -> None:
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO runs (run_id, project, payload) VALUES ('run_deepcli', 'p', %s::jsonb)",
+            ("[" * 1000 + "]" * 1000,),
+        )
+    try:
+        shown = orchestrator(db, "runs", "show", "run_deepcli", "--json")
+        assert shown.returncode == 0, shown.stderr
+        assert "nested too deep to decode" in shown.stdout
+        listed = orchestrator(db, "runs", "list", "--json")
+        assert listed.returncode == 0 and "run_deepcli" in listed.stdout, listed.stderr
+    finally:
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("DELETE FROM runs WHERE run_id = 'run_deepcli'")

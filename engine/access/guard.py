@@ -33,7 +33,7 @@ from engine.access import LOOPBACK
 from engine.access.failures import FailureLimit
 from engine.access.identities import Identity, any_live_token, claimed_id, identify
 from engine.access.identities import session_identity as stored_session
-from engine.database import Pool
+from engine.database import SHOWING, Pool
 from engine.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class Guarded:
         self.guard = guard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        SHOWING.set(True)  # this request's own context: what it reads, it shows
         await self.guard.handle(self.app, scope, receive, send)
 
 

@@ -2,7 +2,7 @@
 -- A page of runs, newest first, older than the cursor: optionally one status,
 -- one project, and only the stuck ones (the condition of `stuck_runs`, which
 -- `runs list --stuck` uses: waiting or running, created before %(older_than)s ago)
-SELECT run_id, project, status, workflow, created_at, updated_at, payload ->> 'brief' AS brief,
+SELECT run_id, project, status, workflow, created_at, updated_at, left(payload ->> 'brief', 500) AS brief,
        (EXTRACT(EPOCH FROM (NOW() - created_at)) / 60)::float8 AS minutes_running
 FROM runs
 WHERE (%(status)s::text IS NULL OR status = %(status)s::text)

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, LiteralString
 
+import httpx
 from psycopg import AsyncConnection, sql
 from psycopg.rows import DictRow
 
@@ -118,6 +119,25 @@ class DaemonProcess:
 
     def log(self) -> str:
         return self.log_path.read_text()
+
+
+def start_api(db: str, log_dir: Path, **settings: object) -> tuple[DaemonProcess, str]:
+    """`orchestrator api` in a subprocess on a free port, once it answers `/readyz`."""
+    from tests.stack import free_port
+
+    port = free_port()
+    process = DaemonProcess(db, log_dir, "api", ("api",), api_port=port, **settings)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base}/readyz").status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            pass
+        assert process.process.poll() is None, process.log()
+        assert time.monotonic() < deadline, process.log()
+        time.sleep(0.05)
 
 
 @contextmanager

@@ -20,9 +20,9 @@ import pytest
 from psycopg.rows import dict_row
 
 from tests.conftest import ROOT, migrated_database, orchestrator
-from tests.helpers import DaemonProcess
+from tests.helpers import DaemonProcess, start_api
 from tests.scripted_http import Reply, ScriptedServer
-from tests.stack import KIE_SECRET, UPLOAD_POST_SECRET, free_port
+from tests.stack import KIE_SECRET, UPLOAD_POST_SECRET
 
 TOKEN = "attack-token-0123456789abcdef0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -44,22 +44,6 @@ UNHOLDABLE = [
     ("too-deep", "[" * 65 + "]" * 65),
 ]
 STRING_ONLY = {"lone-high-surrogate", "lone-low-surrogate", "nul"}
-
-
-def _start_api(db: str, log_dir: Path, **settings: object) -> tuple[DaemonProcess, str]:
-    port = free_port()
-    process = DaemonProcess(db, log_dir, "api", ("api",), api_port=port, **settings)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/readyz").status_code == 200:
-                return process, base
-        except httpx.TransportError:
-            pass
-        assert process.process.poll() is None, process.log()
-        assert time.monotonic() < deadline, process.log()
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +68,7 @@ def db(admin_url: str) -> Iterator[str]:
 def api(
     db: str, tmp_path_factory: pytest.TempPathFactory, scripted_server: ScriptedServer
 ) -> Iterator[tuple[DaemonProcess, str]]:
-    process, base = _start_api(
+    process, base = start_api(
         db,
         tmp_path_factory.mktemp("attack"),
         api_token=TOKEN,
@@ -333,7 +317,7 @@ def test_a_forged_shotstack_callback_makes_no_request_to_shotstack(
 
 
 def test_a_flood_of_deliveries_gets_429_with_retry_after(db: str, tmp_path: Path) -> None:
-    process, base = _start_api(db, tmp_path, webhook_rate=1, webhook_burst=5)
+    process, base = start_api(db, tmp_path, webhook_rate=1, webhook_burst=5)
     try:
         before = _counts(db)["events"]
         answers = [

@@ -26,8 +26,8 @@ from psycopg.rows import dict_row
 
 from engine.store import PROJECT_SLUG
 from tests.conftest import migrated_database, orchestrator
-from tests.helpers import TABLES, DaemonProcess
-from tests.stack import KIE_SECRET, UPLOAD_POST_SECRET, free_port
+from tests.helpers import TABLES, start_api
+from tests.stack import KIE_SECRET, UPLOAD_POST_SECRET
 
 TOKEN = "battery-token-for-the-tests-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -72,13 +72,9 @@ def db(admin_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def api(db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    process = DaemonProcess(
+    process, base = start_api(
         db,
         tmp_path_factory.mktemp("battery"),
-        "api",
-        ("api",),
-        api_port=port,
         api_token=TOKEN,
         # The wrong-token cases are hundreds of guesses from one client: here they must
         # all reach the check (tests/test_access.py covers the limit itself).
@@ -87,14 +83,6 @@ def api(db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         kie_webhook_secret=KIE_SECRET,
         upload_post_webhook_secret=UPLOAD_POST_SECRET,
     )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            assert time.monotonic() < deadline, process.log()
     yield base
     process.close()
     print(f"\nbad-input battery: {dict(TALLY)}; cases {sum(TALLY.values())}, rows changed 0")

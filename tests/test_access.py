@@ -12,7 +12,7 @@ import httpx
 import pytest
 from psycopg import AsyncConnection, sql
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from pydantic import SecretStr
 
@@ -22,7 +22,7 @@ from engine.api import create_app
 from engine.database import open_pool
 from engine.settings import Settings
 from tests.conftest import WORKFLOWS, orchestrator
-from tests.helpers import daemons
+from tests.helpers import daemons, wait_for
 from tests.stack import _until_up, free_port
 
 Conn = AsyncConnection[DictRow]
@@ -286,15 +286,24 @@ async def test_with_the_database_gone_health_answers_and_nothing_opens(
 ) -> None:
     """The guard asks the database whether named tokens exist: unreachable, health
     still answers at once and everything else stays closed."""
-    name = sql.Identifier(str(conninfo_to_dict(db_url)["dbname"]))
+    dbname = str(conninfo_to_dict(db_url)["dbname"])
+    name = sql.Identifier(dbname)
     async with (
         api(db_url, peer="127.0.0.1", base="http://127.0.0.1") as client,
-        await AsyncConnection.connect(admin_url, autocommit=True) as admin,
+        await AsyncConnection.connect(admin_url, autocommit=True, row_factory=dict_row) as admin,
     ):
         await admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(name))
         await admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-            (name.as_string(),),
+            (dbname,),
+        )
+        # pg_terminate_backend only signals: until the backends are gone, the pool's
+        # connection may still answer.
+        await wait_for(
+            admin,
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = %s",
+            (dbname,),
+            until=lambda rows: rows[0]["n"] == 0,
         )
         try:
             started = time.monotonic()

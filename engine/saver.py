@@ -42,6 +42,7 @@ from psycopg.types.json import Jsonb
 
 from engine.database import Pool
 from engine.lease import Lease, pipelined_transaction
+from engine.mirror import mirror_json
 from engine.sql import QUERIES
 
 
@@ -52,19 +53,14 @@ def state_view(checkpoint: Checkpoint) -> dict[str, Any]:
 
 
 def state_json(checkpoint: Checkpoint) -> str:
-    """`state_view(checkpoint)` as JSON text (what `orchestration_checkpoints` keeps)."""
+    """`state_view(checkpoint)` as JSON text (what `orchestration_checkpoints` keeps):
+    whatever the state holds, JSON that JSONB accepts (`engine.mirror`)."""
     values = {
         key: value
         for key, value in checkpoint["channel_values"].items()
         if not key.startswith(("__", "branch:"))
     }
-    return json.dumps({"values": values}, default=_jsonable)
-
-
-def _jsonable(value: object) -> object:
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    return repr(value)
+    return mirror_json({"values": values})
 
 
 @dataclass(frozen=True)

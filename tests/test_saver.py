@@ -1,6 +1,7 @@
 """The fenced saver writes what LangGraph's own saver would, in fewer round trips."""
 
 import asyncio
+import json
 from datetime import timedelta
 from typing import Any, TypedDict
 
@@ -14,6 +15,7 @@ from engine.daemon import CHECKPOINT_COLUMNS, claim_params, workflow_versions
 from engine.database import open_pool
 from engine.executor import Claim, Executor
 from engine.lease import Lease
+from engine.mirror import mirror_json
 from engine.saver import FencedSaver
 from engine.settings import Settings
 from engine.sql import QUERIES
@@ -123,3 +125,59 @@ async def test_a_tasks_writes_are_saved_while_a_sibling_task_still_runs(
         await conn.execute("SELECT result FROM runs WHERE run_id = %s", (run_id,))
     ).fetchone()
     assert result is not None and result["result"] == {"fast": "done", "slow": "done"}
+
+
+class HostileState(TypedDict, total=False):
+    reply: dict[Any, Any]
+    line: str
+
+
+def _hostile(state: HostileState) -> HostileState:
+    # What an LLM or a tool may hand back, which LangGraph's serde stores fine.
+    return {
+        "reply": {"text": "a\x00b", "score": float("nan"), "best": float("inf"), ("a", 1): 2},
+        "line": "fine",
+    }
+
+
+async def test_a_state_json_cannot_hold_is_mirrored_and_the_run_ends(
+    db_url: str, conn: Conn
+) -> None:
+    builder = StateGraph(HostileState)
+    builder.add_node("hostile", _hostile)
+    builder.add_edge(START, "hostile")
+    workflow = Workflow("hostile", "1", builder.compile())
+    settings = Settings(workflows=WORKFLOWS, max_attempts=1)
+    run = await store.create_run(conn, project="p", payload={}, workflow="hostile")
+    async with open_pool(db_url, settings) as pool:
+        executor = Executor(pool, settings, {"hostile": workflow})
+        epoch = await _take(conn, run["run_id"])
+        claim = Claim(run["run_id"], "p", "hostile", {}, epoch, resume=None, checkpoint=None)
+        assert await executor.execute(claim) == "published"
+        # LangGraph's own reader finds the state exactly as the node returned it.
+        async with AsyncPostgresSaver.from_conn_string(db_url) as langgraph:
+            config: Any = {"configurable": {"thread_id": run["run_id"], "checkpoint_ns": ""}}
+            stored = await langgraph.aget_tuple(config)
+    assert stored is not None
+    reply = stored.checkpoint["channel_values"]["reply"]
+    assert reply["text"] == "a\x00b" and reply[("a", 1)] == 2
+    mirror = await (
+        await conn.execute(
+            "SELECT state FROM orchestration_checkpoints WHERE run_id = %s", (run["run_id"],)
+        )
+    ).fetchone()
+    assert mirror is not None
+    assert mirror["state"]["values"] == {
+        "reply": {"text": "a\ufffdb", "score": "nan", "best": "inf", "('a', 1)": 2},
+        "line": "fine",
+    }
+
+
+def test_the_mirror_holds_lone_surrogates_and_depth() -> None:
+    deep: list[Any] = []
+    for _ in range(2000):
+        deep = [deep]
+    text = mirror_json({"odd": "x\ud800y", "deep": deep, "pair": "\U0001f600"})
+    value = json.loads(text)
+    assert value["odd"] == "x\ufffdy" and value["pair"] == "\U0001f600"
+    assert "nested deeper than 200 levels" in text

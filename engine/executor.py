@@ -218,6 +218,9 @@ class Executor:
                         context=context,
                         durability="sync",
                     )
+                except Exception:
+                    await saver.keep()
+                    raise
                 except BaseException:
                     saver.discard()
                     raise

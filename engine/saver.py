@@ -41,7 +41,7 @@ from langgraph.checkpoint.serde.types import _DeltaSnapshot
 from psycopg.types.json import Jsonb
 
 from engine.database import Pool
-from engine.lease import Lease, pipelined_transaction
+from engine.lease import Lease, LeaseLost, pipelined_transaction
 from engine.mirror import mirror_json
 from engine.sql import QUERIES
 
@@ -283,8 +283,22 @@ class FencedSaver(AsyncPostgresSaver):
             self._sent()
             return cursor.rowcount
 
+    async def keep(self) -> None:
+        """Send what waits after an invocation failed: LangGraph handed the saver
+        the writes of the tasks that finished (and the failed one's error), as
+        its own saver would have stored them, so the retry runs only what
+        failed. Unsent (the database is out), they are dropped: those tasks run
+        again, as after a worker crash. Losing the run (`LeaseLost`) is raised."""
+        try:
+            await self._send()
+        except LeaseLost:
+            self.discard()
+            raise
+        except Exception:
+            self.discard()
+
     def discard(self) -> None:
-        """Forget writes not yet sent: those of an invocation that failed, which
+        """Forget writes not yet sent: those of an invocation cancelled, which
         the database never saw (the retry starts from what it holds)."""
         self._cancel_linger()
         self._writes.clear()

@@ -2,8 +2,10 @@
 
 import asyncio
 import json
+import operator
+from collections import Counter
 from datetime import timedelta
-from typing import Any, TypedDict
+from typing import Annotated, Any, TypedDict
 
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.graph import START, StateGraph
@@ -181,3 +183,47 @@ def test_the_mirror_holds_lone_surrogates_and_depth() -> None:
     value = json.loads(text)
     assert value["odd"] == "x\ufffdy" and value["pair"] == "\U0001f600"
     assert "nested deeper than 200 levels" in text
+
+
+class SiblingState(TypedDict, total=False):
+    seen: Annotated[list[str], operator.add]
+
+
+def _siblings(counts: Counter[str]) -> Workflow:
+    """`a` and `b` in one superstep: `a` ends at once, `b` fails once a moment later."""
+
+    async def a(state: SiblingState) -> SiblingState:
+        counts["a"] += 1
+        return {"seen": ["a"]}
+
+    async def b(state: SiblingState) -> SiblingState:
+        counts["b"] += 1
+        await asyncio.sleep(0.002)  # within the saver's linger after `a` ended
+        if counts["b"] == 1:
+            raise RuntimeError("b fails once")
+        return {"seen": ["b"]}
+
+    builder = StateGraph(SiblingState)
+    builder.add_node("a", a)
+    builder.add_node("b", b)
+    builder.add_edge(START, "a")
+    builder.add_edge(START, "b")
+    return Workflow("siblings", "1", builder.compile())
+
+
+async def test_a_sibling_that_finished_is_not_run_again_when_its_neighbour_fails(
+    db_url: str, conn: Conn
+) -> None:
+    """LangGraph hands the saver the finished task's writes; its own saver keeps
+    them, so the retry runs only the task that failed. So must ours."""
+    counts: Counter[str] = Counter()
+    settings = Settings(workflows=WORKFLOWS, max_attempts=3, retry_backoff=0.01)
+    run = await store.create_run(conn, project="p", payload={}, workflow="siblings")
+    async with open_pool(db_url, settings) as pool:
+        executor = Executor(pool, settings, {"siblings": _siblings(counts)})
+        epoch = await _take(conn, run["run_id"])
+        claim = Claim(run["run_id"], "p", "siblings", {}, epoch, resume=None, checkpoint=None)
+        assert await executor.execute(claim) == "published"
+    assert counts == {"a": 1, "b": 2}
+    result = await store.get_run(conn, run["run_id"])
+    assert sorted(result["result"]["seen"]) == ["a", "b"]

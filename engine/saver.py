@@ -283,6 +283,16 @@ class FencedSaver(AsyncPostgresSaver):
             self._sent()
             return cursor.rowcount
 
+    async def adelete_thread(self, thread_id: str) -> None:
+        """Delete the run's LangGraph rows, fenced: a worker that lost the run
+        deletes nothing (`LeaseLost`). This saver holds one run: no other thread."""
+        if str(thread_id) != self.lease.run_id:
+            raise ValueError(f"this saver holds run {self.lease.run_id}, not {thread_id!r}")
+        async with self.lock, self.lease.transaction(self._pool) as conn:
+            for table in ("checkpoints", "checkpoint_blobs", "checkpoint_writes"):
+                await conn.execute(QUERIES[f"delete_{table}"], {"run_id": self.lease.run_id})
+        self.discard()
+
     async def keep(self) -> None:
         """Send what waits after an invocation failed: LangGraph handed the saver
         the writes of the tasks that finished (and the failed one's error), as

@@ -7,6 +7,7 @@ from collections import Counter
 from datetime import timedelta
 from typing import Annotated, Any, TypedDict
 
+import pytest
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.graph import START, StateGraph
 from psycopg import AsyncConnection
@@ -16,7 +17,7 @@ from engine import store
 from engine.daemon import CHECKPOINT_COLUMNS, claim_params, workflow_versions
 from engine.database import open_pool
 from engine.executor import Claim, Executor
-from engine.lease import Lease
+from engine.lease import Lease, LeaseLost
 from engine.mirror import mirror_json
 from engine.saver import FencedSaver
 from engine.settings import Settings
@@ -227,3 +228,32 @@ async def test_a_sibling_that_finished_is_not_run_again_when_its_neighbour_fails
     assert counts == {"a": 1, "b": 2}
     result = await store.get_run(conn, run["run_id"])
     assert sorted(result["result"]["seen"]) == ["a", "b"]
+
+
+async def test_deleting_the_thread_is_fenced(db_url: str, conn: Conn) -> None:
+    """A worker that lost its run deletes none of its history; the holder may."""
+    settings = Settings(workflows=WORKFLOWS)
+    workflows = load_workflows(settings.workflows)
+    run = await store.create_run(conn, project="p", payload={}, workflow="ledger")
+    run_id = run["run_id"]
+    count = "SELECT count(*) AS n FROM checkpoints WHERE thread_id = %s"
+    async with open_pool(db_url, settings) as pool:
+        executor = Executor(pool, settings, workflows)
+        epoch = await _take(conn, run_id)
+        claim = Claim(run_id, "p", "ledger", run["payload"], epoch, resume=None, checkpoint=None)
+        assert await executor.execute(claim) == "pending_review"
+        kept = await (await conn.execute(count, (run_id,))).fetchone()
+        assert kept is not None and kept["n"] > 0
+
+        def saver(at: int) -> FencedSaver:
+            lease = Lease(run_id, at, timedelta(minutes=1))
+            return FencedSaver(pool, lease, resuming=False, approval_id=None, latest=None)
+
+        holder = await _take(conn, run_id)  # another worker took the run over
+        with pytest.raises(LeaseLost):
+            await saver(epoch).adelete_thread(run_id)
+        assert await (await conn.execute(count, (run_id,))).fetchone() == kept
+        with pytest.raises(ValueError, match="not 'run_other'"):
+            await saver(holder).adelete_thread("run_other")
+        await saver(holder).adelete_thread(run_id)
+    assert await (await conn.execute(count, (run_id,))).fetchone() == {"n": 0}

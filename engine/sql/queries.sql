@@ -156,6 +156,18 @@ SELECT orchestrator_put(
     %(run_id)b, %(epoch)b, %(lease_ttl)b, %(consume)b, %(approval_id)b, %(thread_id)b,
     %(rows)b, %(write_blobs)b, %(blob_values)b, %(state)b::jsonb, %(step)b, %(flush)b);
 
+-- delete_checkpoints --
+-- A run's checkpoints (the saver's adelete_thread, inside its fenced transaction)
+DELETE FROM checkpoints WHERE thread_id = %(run_id)s;
+
+-- delete_checkpoint_blobs --
+-- A run's channel values (as delete_checkpoints)
+DELETE FROM checkpoint_blobs WHERE thread_id = %(run_id)s;
+
+-- delete_checkpoint_writes --
+-- A run's pending writes (as delete_checkpoints)
+DELETE FROM checkpoint_writes WHERE thread_id = %(run_id)s;
+
 -- pause_run --
 -- The graph stopped at an interrupt: record what it waits for and let go of it.
 -- The pause is numbered by the epoch that paused (`pause_id`, migration 0008):

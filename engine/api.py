@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -253,9 +253,11 @@ def create_app(
         async with pool.connection() as conn:
             return JSONResponse(jsonable_encoder(await store.retry_run(conn, run_id)))
 
+    docs_page, docs_policy = swagger_page(app.title)
+
     @app.get("/docs", include_in_schema=False)
     async def docs() -> Response:
-        return swagger_page(app.title)
+        return HTMLResponse(docs_page, headers={"Content-Security-Policy": docs_policy})
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -274,20 +276,20 @@ def create_app(
     return app
 
 
-def swagger_page(title: str) -> Response:
-    """FastAPI's Swagger UI under a policy of its own: its bundle from the CDN and
-    its one inline script by hash, never `'unsafe-inline'`."""
-    page = get_swagger_ui_html(openapi_url="/openapi.json", title=title)
+def swagger_page(title: str) -> tuple[bytes, str]:
+    """FastAPI's Swagger UI and a policy of its own: its bundle from the CDN and its
+    one inline script by hash, never `'unsafe-inline'`. Made once, at start-up."""
+    page = bytes(get_swagger_ui_html(openapi_url="/openapi.json", title=title).body)
     hashes = " ".join(
         "'sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode() + "'"
-        for script in re.findall(r"<script>(.*?)</script>", bytes(page.body).decode(), re.S)
+        for script in re.findall(r"<script>(.*?)</script>", page.decode(), re.S)
     )
-    page.headers["Content-Security-Policy"] = (
+    policy = (
         f"default-src 'none'; script-src {SWAGGER_CDN} {hashes}; style-src {SWAGGER_CDN}; "
         "img-src 'self' data: https://fastapi.tiangolo.com; connect-src 'self'; "
         "base-uri 'none'; frame-ancestors 'none'"
     )
-    return page
+    return page, policy
 
 
 def needs(role: Role) -> Any:

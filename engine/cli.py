@@ -26,7 +26,7 @@ from engine.settings import Settings
 from engine.signals import stop_on_signals
 
 app = typer.Typer(
-    help="Durable orchestrator for the persona content pipeline.",
+    help="A durable workflow engine on LangGraph and PostgreSQL.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -422,10 +422,10 @@ def _short(value: object, width: int = 100) -> str:
 @runs_app.command("approve")
 def runs_approve(
     run_id: Annotated[str, typer.Argument(help="The run.")],
-    gate: Annotated[str, typer.Option(help="The gate the run waits at (e.g. workflow, publish).")],
+    gate: Annotated[str, typer.Option(help="The gate the run waits at.")],
     reject: Annotated[bool, typer.Option("--reject", help="Reject instead of approving.")] = False,
     comment: Annotated[
-        str | None, typer.Option(help="Why; sent back to Brendan on a rejection.")
+        str | None, typer.Option(help="Why; the workflow receives it with a rejection.")
     ] = None,
     approver: Annotated[str | None, typer.Option(help="Who decides.")] = None,
     payload: Annotated[

@@ -5,9 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-import psycopg
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import CheckpointTuple
 from langgraph.types import Command
 from psycopg.types.json import Jsonb
 from tenacity import AsyncRetrying
@@ -52,19 +50,6 @@ class Held(Protocol):
     def run_id(self) -> str: ...
     @property
     def epoch(self) -> int: ...
-
-
-class LoadingSaver(FencedSaver):
-    """A saver whose reads say so when the run's state cannot be decoded: the
-    executor then fails the run at once instead of retrying the same bytes."""
-
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        try:
-            return await super().aget_tuple(config)
-        except psycopg.Error:
-            raise  # the database, not the run (an outage is retried)
-        except Exception as error:
-            raise Unloadable(error) from error
 
 
 def pause_status(wait: object) -> tuple[str, datetime | None]:
@@ -115,7 +100,7 @@ class Executor:
         # Stored with the status this execution ends in (when it began the run's trace):
         # no write of its own.
         trace_context = Jsonb(trace.started) if trace.started is not None else None
-        saver = LoadingSaver(
+        saver = FencedSaver(
             self._pool,
             Lease(claim.run_id, claim.epoch, self._lease_ttl),
             resuming=claim.resume is not None,

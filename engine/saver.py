@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, LiteralString, cast
 
+import psycopg
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -43,6 +44,7 @@ from psycopg.types.json import Jsonb
 from engine.database import Pool
 from engine.lease import Lease, LeaseLost, pipelined_transaction
 from engine.mirror import mirror_json
+from engine.retry import Unloadable
 from engine.sql import QUERIES
 
 
@@ -143,7 +145,16 @@ class FencedSaver(AsyncPostgresSaver):
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The run's latest checkpoint as the claim read it, the first time it is
         asked for (the lease keeps anyone else from writing a newer one); any
-        other read, or a later one, from the database."""
+        other read, or a later one, from the database. State that cannot be
+        decoded raises `Unloadable`: every attempt would read the same bytes."""
+        try:
+            return await self._read_tuple(config)
+        except psycopg.Error:
+            raise  # the database, not the run (an outage is retried)
+        except Exception as error:
+            raise Unloadable(error) from error
+
+    async def _read_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         asks_latest = (
             config["configurable"].get("checkpoint_ns", "") == ""
             and get_checkpoint_id(config) is None

@@ -178,11 +178,10 @@ class Guard:
         return None
 
     async def _identify(self, request: Request) -> tuple[Identity | None, Response | None]:
-        client = f"client {request.client.host if request.client else '?'}"
         given = request.headers.get("authorization", "")
         if given:
             token = given.removeprefix("Bearer ").strip()
-            keys = [client, *([f"identity {i}"] if (i := claimed_id(token)) else [])]
+            keys = self._failure_keys(request, token)
             if (wait := self._failures.retry_after(*keys)) is not None:
                 return None, _too_many(wait)
             async with self._pool.connection() as conn:
@@ -204,13 +203,14 @@ class Guard:
 
     def refused_sign_in(self, request: Request, token: str) -> float | None:
         """Seconds the console's sign-in must wait for this client and identity, or None."""
-        return self._failures.retry_after(*self._sign_in_keys(request, token))
+        return self._failures.retry_after(*self._failure_keys(request, token))
 
     def failed_sign_in(self, request: Request, token: str) -> None:
-        self._failures.failed(*self._sign_in_keys(request, token))
+        self._failures.failed(*self._failure_keys(request, token))
 
     @staticmethod
-    def _sign_in_keys(request: Request, token: str) -> list[str]:
+    def _failure_keys(request: Request, token: str) -> list[str]:
+        """What a failed sign-in counts against: the client, and the identity it names."""
         client = f"client {request.client.host if request.client else '?'}"
         return [client, *([f"identity {i}"] if (i := claimed_id(token)) else [])]
 

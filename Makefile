@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test lint venv bench chaos
+.PHONY: run test test-fast lint venv bench chaos
 
 RUNS ?= 300
 DAEMONS ?= 3
@@ -14,7 +14,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,openai]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -22,6 +22,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The inner loop: unit and integration tiers (no subprocesses, no browser).
+test-fast: $(STAMP)
+	$(BIN)/pytest tests/unit tests/integration $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -39,3 +43,9 @@ $(BENCH_STAMP): $(STAMP)
 # QUICK=1: fewer samples, under two minutes. DATABASE_URL picks the server.
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(if $(QUICK),--quick)
+
+# Rewrite migrations/schema.sql from a freshly migrated database (tests/test_packaging.py
+# checks it). DATABASE_URL picks the server; unset, a temporary embedded one.
+.PHONY: schema
+schema: $(STAMP)
+	$(BIN)/python -m tools.schema

@@ -3,7 +3,6 @@
 The database is `DATABASE_URL`'s server when set, else a temporary embedded one.
 """
 
-import json
 import os
 import statistics
 import subprocess
@@ -28,11 +27,7 @@ from tests.stack import KIE_SECRET, UPLOAD_POST_SECRET, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 LOGS = ROOT / "bench" / "out"  # each service's output, for when something fails
-WORKFLOWS = {
-    "production": "personas.graph:production_workflow",
-    "ledger": "tests.graphs:ledger_workflow",
-    "reference": "bench.reference:reference_workflow",
-}
+APP = "bench.app:app"  # the production App, the test graphs and the reference graph
 # Bench-only: approve a run the moment it pauses at `review`, in the pausing
 # transaction itself, so throughput runs never wait for a client to notice.
 AUTO_APPROVE = """
@@ -112,7 +107,7 @@ def service(url: str, *command: str, **settings: object) -> Iterator[subprocess.
     env.update(
         DATABASE_URL=url,
         PYTHONPATH=str(ROOT),
-        ORCHESTRATOR_WORKFLOWS=json.dumps(WORKFLOWS),
+        ORCHESTRATOR_APP=APP,
         ORCHESTRATOR_LOG_LEVEL="WARNING",
         ORCHESTRATOR_HEALTH_PORT="0",  # several daemons on one machine
     )
@@ -184,7 +179,7 @@ def sandbox_providers(url: str, **change: object) -> Iterator[dict[str, object]]
         "upload_post_webhook_secret": UPLOAD_POST_SECRET,
     }
     sandbox = f"http://127.0.0.1:{settings['sandbox_port']}/_sandbox/config"
-    with service(url, "sandbox", **settings), service(url, "api", **settings):
+    with service(url, "service", "sandbox", **settings), service(url, "api", **settings):
         until_up(sandbox)
         until_up(f"http://127.0.0.1:{settings['api_port']}/readyz")
         if change:

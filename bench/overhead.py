@@ -36,14 +36,13 @@ from psycopg import AsyncConnection
 from pydantic import SecretStr
 
 from bench import reference
-from bench.harness import WORKFLOWS, scratch_database, summary
+from bench.harness import scratch_database, summary
 from engine.cli import run_async
 from engine.daemon import Daemon
 from engine.database import open_pool
 from engine.logs import run_context
 from engine.settings import Settings
 from engine.store import new_run_id
-from engine.workflow import load_workflows
 
 RunOnce = Callable[[], Awaitable[float]]
 
@@ -78,15 +77,13 @@ def _run_id(record: logging.LogRecord) -> str | None:
 
 
 def _settings(url: str) -> Settings:
-    return Settings(
-        database_url=SecretStr(url), workflows=WORKFLOWS, concurrency=8, log_level="WARNING"
-    )
+    return Settings(database_url=SecretStr(url), concurrency=8, log_level="WARNING")
 
 
 @asynccontextmanager
 async def engine_runs(url: str) -> AsyncIterator[RunOnce]:
     settings = _settings(url)
-    workflows = load_workflows({reference.NAME: WORKFLOWS[reference.NAME]})
+    workflows = {reference.NAME: reference.reference_workflow()}
     commits = Commits()
     executor_log = logging.getLogger("engine.executor")
     executor_log.addHandler(commits)

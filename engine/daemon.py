@@ -4,22 +4,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 import psycopg
-from psycopg import pq
 
 from engine import sd_notify
+from engine.claims import Claim, claim_params
+from engine.claims import load_claims as _load_claims
 from engine.database import Pool, connect
-from engine.executor import Claim, Executor
+from engine.executor import Executor
 from engine.logs import run_context
 from engine.retention import prune
-from engine.retry import Unloadable
 from engine.settings import Settings
 from engine.sql import QUERIES
-from engine.status import STATUS_PARAMS, Status
+from engine.status import Status
 from engine.telemetry import DISABLED, Telemetry
 from engine.workflow import Workflow
 
@@ -29,17 +27,6 @@ VERSION_REPORT_INTERVAL = 60.0  # seconds between reports of runs left to other 
 # Seconds between attempts to re-establish LISTEN: polling covers the gap.
 RECONNECT_FIRST, RECONNECT_MAX = 0.2, 5.0
 CHANNELS = ("orchestrator_runs_v1", "orchestrator_approvals_v1", "orchestrator_events_v1")
-# The claim's columns holding the run's latest checkpoint (LangGraph's row shape).
-CHECKPOINT_COLUMNS = (
-    "thread_id",
-    "checkpoint",
-    "checkpoint_ns",
-    "checkpoint_id",
-    "parent_checkpoint_id",
-    "metadata",
-    "channel_values",
-    "pending_writes",
-)
 
 
 class Daemon:
@@ -294,78 +281,9 @@ class Daemon:
                 retry = min(retry * 2, RECONNECT_MAX)
 
 
-def claim_params(
-    limit: int, worker_id: str, lease_ttl: timedelta, versions: dict[str, list[str]]
-) -> dict[str, object]:
-    """The parameters of `claim_runs`; `versions` as `workflow_versions()` gives them."""
-    return {
-        "limit": limit,
-        "worker_id": worker_id,
-        "lease_ttl": lease_ttl,
-        **STATUS_PARAMS,
-        **versions,
-    }
-
-
 def workflow_versions(workflows: dict[str, Workflow]) -> dict[str, list[str]]:
     """The workflows a worker runs, each at its version, as the claim takes them."""
     return {
         "workflows": list(workflows),
         "versions": [workflow.version for workflow in workflows.values()],
     }
-
-
-@dataclass(frozen=True)
-class _Held:
-    run_id: str
-    epoch: int
-
-
-async def _load_claims(
-    cursor: psycopg.AsyncCursor[Any],
-) -> tuple[list[Claim], list[tuple[_Held, Unloadable]]]:
-    """The claimed rows as claims, and the runs whose row cannot become one.
-
-    Row by row, because decoding a row can fail (a payload nested deeper than
-    `json.loads` goes raises RecursionError) and such a run, left to its lease,
-    would crash every worker that claims it in turn. Its id and epoch are
-    decoded on their own, to fail it fenced.
-    """
-    claims: list[Claim] = []
-    unloadable: list[tuple[_Held, Unloadable]] = []
-    rows = cursor.pgresult.ntuples if cursor.pgresult is not None else 0
-    for index in range(rows):
-        await cursor.scroll(index, mode="absolute")
-        try:
-            claims.append(_claim_from_row(await cursor.fetchone()))
-        except Exception as error:
-            unloadable.append((_held(cursor, index), Unloadable(error)))
-    return claims, unloadable
-
-
-def _held(cursor: psycopg.AsyncCursor[Any], index: int) -> _Held:
-    """Row `index`'s run id and epoch, decoded without the rest of the row."""
-    assert cursor.pgresult is not None and cursor.description is not None
-    values = {}
-    for column, described in enumerate(cursor.description):
-        if described.name in ("run_id", "lease_epoch"):
-            raw = cursor.pgresult.get_value(index, column)
-            format = pq.Format(cursor.pgresult.fformat(column))
-            loader = cursor.adapters.get_loader(described.type_code, format)
-            assert loader is not None and raw is not None
-            values[described.name] = loader(described.type_code, cursor).load(raw)
-    return _Held(values["run_id"], values["lease_epoch"])
-
-
-def _claim_from_row(row: dict[str, Any] | None) -> Claim:
-    assert row is not None
-    return Claim(
-        run_id=row["run_id"],
-        project=row["project"],
-        workflow=row["workflow"],
-        payload=row["payload"],
-        epoch=row["lease_epoch"],
-        resume=row["resume"],
-        checkpoint={key: row[key] for key in CHECKPOINT_COLUMNS} if row["checkpoint"] else None,
-        trace_context=row["trace_context"],
-    )

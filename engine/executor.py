@@ -1,69 +1,32 @@
-"""Execute one claimed run until it finishes, pauses at an interrupt, or fails."""
+"""Execute one claimed run until it finishes, pauses at an interrupt, or fails.
+
+Each execution is one run session (`engine.session`): the graph writes through
+a `FencedSaver` over it, and the execution ends with the session's transition.
+"""
 
 import logging
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, Protocol
+from datetime import timedelta
+from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command
 from psycopg.types.json import Jsonb
 from tenacity import AsyncRetrying
 
+from engine.claims import Claim, Held
 from engine.database import Pool
 from engine.lease import Lease, LeaseLost
 from engine.retry import StepRetry, Unloadable
 from engine.saver import FencedSaver, state_view
+from engine.session import RunSession, change_status
 from engine.settings import Settings
-from engine.sql import QUERIES
-from engine.status import STATUS_PARAMS, Status, pending
+from engine.status import Status
 from engine.telemetry import DISABLED, Telemetry
 from engine.tracing import RunTrace, execution, traced
+from engine.waits import UnclaimableWait, parse_wait
 from engine.workflow import RunContext, Workflow
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A run this worker holds at `epoch`, and how to continue it."""
-
-    run_id: str
-    project: str
-    workflow: str
-    payload: dict[str, Any]
-    epoch: int
-    resume: dict[str, Any] | None  # the approval, or the provider events, it resumes with
-    # Its latest checkpoint, as LangGraph's saver reads it (None: not begun).
-    checkpoint: dict[str, Any] | None
-    trace_context: dict[str, str] | None = None  # the run's trace, once an execution began it
-
-    @property
-    def approval_id(self) -> int | None:
-        return int(self.resume["id"]) if self.resume and "gate" in self.resume else None
-
-
-class Held(Protocol):
-    """A run as this worker holds it: what a status change is fenced by."""
-
-    @property
-    def run_id(self) -> str: ...
-    @property
-    def epoch(self) -> int: ...
-
-
-def pause_status(wait: object) -> tuple[str, datetime | None]:
-    """The status for a run paused at an interrupt whose value is `wait`.
-
-    Gates interrupt with `{"gate": name, ...}`; provider waits with
-    `{"provider": name, "wake_at": iso-time, ...}`.
-    """
-    if isinstance(wait, dict) and isinstance(wait.get("gate"), str):
-        return pending(wait["gate"]), None
-    if isinstance(wait, dict) and isinstance(wait.get("provider"), str):
-        wake_at = wait.get("wake_at")
-        return Status.WAITING_PROVIDER, datetime.fromisoformat(wake_at) if wake_at else None
-    raise ValueError(f"interrupt value {wait!r} names neither a gate nor a provider")
 
 
 class Executor:
@@ -92,23 +55,17 @@ class Executor:
             stored=claim.trace_context,
             approval=claim.resume if claim.approval_id is not None else None,
         ) as trace:
-            return await self._execute(claim, trace)
+            async with self._session(claim) as session:
+                return await self._execute(claim, session, trace)
 
-    async def _execute(self, claim: Claim, trace: RunTrace) -> str | None:
+    async def _execute(self, claim: Claim, session: RunSession, trace: RunTrace) -> str | None:
         # The claim only takes runs of this worker's workflows, at their versions.
         workflow = self._workflows[claim.workflow]
         # Stored with the status this execution ends in (when it began the run's trace):
         # no write of its own.
         trace_context = Jsonb(trace.started) if trace.started is not None else None
-        saver = FencedSaver(
-            self._pool,
-            Lease(claim.run_id, claim.epoch, self._lease_ttl),
-            resuming=claim.resume is not None,
-            approval_id=claim.approval_id,
-            latest=claim.checkpoint,
-        )
         try:
-            output = await self._invoke(claim, workflow, saver)
+            output = await self._invoke(claim, workflow, session)
         except LeaseLost:
             log.warning("lease lost; abandoning run", extra={"action": "lease_lost"})
             return None
@@ -120,48 +77,36 @@ class Executor:
             attempts = self._settings.max_attempts
             error = {"type": type(exc).__name__, "message": str(exc), "attempts": attempts}
             trace.failed(exc)
-            await self._update(
-                "fail_run",
-                claim,
-                status=Status.FAILED,
-                error=Jsonb(error),
-                attempt=attempts,
-                trace_context=trace_context,
-            )
+            await session.fail(error, attempt=attempts, trace_context=trace_context)
             log.error("run failed", extra={"action": "run_failed"}, exc_info=exc)
             return Status.FAILED
         if interrupts := output.get("__interrupt__"):
-            wait = interrupts[0].value
-            status, wake_at = pause_status(wait)
+            try:
+                wait = parse_wait(interrupts[0].value)
+                status = wait.status
+            except UnclaimableWait as exc:
+                # Parked, it would wait forever: nothing would ever claim it.
+                trace.failed(exc)
+                error = {"type": type(exc).__name__, "message": str(exc), "attempts": 1}
+                await session.fail(error, attempt=1, trace_context=trace_context)
+                log.error("run paused on nothing", extra={"action": "run_failed"}, exc_info=exc)
+                return Status.FAILED
             # With the interrupt's writes, still waiting: one round trip.
-            if not await self._update(
-                "pause_run",
-                claim,
-                saver,
-                status=status,
-                waiting_for=Jsonb(wait),
-                wake_at=wake_at,
-                trace_context=trace_context,
-            ):
+            if not await session.pause(wait, trace_context=trace_context):
                 return None
             log.info("run paused", extra={"action": "run_paused", "status": status})
             return status
         result = state_view({"channel_values": output})["values"]  # type: ignore[typeddict-item]
-        if not await self._update(
-            "finish_run",
-            claim,
-            saver,
-            status=Status.PUBLISHED,
-            result=Jsonb(result),
-            trace_context=trace_context,
-        ):
+        if not await session.finish(result, trace_context=trace_context):
             return None
         log.info("run finished", extra={"action": "run_finished"})
         return Status.PUBLISHED
 
-    async def _invoke(self, claim: Claim, workflow: Workflow, saver: FencedSaver) -> dict[str, Any]:
-        graph = workflow.graph.copy(update={"checkpointer": saver})
-        context = RunContext(claim.run_id, claim.project, saver.lease, self._pool)
+    async def _invoke(
+        self, claim: Claim, workflow: Workflow, session: RunSession
+    ) -> dict[str, Any]:
+        graph = workflow.compiled.copy(update={"checkpointer": FencedSaver(session)})
+        context = RunContext(claim.run_id, claim.project, session.lease, self._pool)
         first_input: Any
         if claim.resume is not None:
             first_input = Command(resume=claim.resume)
@@ -198,23 +143,23 @@ class Executor:
                 # the resume value): continue from it instead of starting over.
                 try:
                     output = await graph.ainvoke(
-                        None if saver.wrote else first_input,
+                        None if session.wrote else first_input,
                         config,
                         context=context,
                         durability="sync",
                     )
                 except Exception:
-                    await saver.keep()
+                    await session.writes.keep()
                     raise
                 except BaseException:
-                    saver.discard()
+                    await session.writes.discard()
                     raise
                 return dict(output)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     async def requeue(self, claim: Claim) -> None:
         """Hand an unfinished run back to the queue (graceful shutdown)."""
-        await self._update("requeue_run", claim)
+        await self._session(claim).requeue()
 
     async def fail_unloadable(
         self, run: Held, error: Unloadable, trace_context: Jsonb | None = None
@@ -225,33 +170,20 @@ class Executor:
             extra={"action": "run_unloadable", "run_id": run.run_id, "epoch": run.epoch},
             exc_info=error.error,
         )
-        await self._update(
-            "fail_run",
+        await change_status(
+            self._pool,
             run,
+            "fail_run",
             status=Status.FAILED,
             error=Jsonb(error.as_error()),
             attempt=1,
             trace_context=trace_context,
         )
 
-    async def _update(
-        self, query: str, claim: Held, saver: FencedSaver | None = None, **params: object
-    ) -> bool:
-        """A status change, guarded by the claim's epoch; with `saver`, together
-        with its writes still waiting. False when the run changed hands first."""
-        params = {"run_id": claim.run_id, "epoch": claim.epoch, **STATUS_PARAMS, **params}
-        try:
-            if saver is not None:
-                changed = await saver.settle(QUERIES[query], params)
-            else:
-                async with self._pool.connection() as conn:
-                    changed = (await conn.execute(QUERIES[query], params)).rowcount
-        except LeaseLost:
-            changed = 0
-        if changed == 0:
-            log.warning(
-                "run changed hands before its status could be written",
-                extra={"action": "lease_lost", "run_id": claim.run_id, "query": query},
-            )
-            return False
-        return True
+    def _session(self, claim: Claim) -> RunSession:
+        return RunSession(
+            self._pool,
+            Lease(claim.run_id, claim.epoch, self._lease_ttl),
+            resume=claim.resume,
+            latest=claim.checkpoint,
+        )

@@ -41,7 +41,7 @@ class Lease:
         BEGIN or COMMIT of its own.
         """
         async with pool.connection() as conn:
-            with _lease_lost_on_fence():
+            with lease_lost_on_fence():
                 await conn.execute(query, {**self.params, **params})
 
     @asynccontextmanager
@@ -65,7 +65,7 @@ async def pipelined_transaction(pool: Pool) -> AsyncIterator[AsyncConnection[Dic
     """
     async with pool.connection() as conn:
         try:
-            with _lease_lost_on_fence():
+            with lease_lost_on_fence():
                 async with conn.pipeline():
                     await conn.execute("BEGIN")
                     try:
@@ -84,7 +84,7 @@ async def pipelined_transaction(pool: Pool) -> AsyncIterator[AsyncConnection[Dic
 
 
 @contextmanager
-def _lease_lost_on_fence() -> Iterator[None]:
+def lease_lost_on_fence() -> Iterator[None]:
     try:
         yield
     except psycopg.Error as error:

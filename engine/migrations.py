@@ -3,6 +3,8 @@
 import logging
 import re
 from dataclasses import dataclass
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from psycopg import AsyncConnection
@@ -10,7 +12,21 @@ from psycopg.rows import DictRow
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# Where the SQL comes from, the same way in a source checkout, an editable install
+# and an installed wheel, whatever the current directory: package data of `engine`.
+# The top-level `migrations/` folder stays the one copy that is edited (DESIGN.md);
+# `engine/_migrations` is a relative symlink to it (`../migrations`), which setuptools
+# follows when it builds the wheel, so the files install as `engine/_migrations/*.sql`
+# (pyproject.toml's package-data), and which a checkout or an editable install reads
+# through directly. Chosen over the alternatives: `packages.find` cannot add a package
+# that `package-dir` maps from elsewhere, an explicit package list would have to name
+# every subpackage forever, and a custom build step copies files that an editable
+# install then does not see. tests/test_packaging.py builds the wheel and runs
+# `orchestrator migrate` from it in another folder.
+MIGRATIONS: Traversable = files("engine") / "_migrations"
+# The same folder as a resolved path on disk (pip always unpacks a wheel, so it is
+# one): in a checkout, the top-level `migrations/`.
+MIGRATIONS_DIR = Path(str(MIGRATIONS)).resolve()
 _FILE = re.compile(r"^(?P<version>\d{4})_(?P<name>\w+)\.(?P<direction>up|down)\.sql$")
 # Any constant will do, as long as every replica uses the same one.
 _LOCK_KEY = 0x6F72636865737472
@@ -31,21 +47,21 @@ class MigrationError(Exception):
 class Migration:
     version: int
     name: str
-    up: Path
-    down: Path
+    up: Traversable
+    down: Traversable
 
 
-def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    files: dict[int, dict[str, Path]] = {}
+def discover(directory: Traversable = MIGRATIONS) -> list[Migration]:
+    found: dict[int, dict[str, Traversable]] = {}
     names: dict[int, str] = {}
-    for path in directory.iterdir():
-        if match := _FILE.match(path.name):
+    for entry in directory.iterdir():
+        if match := _FILE.match(entry.name):
             version = int(match["version"])
-            files.setdefault(version, {})[match["direction"]] = path
+            found.setdefault(version, {})[match["direction"]] = entry
             names[version] = match["name"]
     migrations = []
-    for version in sorted(files):
-        pair = files[version]
+    for version in sorted(found):
+        pair = found[version]
         if set(pair) != {"up", "down"}:
             raise MigrationError(f"migration {version:04d} needs both an up and a down file")
         migrations.append(Migration(version, names[version], pair["up"], pair["down"]))
@@ -84,7 +100,7 @@ async def migrate(conn: AsyncConnection[DictRow], target: int | None = None) -> 
         )
         upward = target >= before
         for migration in steps:
-            sql = (migration.up if upward else migration.down).read_text()
+            sql = (migration.up if upward else migration.down).read_text(encoding="utf-8")
             async with conn.transaction():
                 await conn.execute(sql)
                 if upward:

@@ -1,30 +1,31 @@
-"""A LangGraph checkpoint saver for one run, fenced by the run's lease.
+"""LangGraph's checkpointer interface over a run's session: `FencedSaver`.
 
-Every write is one statement calling a function of migration 0006 that
-(1) checks and renews the worker's lease at its epoch, (2) on the first write
-after a resume marks the resume consumed (the run waits for nothing; its
-approval is spent), (3) writes LangGraph's rows, and (4) for a checkpoint,
-mirrors the state into `orchestration_checkpoints`. A worker that lost the run
-cannot write anything: the statement fails with `LeaseLost`. Reads are
-LangGraph's own, but decode in place (see `_load_checkpoint_tuple`).
+One saver per claimed run. It serialises what LangGraph hands it into the
+rows `AsyncPostgresSaver.aput` and `aput_writes` would write, in the same
+tables and encodings, so LangGraph reads them back unchanged, and hands them
+to the run's session, whose write buffer sends them fenced by the lease
+(`engine.session`). What differs from LangGraph's saver is the round trips:
+LangGraph's sends a pipelined transaction of one statement per row and
+serialises in a worker thread; here values are serialised in place (a
+checkpoint's blobs are small next to a thread hop) and a step's rows go in one
+statement.
 
-The rows are the ones `AsyncPostgresSaver.aput` and `aput_writes` write, in the
-same tables and encodings, so LangGraph reads them back unchanged; what differs
-is the round trips. LangGraph's saver sends a pipelined transaction of one
-statement per row, and serialises in a worker thread; here the values are
-serialised in place (a checkpoint's blobs are small next to a thread hop) and
-sent in one statement: the rows' fields as one JSON document, their blobs as
-arrays.
-
-One saver per running run: writes take turns on its lock, so they commit in
-the order LangGraph makes them.
+It keeps LangGraph's contract where the round trips could bend it: a read
+first sends the writes still waiting, so it sees them; only the run's own
+namespace (`checkpoint_ns == ""`) is mirrored, so a subgraph's checkpoint
+never replaces the run's readable state; and every method that writes or
+deletes is fenced by the lease (`aput`, `aput_writes`, `adelete_thread`,
+`aprune`) or refused with `NotImplementedError` (`adelete_for_runs` and
+`acopy_thread`, which touch threads no lease holds; `setup`, the engine's
+migrations own the schema; the synchronous methods: the engine runs graphs
+with `ainvoke`). The saver holds one run: naming another thread is a
+`ValueError`, for reads too (nothing in the engine reads another run through
+a run's saver; one that did would be a bug).
 """
 
-import asyncio
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, LiteralString, cast
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, NoReturn, cast
 
 import psycopg
 from langchain_core.runnables import RunnableConfig
@@ -34,17 +35,18 @@ from langgraph.checkpoint.base import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
+    DeltaChannelHistory,
     get_checkpoint_id,
     get_serializable_checkpoint_metadata,
 )
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.checkpoint.postgres.base import PRUNE_STRATEGIES, _keep_latest
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
-from psycopg.types.json import Jsonb
 
-from engine.database import Pool
-from engine.lease import Lease, LeaseLost, pipelined_transaction
+from engine.lease import lease_lost_on_fence
 from engine.mirror import mirror_json
 from engine.retry import Unloadable
+from engine.session import CheckpointRow, RunSession, WriteRow
 from engine.sql import QUERIES
 
 
@@ -65,88 +67,22 @@ def state_json(checkpoint: Checkpoint) -> str:
     return mirror_json({"values": values})
 
 
-@dataclass(frozen=True)
-class _Write:
-    """One row of `checkpoint_writes`, waiting to be sent."""
-
-    ns: str
-    checkpoint_id: str
-    task_id: str
-    task_path: str
-    idx: int
-    channel: str
-    type: str
-    blob: bytes | None
-    replace: bool  # a write to a special channel replaces the row at its index
-
-    @property
-    def key(self) -> tuple[str, str, str, int]:
-        return self.ns, self.checkpoint_id, self.task_id, self.idx
-
-    @property
-    def fields(self) -> list[object]:
-        """All but the blob, in the order `orchestrator_put()` reads them."""
-        return [
-            self.ns,
-            self.checkpoint_id,
-            self.task_id,
-            self.task_path,
-            self.idx,
-            self.channel,
-            self.type,
-            self.replace,
-        ]
-
-
-@dataclass(frozen=True)
-class _Checkpoint:
-    """A checkpoint waiting to be sent: its row, its new blobs and its readable state."""
-
-    ns: str
-    id: str
-    parent_id: str | None
-    checkpoint: Checkpoint  # as stored: primitives inline, the rest in `blobs`
-    metadata: dict[str, Any]
-    blobs: list[tuple[str, str, str, str, str, bytes | None]]  # LangGraph's blob rows
-    state: str
-    step: int | None
-
-
 class FencedSaver(AsyncPostgresSaver):
-    # How long a task's writes wait for the checkpoint that ends their step.
-    LINGER = 0.01
+    def __init__(self, session: RunSession) -> None:
+        super().__init__(session.pool)
+        self.session = session
+        self._writes = session.writes
+        self._unread = True  # the claim's read of the latest checkpoint is not used yet
 
-    def __init__(
-        self,
-        pool: Pool,
-        lease: Lease,
-        *,
-        resuming: bool,
-        approval_id: int | None,
-        latest: dict[str, Any] | None,
-    ) -> None:
-        super().__init__(pool)
-        self._pool = pool
-        self.lease = lease
-        self._resuming = resuming
-        self._approval_id = approval_id
-        # The run's latest checkpoint row (None: it has none), read by the claim
-        # and not yet asked for.
-        self._latest = latest
-        self._unread = True
-        self._fresh = latest is None and not resuming  # a run not begun yet
-        self._writes: list[_Write] = []
-        self._checkpoints: list[_Checkpoint] = []
-        self._linger: asyncio.TimerHandle | None = None
-        self._background: asyncio.Task[None] | None = None
-        self._failure: BaseException | None = None  # of a background send
-        self.wrote = False
+    # Reads: they see what waits to be sent.
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The run's latest checkpoint as the claim read it, the first time it is
         asked for (the lease keeps anyone else from writing a newer one); any
         other read, or a later one, from the database. State that cannot be
         decoded raises `Unloadable`: every attempt would read the same bytes."""
+        self._own(config["configurable"]["thread_id"])
+        await self._writes.send()
         try:
             return await self._read_tuple(config)
         except psycopg.Error:
@@ -154,17 +90,38 @@ class FencedSaver(AsyncPostgresSaver):
         except Exception as error:
             raise Unloadable(error) from error
 
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        self._own(config["configurable"]["thread_id"] if config else None)
+        await self._writes.send()
+        async for found in super().alist(config, filter=filter, before=before, limit=limit):
+            yield found
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        self._own(config["configurable"]["thread_id"])
+        await self._writes.send()
+        return await super().aget_delta_channel_history(config=config, channels=channels)
+
     async def _read_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         asks_latest = (
             config["configurable"].get("checkpoint_ns", "") == ""
             and get_checkpoint_id(config) is None
         )
-        if asks_latest and self._unread:
+        latest = self.session.latest
+        if asks_latest and self._unread and not self.session.wrote:
             self._unread = False
-            if self._latest is None:
+            if latest is None:
                 return None
-            if self._latest["checkpoint"]["v"] >= 4:  # older ones need LangGraph's migration
-                return await self._load_checkpoint_tuple(self._latest)
+            if latest["checkpoint"]["v"] >= 4:  # older ones need LangGraph's migration
+                return await self._load_checkpoint_tuple(latest)
         return await super().aget_tuple(config)
 
     async def _load_checkpoint_tuple(self, value: dict[str, Any]) -> CheckpointTuple:
@@ -191,6 +148,8 @@ class FencedSaver(AsyncPostgresSaver):
             self._load_writes(value["pending_writes"]),
         )
 
+    # Writes: serialised here, sent fenced by the session.
+
     async def aput(
         self,
         config: RunnableConfig,
@@ -200,6 +159,7 @@ class FencedSaver(AsyncPostgresSaver):
     ) -> RunnableConfig:
         configurable = config["configurable"]
         thread_id, checkpoint_ns = configurable["thread_id"], configurable["checkpoint_ns"]
+        self._own(thread_id)
         # As LangGraph's saver stores them: primitives inline in the checkpoint,
         # everything else (and delta snapshots) as versioned blobs.
         stored = checkpoint.copy()
@@ -211,29 +171,29 @@ class FencedSaver(AsyncPostgresSaver):
                 inline[channel] = True
             elif not (value is None or isinstance(value, (str, int, float, bool))):
                 blob_values[channel] = inline.pop(channel)
-        blobs = self._dump_blobs(
-            thread_id,
-            checkpoint_ns,
-            blob_values,
-            {k: v for k, v in new_versions.items() if k in blob_values},
-        )
-        self._checkpoints.append(
-            _Checkpoint(
+        self._writes.add_checkpoint(
+            CheckpointRow(
                 ns=checkpoint_ns,
                 id=checkpoint["id"],
                 parent_id=configurable.get("checkpoint_id"),
-                checkpoint=stored,
+                checkpoint=cast(dict[str, Any], stored),
                 metadata=dict(get_serializable_checkpoint_metadata(config, metadata)),
-                blobs=blobs,
-                state=state_json(checkpoint),
+                blobs=self._dump_blobs(
+                    thread_id,
+                    checkpoint_ns,
+                    blob_values,
+                    {k: v for k, v in new_versions.items() if k in blob_values},
+                ),
+                # Only the run's own state is mirrored, never a subgraph's.
+                state=state_json(checkpoint) if checkpoint_ns == "" else None,
                 step=metadata.get("step"),
             )
         )
         # A fresh run's input checkpoint holds nothing `runs.payload` does not:
         # it goes with the first step's. Were the worker to die first, the run
         # would start over from its payload, as it would have anyway.
-        if not (self._fresh and metadata.get("source") == "input"):
-            await self._send()
+        if not (self.session.fresh and metadata.get("source") == "input"):
+            await self._writes.send()
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -249,158 +209,116 @@ class FencedSaver(AsyncPostgresSaver):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        """Queue a task's writes to go with the checkpoint that ends their step.
-
-        LangGraph does not wait for a task's writes (with `durability="sync"`
-        it waits for each checkpoint), and the checkpoint normally follows
-        within a millisecond: sent in its statement, the writes cost no round
-        trip of their own. Writes still waiting after `LINGER` (a sibling
-        task still running) are sent on their own; `settle()` sends the ones
-        no checkpoint follows (an interrupt's) with the run's new status, and
-        `discard()` drops those of a failed invocation.
-        """
+        """Queue a task's writes to go with the checkpoint that ends their step
+        (LangGraph does not wait for them; `engine.session` says when they go)."""
         configurable = config["configurable"]
+        self._own(configurable["thread_id"])
         # Writes to LangGraph's special channels replace earlier ones at their
         # index; others never do (LangGraph's upsert and insert statements).
         replace = all(channel in WRITES_IDX_MAP for channel, _ in writes)
-        for row in self._dump_writes(
-            configurable["thread_id"],
-            configurable["checkpoint_ns"],
-            configurable["checkpoint_id"],
-            task_id,
-            task_path,
-            writes,
-        ):
-            self._writes.append(_Write(*row[1:], replace=replace))
-        if self._linger is None:
-            self._linger = asyncio.get_running_loop().call_later(self.LINGER, self._send_soon)
+        self._writes.add_writes(
+            [
+                WriteRow(*row[1:], replace=replace)
+                for row in self._dump_writes(
+                    configurable["thread_id"],
+                    configurable["checkpoint_ns"],
+                    configurable["checkpoint_id"],
+                    task_id,
+                    task_path,
+                    writes,
+                )
+            ]
+        )
 
-    async def settle(self, query: LiteralString, params: dict[str, object]) -> int:
-        """Write the run's status change (`query`, guarded by its own epoch
-        condition) and, in the same transaction, the writes still waiting, such
-        as the interrupt's that paused the run: one round trip. The rows `query`
-        changed."""
-        async with self.lock:
-            writes, checkpoints = self._take()
-            if not (writes or checkpoints):
-                async with self._pool.connection() as conn:
-                    cursor = await conn.execute(query, params)
-                return cursor.rowcount
-            # The put fences itself: the transaction needs no fence of its own.
-            async with pipelined_transaction(self._pool) as conn:
-                put = self._put_params(writes, checkpoints, flush=True)  # a status change
-                await conn.execute(QUERIES["put"], put)
-                cursor = await conn.execute(query, params)
-            self._sent()
-            return cursor.rowcount
+    # Deletes: fenced, and only the run's own rows.
 
     async def adelete_thread(self, thread_id: str) -> None:
         """Delete the run's LangGraph rows, fenced: a worker that lost the run
-        deletes nothing (`LeaseLost`). This saver holds one run: no other thread."""
-        if str(thread_id) != self.lease.run_id:
-            raise ValueError(f"this saver holds run {self.lease.run_id}, not {thread_id!r}")
-        async with self.lock, self.lease.transaction(self._pool) as conn:
+        deletes nothing (`LeaseLost`)."""
+        self._own(thread_id)
+        await self._writes.discard()
+        lease = self.session.lease
+        async with self._writes.lock, lease.transaction(self.session.pool) as conn:
             for table in ("checkpoints", "checkpoint_blobs", "checkpoint_writes"):
-                await conn.execute(QUERIES[f"delete_{table}"], {"run_id": self.lease.run_id})
-        self.discard()
+                await conn.execute(QUERIES[f"delete_{table}"], {"run_id": lease.run_id})
 
-    async def keep(self) -> None:
-        """Send what waits after an invocation failed: LangGraph handed the saver
-        the writes of the tasks that finished (and the failed one's error), as
-        its own saver would have stored them, so the retry runs only what
-        failed. Unsent (the database is out), they are dropped: those tasks run
-        again, as after a worker crash. Losing the run (`LeaseLost`) is raised."""
-        try:
-            await self._send()
-        except LeaseLost:
-            self.discard()
-            raise
-        except Exception:
-            self.discard()
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """LangGraph's prune of the run's history, fenced by the lease."""
+        if isinstance(thread_ids, str):
+            raise TypeError("thread_ids must be a sequence of thread IDs, not a str")
+        if strategy not in PRUNE_STRATEGIES:
+            raise ValueError(f"Unknown prune strategy: {strategy!r}")
+        for thread_id in thread_ids:
+            self._own(thread_id)
+        if not thread_ids:
+            return
+        lease = self.session.lease
+        if strategy == "delete":
+            await self.adelete_thread(lease.run_id)
+            return
+        await self._writes.send()  # what waits is history to prune too
+        async with (
+            self._writes.lock,
+            self.session.pool.connection() as conn,
+            conn.transaction(),
+            conn.cursor(binary=True) as cursor,
+        ):
+            # LangGraph's statements, the fence right after the first, which
+            # sets the transaction's isolation and so must come first.
+            statements = _keep_latest(lease.run_id)
+            sql, args, _ = next(statements)
+            await cursor.execute(sql, args, prepare=False)
+            with lease_lost_on_fence():
+                await cursor.execute(QUERIES["fence"], lease.params)
+            rows: list[Any] = []
+            while True:
+                try:
+                    sql, args, fetch = statements.send(rows)
+                except StopIteration:
+                    return
+                await cursor.execute(sql, args, prepare=False)
+                rows = await cursor.fetchall() if fetch else []
 
-    def discard(self) -> None:
-        """Forget writes not yet sent: those of an invocation cancelled, which
-        the database never saw (the retry starts from what it holds)."""
-        self._cancel_linger()
-        self._writes.clear()
-        self._checkpoints.clear()
-        self._failure = None
+    # Refused: what no run's lease can fence, and the synchronous interface.
 
-    def _send_soon(self) -> None:
-        self._linger = None
-        self._background = asyncio.get_running_loop().create_task(self._send_in_background())
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        raise NotImplementedError(
+            "FencedSaver holds one run: deleting by LangGraph run id would touch other "
+            "threads, which its lease does not fence"
+        )
 
-    async def _send_in_background(self) -> None:
-        try:
-            await self._send()
-        except Exception as error:  # raised to LangGraph by the next write
-            self._failure = error
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        raise NotImplementedError(
+            "FencedSaver holds one run: a copy would write a thread no lease holds"
+        )
 
-    def _cancel_linger(self) -> None:
-        if self._linger is not None:
-            self._linger.cancel()
-            self._linger = None
+    async def setup(self) -> None:
+        raise NotImplementedError("FencedSaver writes no schema: the engine's migrations do")
 
-    def _take(self) -> tuple[list[_Write], list[_Checkpoint]]:
-        """What waits to be sent, one write per key; raise what a background send raised."""
-        if (failure := self._failure) is not None:
-            self._failure = None
-            raise failure
-        self._cancel_linger()
-        writes, self._writes = _one_row_per_key(self._writes), []
-        checkpoints, self._checkpoints = self._checkpoints, []
-        return writes, checkpoints
+    def put(self, *args: Any, **kwargs: Any) -> NoReturn:
+        _synchronous("put")
 
-    async def _send(self) -> None:
-        async with self.lock:
-            writes, checkpoints = self._take()
-            if writes or checkpoints:
-                # A task's writes alone need not wait for the WAL flush: the
-                # checkpoint that follows them commits synchronously, and were
-                # the server to crash first, the task would run again, as after
-                # a worker crash mid-task. A checkpoint must wait for it.
-                put = self._put_params(writes, checkpoints, flush=bool(checkpoints))
-                await self.lease.execute(self._pool, QUERIES["put"], put)
-                self._sent()
+    def put_writes(self, *args: Any, **kwargs: Any) -> NoReturn:
+        _synchronous("put_writes")
 
-    def _put_params(
-        self, writes: list[_Write], checkpoints: list[_Checkpoint], *, flush: bool
-    ) -> dict[str, object]:
-        """`put`'s parameters; `flush`: its commit waits for the WAL flush."""
-        blobs = [blob for c in checkpoints for blob in c.blobs]
-        newest = checkpoints[-1] if checkpoints else None
-        return {
-            **self.lease.params,
-            "consume": self._resuming,
-            "approval_id": self._approval_id,
-            "thread_id": self.lease.run_id,
-            # The rows' fields in one document, their blobs beside it (migration 0006).
-            "rows": Jsonb(
-                {
-                    "writes": [w.fields for w in writes],
-                    "checkpoints": [
-                        [c.ns, c.id, c.parent_id, c.checkpoint, c.metadata] for c in checkpoints
-                    ],
-                    "blobs": [list(blob[1:5]) for blob in blobs],
-                }
-            ),
-            "write_blobs": [w.blob for w in writes],
-            "blob_values": [blob[5] for blob in blobs],
-            "state": newest.state if newest else None,
-            "step": newest.step if newest else None,
-            "flush": flush,
-        }
+    def delete_thread(self, *args: Any, **kwargs: Any) -> NoReturn:
+        _synchronous("delete_thread")
 
-    def _sent(self) -> None:
-        self._resuming = False
-        self.wrote = True
+    def delete_for_runs(self, *args: Any, **kwargs: Any) -> NoReturn:
+        _synchronous("delete_for_runs")
+
+    def copy_thread(self, *args: Any, **kwargs: Any) -> NoReturn:
+        _synchronous("copy_thread")
+
+    def prune(self, *args: Any, **kwargs: Any) -> NoReturn:
+        _synchronous("prune")
+
+    def _own(self, thread_id: object) -> None:
+        if str(thread_id) != self.session.run_id:
+            raise ValueError(f"FencedSaver holds run {self.session.run_id}, not {thread_id!r}")
 
 
-def _one_row_per_key(writes: list[_Write]) -> list[_Write]:
-    """One statement may not write a row twice: of rows with the same key, the
-    last replacing one wins, else the first (what the inserts in turn would leave)."""
-    rows: dict[tuple[str, str, str, int], _Write] = {}
-    for write in writes:
-        if write.replace or write.key not in rows:
-            rows[write.key] = write
-    return list(rows.values())
+def _synchronous(method: str) -> NoReturn:
+    raise NotImplementedError(
+        f"FencedSaver is asynchronous: call a{method}() (the engine runs graphs with ainvoke)"
+    )

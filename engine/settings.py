@@ -1,9 +1,14 @@
-"""All configuration, from `ORCHESTRATOR_*` environment variables or a `.env` file."""
+"""The engine's configuration, from `ORCHESTRATOR_*` environment variables or a `.env` file.
+
+An App adds its own settings classes (same prefix, same `.env`); `Config` holds them all.
+"""
 
 import os
 import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import (
     AliasChoices,
@@ -47,11 +52,17 @@ class Settings(BaseSettings):
     prepare_threshold: int | None = Field(
         default=5, description="None disables prepared statements (needed behind pgbouncer)"
     )
-    workflows: dict[str, str] = Field(
-        default={"production": "personas.graph:production_workflow"},
-        description="workflow name -> 'module:factory' returning an engine.Workflow",
+    app: str | None = Field(
+        default=None,
+        description="'module:attribute' of the engine.App this process serves; "
+        "unset: the one installed in the 'orchestrator.apps' entry point group",
     )
-    # HTTP: the API (webhook ingress, runs) and the sandbox provider server.
+    workflows: dict[str, str] | None = Field(
+        default=None,
+        description="deprecated: workflow name -> 'module:factory' returning an engine.Workflow; "
+        "set, these replace the App's workflows",
+    )
+    # HTTP: the API (runs, approvals, webhook ingress, console).
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_token: SecretStr | None = Field(
@@ -95,39 +106,11 @@ class Settings(BaseSettings):
     webhook_max_bytes: PositiveInt = Field(
         default=65_536, description="largest webhook body; larger ones get 413 and are not stored"
     )
-    webhook_verifiers: str = Field(
-        default="providers.webhooks:verifiers",
-        description="'module:factory' taking Settings, returning {provider: verifier}",
-    )
-    sandbox_service: str = Field(
-        default="providers.sandbox.service:run",
-        description="'module:coroutine(settings)' serving the sandbox providers until cancelled",
-    )
-    sandbox_port: int = Field(default=8100, ge=1, le=65535)
     health_host: str = Field(
         default="127.0.0.1", description="the daemon's health port's address (0.0.0.0 in pods)"
     )
     health_port: int = Field(
         default=8081, ge=0, le=65535, description="the daemon's /healthz and /readyz; 0 is off"
-    )
-    # Providers: a provider with no API key talks to the sandbox.
-    kie_base_url: str | None = None
-    kie_api_key: SecretStr | None = None
-    kie_webhook_secret: SecretStr | None = None
-    shotstack_base_url: str | None = None
-    shotstack_api_key: SecretStr | None = None
-    shotstack_env: str = Field(default="stage", pattern="^(stage|v1)$")
-    upload_post_base_url: str | None = None
-    upload_post_api_key: SecretStr | None = None
-    upload_post_webhook_secret: SecretStr | None = None
-    upload_post_user: str = "orchestrator"
-    provider_timeout: PositiveFloat = Field(default=30.0, description="seconds per HTTP request")
-    provider_max_attempts: PositiveInt = 5
-    provider_poll_interval: PositiveFloat = Field(
-        default=30.0, description="seconds a provider wait sleeps before asking for the job"
-    )
-    provider_job_timeout: PositiveFloat = Field(
-        default=3600.0, description="seconds before a provider job that never ends fails the run"
     )
     prune_interval: PositiveFloat | None = Field(
         default=None, description="seconds between the daemon's retention runs; unset: never"
@@ -155,9 +138,6 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "text"] = Field(
         default="auto", description="auto: JSON lines, or text when stderr is a terminal"
     )
-    chat_model: str = Field(
-        default="offline", description="'offline' or 'module:Class' of a BaseChatModel"
-    )
 
     @field_validator("prepare_threshold", mode="before")
     @classmethod
@@ -166,12 +146,28 @@ class Settings(BaseSettings):
         return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
 
     @property
-    def uses_sandbox(self) -> bool:
-        """No provider key is configured: the providers are the local sandbox."""
-        keys = (self.kie_api_key, self.shotstack_api_key, self.upload_post_api_key)
-        return all(key is None for key in keys)
-
-    @property
     def callback_base_url(self) -> str:
         """Where providers deliver webhooks (`/webhooks/{provider}` under it)."""
         return (self.public_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
+
+
+Part = TypeVar("Part", bound=BaseSettings)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The settings a process runs with: the engine's, and one instance of each
+    settings class its App declares (read from the same environment and `.env`)."""
+
+    engine: Settings
+    parts: Mapping[type[BaseSettings], BaseSettings] = field(default_factory=dict)
+
+    def __getitem__(self, kind: type[Part]) -> Part:
+        part = self.parts.get(kind)
+        if not isinstance(part, kind):
+            raise KeyError(f"{kind.__name__} is not among the settings the App declares")
+        return part
+
+    def replaced(self, part: BaseSettings) -> "Config":
+        """This configuration with `part` instead of the App's part of its class."""
+        return replace(self, parts={**self.parts, type(part): part})

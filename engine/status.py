@@ -25,5 +25,5 @@ STATUS_PARAMS: dict[str, str] = {
 
 
 def pending(gate: str) -> str:
-    """The status of a run paused at HITL gate `gate` (the seed's `pending_workflow`)."""
+    """The status of a run paused at HITL gate `gate` (`pending_<gate>`, as the seed names them)."""
     return PENDING_PREFIX + gate

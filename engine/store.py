@@ -2,6 +2,7 @@
 
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -11,7 +12,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
-from engine.refusals import find_unholdable
+from engine.holdable import find_unholdable
 from engine.sql import QUERIES
 from engine.status import STATUS_PARAMS, Status
 
@@ -44,7 +45,7 @@ class RunView:
 
 
 def storable(value: Any, field: str) -> Any:
-    """`value` unless PostgreSQL cannot store it (NUL, NaN, lone surrogates: `engine.refusals`)."""
+    """`value` unless PostgreSQL cannot store it (NUL, NaN, lone surrogates: `find_unholdable`)."""
     problem = find_unholdable(value)
     if problem is not None:
         path, why = problem
@@ -70,7 +71,7 @@ async def create_run(
     *,
     project: str,
     payload: dict[str, Any],
-    workflow: str = "production",
+    workflow: str,
     priority: int = 0,
 ) -> dict[str, Any]:
     cursor = await conn.execute(
@@ -150,12 +151,16 @@ async def approve(
     approver_ip: str | None = None,
     payload: dict[str, Any] | None = None,
     pause_id: int | None = None,
+    check: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Insert an approval row; the database's trigger decides whether it is accepted.
 
     `pause_id` (the run's `waiting_for.pause_id` that the approver was shown)
-    makes sure the approval answers that question and no later one.
+    makes sure the approval answers that question and no later one. `check`, given
+    the run, raises `InvalidInput` for a payload its gate would refuse.
     """
+    if check is not None:
+        check(await get_run(conn, run_id))
     try:
         cursor = await conn.execute(
             QUERIES["insert_approval"],

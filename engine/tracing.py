@@ -38,6 +38,7 @@ from opentelemetry.trace import Span, SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from engine.telemetry import Telemetry
+from engine.waits import GateWait, UnclaimableWait, parse_wait
 from engine.workflow import Workflow
 
 PROPAGATOR = TraceContextTextMapPropagator()
@@ -156,10 +157,12 @@ class TracedNode(Runnable[Any, Any]):
 
 def _gate(interrupt: GraphInterrupt) -> str | None:
     for waiting in interrupt.args[0] if interrupt.args else ():
-        value = getattr(waiting, "value", None)
-        gate = value.get("gate") if isinstance(value, dict) else None
-        if isinstance(gate, str):
-            return gate
+        try:
+            wait = parse_wait(getattr(waiting, "value", None))
+        except UnclaimableWait:
+            continue
+        if isinstance(wait, GateWait):
+            return wait.gate
     return None
 
 
@@ -169,13 +172,13 @@ def traced(workflows: Mapping[str, Workflow]) -> dict[str, Workflow]:
     return {
         name: replace(
             workflow,
-            graph=workflow.graph.copy(
+            graph=workflow.compiled.copy(
                 update={
                     "nodes": {
                         node: spec
                         if node.startswith("__")
                         else spec.copy({"bound": TracedNode(node, spec.bound)})
-                        for node, spec in workflow.graph.nodes.items()
+                        for node, spec in workflow.compiled.nodes.items()
                     }
                 }
             ),

@@ -1,7 +1,9 @@
-"""What the engine runs: named, versioned LangGraph graphs, and the context their nodes get."""
+"""What the engine runs: named, versioned LangGraph graphs, their gates, and the context
+their nodes get."""
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from langgraph.pregel import Pregel
@@ -10,21 +12,74 @@ from pydantic import BaseModel, ValidationError
 
 from engine.database import Pool
 from engine.lease import Lease
-from engine.references import load_reference
+from engine.settings import Config
 from engine.sql import QUERIES
 from engine.store import InvalidInput
+
+Graph = Pregel[Any, Any, Any, Any]
+# Builds a workflow's graph from the process's settings and owns what it opened
+# (HTTP clients, model clients) until the process stops.
+GraphBuilder = Callable[[Config], AbstractAsyncContextManager[Graph]]
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A gate a workflow's graph pauses at (`ask(name, ...)`), as approvers are shown it.
+
+    `shows` labels the keys of the request the graph asks with, in the order shown.
+    `edits` is what an approver may send with an approval: a pydantic model whose
+    JSON schema the console renders as a form (a field's `json_schema_extra`
+    `{"prefill": key}` fills it from the request's `key`) and which every approval's
+    payload is checked against before it is written.
+    """
+
+    name: str
+    title: str
+    description: str = ""
+    shows: Mapping[str, str] = field(default_factory=dict)
+    edits: type[BaseModel] | None = None
 
 
 @dataclass(frozen=True)
 class Workflow:
-    """A compiled graph (without a checkpointer: the engine gives each run its own)."""
+    """A graph the engine runs, given compiled (without a checkpointer: the engine gives
+    each run its own) or as `build`, which makes it from the settings and owns its
+    resources while the process runs."""
 
     name: str
     version: str
-    graph: Pregel[Any, Any, Any, Any]
+    graph: Graph | None = None
+    build: GraphBuilder | None = None
     # The run's payload, checked when a run is created: a key it does not declare
     # would become graph state that no approver is ever shown.
     input_schema: type[BaseModel] | None = None
+    gates: Sequence[Gate] = ()
+
+    def __post_init__(self) -> None:
+        if (self.graph is None) == (self.build is None):
+            raise ValueError(f"workflow {self.name!r}: give either graph or build, not both")
+        names = [gate.name for gate in self.gates]
+        if len(set(names)) != len(names):
+            raise ValueError(f"workflow {self.name!r}: two gates share a name")
+
+    def gate(self, name: str) -> Gate | None:
+        return next((gate for gate in self.gates if gate.name == name), None)
+
+    @asynccontextmanager
+    async def opened(self, config: Config) -> AsyncIterator["Workflow"]:
+        """This workflow with its graph built, for as long as the block runs."""
+        if self.build is None:
+            yield self
+            return
+        async with self.build(config) as graph:
+            yield replace(self, graph=graph, build=None)
+
+    @property
+    def compiled(self) -> Graph:
+        """The graph of an opened workflow."""
+        if self.graph is None:
+            raise RuntimeError(f"workflow {self.name!r} is not opened: its graph is not built")
+        return self.graph
 
 
 @dataclass(frozen=True)
@@ -94,53 +149,24 @@ class RunContext:
         return f"{self.run_id}:{key}"
 
 
-WorkflowFactory = Callable[[], Workflow]
-
-
-@dataclass(frozen=True)
-class DeclaredFactory:
-    """A workflow factory that names its input schema without being called, so the API
-    and the CLI can check a payload without building the graph and its clients."""
-
-    build: WorkflowFactory
-    input_schema: type[BaseModel]
-
-    def __call__(self) -> Workflow:
-        return replace(self.build(), input_schema=self.input_schema)
-
-
-def takes_input(schema: type[BaseModel]) -> Callable[[WorkflowFactory], DeclaredFactory]:
-    """Decorate a workflow factory with the schema of its runs' payload."""
-    return lambda build: DeclaredFactory(build, schema)
-
-
-def input_schema_of(reference: str, setting: str) -> type[BaseModel] | None:
-    """The schema the 'module:factory' at `reference` declares; None: any payload."""
-    schema = getattr(load_reference(reference, setting), "input_schema", None)
-    if schema is not None and not (isinstance(schema, type) and issubclass(schema, BaseModel)):
-        raise ValueError(f"{setting}: {reference}.input_schema is not a pydantic model")
-    return schema
-
-
 def checked_input(schema: type[BaseModel] | None, payload: Mapping[str, Any]) -> None:
     """Raise `InvalidInput` naming the first key of `payload` that `schema` refuses."""
+    _checked(schema, payload, "payload")
+
+
+def checked_edit(gate: Gate | None, payload: Mapping[str, Any] | None) -> None:
+    """Raise `InvalidInput` naming the first field of an approval's `payload` that its
+    gate's `edits` refuses (a gate that declares no edits takes any payload)."""
+    if gate is not None and payload is not None:
+        _checked(gate.edits, payload, "payload")
+
+
+def _checked(schema: type[BaseModel] | None, value: Mapping[str, Any], name: str) -> None:
     if schema is None:
         return
     try:
-        schema.model_validate(payload)
+        schema.model_validate(value)
     except ValidationError as refused:
         first = refused.errors()[0]
-        field = ".".join(["payload", *(str(part) for part in first["loc"])])
-        raise InvalidInput(f"{field}: {first['msg']}") from None
-
-
-def load_workflows(refs: Mapping[str, str]) -> dict[str, Workflow]:
-    """Build each workflow from its 'module:factory' reference."""
-    workflows = {}
-    for name, ref in refs.items():
-        factory: WorkflowFactory = load_reference(ref, f"workflow {name!r}")
-        workflow = factory()
-        if workflow.name != name:
-            raise ValueError(f"workflow {name!r}: {ref} builds a workflow named {workflow.name!r}")
-        workflows[name] = workflow
-    return workflows
+        where = ".".join([name, *(str(part) for part in first["loc"])])
+        raise InvalidInput(f"{where}: {first['msg']}") from None

@@ -1,9 +1,11 @@
 """The production graph's gates: approve the workflow, approve publishing."""
 
 from langgraph.types import Command
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from gates.decision import ask
-from personas.state import CREW, ProductionState, next_step
+from engine import Gate
+from engine.waits import ask
+from personas.state import CREW, Persona, ProductionState, next_step
 
 WORKFLOW_GATE = "workflow"
 PUBLISH_GATE = "publish"
@@ -47,3 +49,39 @@ def publish_gate(state: ProductionState) -> Command[str]:
     if not decision.approved:
         return _rejected(state, PUBLISH_GATE, decision.comment)
     return Command(goto="publisher", update={"publish_approved": True})
+
+
+class WorkflowEdit(BaseModel):
+    """What an approver may change at the workflow gate: the personas and their order."""
+
+    model_config = ConfigDict(extra="forbid")
+    workflow: list[Persona] = Field(
+        min_length=1,
+        title="Personas to run, in order",
+        json_schema_extra={"prefill": "proposal"},
+    )
+
+    @field_validator("workflow")
+    @classmethod
+    def _runnable(cls, workflow: list[Persona]) -> list[Persona]:
+        valid_workflow(workflow)
+        return workflow
+
+
+GATES = (
+    Gate(
+        WORKFLOW_GATE,
+        title="Approve the workflow",
+        description="Brendan proposes which personas run, in order. Change the proposal "
+        "before approving, or reject it with what should change (e.g. 'skip media').",
+        shows={"proposal": "Brendan proposes", "problem": "The last edit was refused"},
+        edits=WorkflowEdit,
+    ),
+    Gate(
+        PUBLISH_GATE,
+        title="Approve publishing",
+        description="The render goes to the run's platforms through upload-post once approved; "
+        "a rejection sends the run back to Brendan with the comment.",
+        shows={"render": "The render to publish"},
+    ),
+)

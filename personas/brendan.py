@@ -2,41 +2,68 @@
 
 from typing import Any
 
+from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from engine.workflow import RunContext
 from personas.model import PROPOSE_WORKFLOW
-from personas.state import CREW, PersonaNode, ProductionState, round_of
+from personas.state import CREW, Persona, PersonaNode, ProductionState, round_of
 
 SYSTEM = (
     f"You are Brendan, the producer of a short-video channel. {PROPOSE_WORKFLOW}, "
-    f"in order, choosing from: {', '.join(CREW)}. Answer with their names joined by ' -> '."
+    f"in order, choosing from: {', '.join(CREW)}."
 )
 
 
-def parse_workflow(reply: str) -> list[str]:
-    """The known persona names in the reply, in the order they appear."""
-    positions = {persona: reply.find(persona) for persona in CREW if persona in reply}
-    return sorted(positions, key=positions.__getitem__)
+class Proposal(BaseModel):
+    """The personas to run for the brief, in order, and why."""
+
+    personas: list[Persona] = Field(min_length=1, description="in the order they run, each once")
+    reason: str = Field(description="why these personas, in a sentence or two")
+
+    @field_validator("personas")
+    @classmethod
+    def _each_once(cls, personas: list[Persona]) -> list[Persona]:
+        if len(set(personas)) != len(personas):
+            raise ValueError("a persona is named more than once")
+        return personas
 
 
 def make_brendan(model: BaseChatModel) -> PersonaNode:
+    proposer = model.with_structured_output(Proposal)
+
     async def brendan(state: ProductionState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         request = f"Brief: {state.get('brief', '')}"
         if feedback := state.get("feedback"):
             request += "\nThe last proposal was rejected: " + feedback[-1]
-        reply = await model.ainvoke([SystemMessage(SYSTEM), HumanMessage(request)])
-        proposal = parse_workflow(reply.text)
-        if not proposal:
-            raise ValueError(f"Brendan proposed no known persona: {reply.text!r}")
+        try:
+            proposal = await proposer.ainvoke([SystemMessage(SYSTEM), HumanMessage(request)])
+        except (ValidationError, OutputParserException) as invalid:
+            raise ValueError(f"Brendan proposed no valid workflow: {_problem(invalid)}") from None
+        if not isinstance(proposal, Proposal):  # a reply that calls no tool parses to None
+            raise ValueError("Brendan proposed no workflow: the model's reply held no proposal")
         await runtime.context.record_artifact(
             "workflow_proposal",
             key=f"brendan:{round_of(state)}",
             persona="brendan",
-            metadata={"workflow": proposal, "reply": reply.text, "round": round_of(state)},
+            metadata={
+                "workflow": proposal.personas,
+                "reply": proposal.reason,
+                "round": round_of(state),
+            },
         )
-        return {"proposal": proposal, "publish_approved": False}
+        return {"proposal": list(proposal.personas), "publish_approved": False}
 
     return brendan
+
+
+def _problem(invalid: ValidationError | OutputParserException) -> str:
+    """The first thing wrong with a proposal, in one line, without echoing the reply."""
+    if isinstance(invalid, ValidationError):
+        first = invalid.errors(include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        return f"{where}: {first['msg']}" if where else first["msg"]
+    return (str(invalid).strip().splitlines() or ["unparsable"])[0]

@@ -1,14 +1,16 @@
 """The composition root: Brendan, the workflow gate, the crew, the publish gate."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Annotated
 
 from langgraph.graph import START, StateGraph
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.settings import Settings
-from engine.workflow import RunContext, Workflow, takes_input
-from gates.production import publish_gate, workflow_gate
+from engine import Config, RunContext, Workflow
+from engine.workflow import Graph
+from gates.production import GATES, publish_gate, workflow_gate
 from personas.brendan import make_brendan
 from personas.crew import make_script_writer
 from personas.editor import ShotstackRenderStep
@@ -16,8 +18,10 @@ from personas.media import KieImageStep
 from personas.model import load_chat_model
 from personas.provider_step import WaitPolicy, add_provider_step
 from personas.publisher import UploadPostStep
+from personas.settings import PersonaSettings
 from personas.state import CREW, ProductionState, next_step
 from providers.clients import ProviderClients
+from providers.settings import ProviderSettings
 
 # Bump when a change makes old checkpoints unsafe to resume on this graph.
 GRAPH_VERSION = "production-2"
@@ -35,31 +39,42 @@ class ProductionInput(BaseModel):
     )
 
 
-@takes_input(ProductionInput)
-def production_workflow() -> Workflow:
-    settings = Settings()
-    model = load_chat_model(settings.chat_model)
-    # One HTTP client for the daemon's lifetime, shared by every run.
-    clients = ProviderClients(settings)
-    callback = settings.callback_base_url + "/webhooks/"
+@asynccontextmanager
+async def production_graph(config: Config) -> AsyncIterator[Graph]:
+    """The graph, with the chat models and one HTTP client for the daemon's lifetime,
+    shared by every run and closed when the daemon stops."""
+    settings, personas = config[ProviderSettings], config[PersonaSettings]
+    callback = config.engine.callback_base_url + "/webhooks/"
     policy = WaitPolicy(
         poll_interval=timedelta(seconds=settings.provider_poll_interval),
         job_timeout=timedelta(seconds=settings.provider_job_timeout),
     )
-    builder = StateGraph(ProductionState, context_schema=RunContext)
-    builder.add_node("brendan", make_brendan(model))
-    builder.add_node(
-        "workflow_gate", workflow_gate, destinations=("brendan", "publish_gate", *CREW)
-    )
-    builder.add_node("script_writer", make_script_writer(model))
-    builder.add_conditional_edges("script_writer", next_step)
-    for step in (
-        KieImageStep(clients.kie, callback + "kie"),
-        ShotstackRenderStep(clients.shotstack, callback + "shotstack"),
-        UploadPostStep(clients.upload_post, settings.upload_post_user),
-    ):
-        add_provider_step(builder, step, policy)
-    builder.add_node("publish_gate", publish_gate, destinations=("brendan", "publisher"))
-    builder.add_edge(START, "brendan")
-    builder.add_edge("brendan", "workflow_gate")
-    return Workflow("production", GRAPH_VERSION, builder.compile())
+    async with ProviderClients(settings) as clients:
+        builder = StateGraph(ProductionState, context_schema=RunContext)
+        builder.add_node("brendan", make_brendan(load_chat_model(personas, "brendan")))
+        builder.add_node(
+            "workflow_gate", workflow_gate, destinations=("brendan", "publish_gate", *CREW)
+        )
+        builder.add_node(
+            "script_writer", make_script_writer(load_chat_model(personas, "script_writer"))
+        )
+        builder.add_conditional_edges("script_writer", next_step)
+        for step in (
+            KieImageStep(clients.kie, callback + "kie"),
+            ShotstackRenderStep(clients.shotstack, callback + "shotstack"),
+            UploadPostStep(clients.upload_post, settings.upload_post_user),
+        ):
+            add_provider_step(builder, step, policy)
+        builder.add_node("publish_gate", publish_gate, destinations=("brendan", "publisher"))
+        builder.add_edge(START, "brendan")
+        builder.add_edge("brendan", "workflow_gate")
+        yield builder.compile()
+
+
+PRODUCTION = Workflow(
+    name="production",
+    version=GRAPH_VERSION,
+    build=production_graph,
+    input_schema=ProductionInput,
+    gates=GATES,
+)

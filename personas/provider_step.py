@@ -24,8 +24,9 @@ from typing import Any, Protocol
 
 from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Command, interrupt
+from langgraph.types import Command
 
+from engine.waits import ProviderWait, pause
 from engine.workflow import RunContext
 from personas.state import ProductionState, next_step, round_of
 from providers.errors import PermanentProviderError
@@ -119,14 +120,7 @@ def add_provider_step(
     def wait(state: ProductionState) -> dict[str, Any]:
         job = state["jobs"][persona]
         wake_at = datetime.now(UTC) + policy.poll_interval
-        interrupt(
-            {
-                "provider": step.provider,
-                "persona": persona,
-                "job_id": job["job_id"],
-                "wake_at": wake_at.isoformat(),
-            }
-        )
+        pause(ProviderWait(step.provider, job["job_id"], wake_at, {"persona": persona}))
         return {}
 
     async def collect(state: ProductionState, runtime: Runtime[RunContext]) -> Command[str]:

@@ -1,13 +1,14 @@
 """The production graph's state and the order in which personas run."""
 
-from typing import Any, Protocol, TypedDict
+from typing import Any, Literal, Protocol, TypedDict, get_args
 
 from langgraph.graph import END
 from langgraph.runtime import Runtime
 
 from engine.workflow import RunContext
 
-CREW = ("script_writer", "media", "editor", "publisher")
+Persona = Literal["script_writer", "media", "editor", "publisher"]
+CREW: tuple[Persona, ...] = get_args(Persona)
 PUBLISHER = "publisher"
 
 

@@ -8,9 +8,9 @@ from types import TracebackType
 
 import httpx
 
-from engine.settings import Settings
 from providers.http import RetryPolicy
 from providers.kie import KieClient
+from providers.settings import ProviderSettings
 from providers.shotstack import ShotstackClient
 from providers.upload_post import UploadPostClient
 
@@ -20,7 +20,7 @@ class ProviderClients:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: ProviderSettings,
         *,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 
-from engine.settings import Settings
+from providers.settings import ProviderSettings
 
 # The sandbox accepts any non-empty key; a fixed one keeps its request log readable.
 SANDBOX_API_KEY = SecretStr("sandbox")
@@ -28,11 +28,11 @@ class ProviderURLs:
     upload_post: str
 
 
-def sandbox_url(settings: Settings) -> str:
+def sandbox_url(settings: ProviderSettings) -> str:
     return f"http://127.0.0.1:{settings.sandbox_port}"
 
 
-def base_urls(settings: Settings) -> ProviderURLs:
+def base_urls(settings: ProviderSettings) -> ProviderURLs:
     sandbox = sandbox_url(settings)
     env = settings.shotstack_env
 

@@ -21,7 +21,6 @@ from pydantic import SecretStr
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
-from engine.settings import Settings
 from engine.tracing import provider_call
 from providers.errors import (
     PermanentProviderError,
@@ -29,6 +28,7 @@ from providers.errors import (
     RateLimited,
     RetryableProviderError,
 )
+from providers.settings import ProviderSettings
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class RetryPolicy:
     hint_max: float = 60.0
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "RetryPolicy":
+    def from_settings(cls, settings: ProviderSettings) -> "RetryPolicy":
         return cls(max_attempts=settings.provider_max_attempts)
 
     def wait(self, state: RetryCallState) -> float:

@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 
-from engine.settings import Settings
 from providers.config import api_key, base_urls
 from providers.http import Credentials, ProviderHTTP, RetryPolicy, dig
+from providers.settings import ProviderSettings
 
 DONE_STATES = frozenset({"success", "fail"})
 # Veo's successFlag: 0 generating, 1 success, 2 and 3 failed (at creation or generation).
@@ -65,7 +65,11 @@ class KieClient:
     provider = "kie"
 
     def __init__(
-        self, client: httpx.AsyncClient, settings: Settings, *, retry: RetryPolicy | None = None
+        self,
+        client: httpx.AsyncClient,
+        settings: ProviderSettings,
+        *,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.http = ProviderHTTP(
             client,

@@ -11,9 +11,9 @@ from urllib.parse import quote
 
 import httpx
 
-from engine.settings import Settings
 from providers.config import api_key, base_urls
 from providers.http import Credentials, ProviderHTTP, RetryPolicy, dig
+from providers.settings import ProviderSettings
 
 DONE_STATUSES = frozenset({"done", "failed"})
 
@@ -45,7 +45,11 @@ class ShotstackClient:
     provider = "shotstack"
 
     def __init__(
-        self, client: httpx.AsyncClient, settings: Settings, *, retry: RetryPolicy | None = None
+        self,
+        client: httpx.AsyncClient,
+        settings: ProviderSettings,
+        *,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.http = ProviderHTTP(
             client,

@@ -30,10 +30,10 @@ from typing import Any, Literal, Protocol
 import httpx
 from pydantic import SecretStr
 
-from engine.settings import Settings
 from providers.config import has_key
 from providers.errors import ProviderError
 from providers.http import RetryPolicy, dig
+from providers.settings import ProviderSettings
 from providers.shotstack import ShotstackClient
 
 TOLERANCE_SECONDS = 300.0
@@ -161,7 +161,7 @@ async def verify_shotstack(
     )
 
 
-def verifiers(settings: Settings) -> dict[str, Verifier]:
+def verifiers(settings: ProviderSettings) -> dict[str, Verifier]:
     """The ingress's verifiers by provider name, loaded as `providers.webhooks:verifiers`."""
 
     async def kie(headers: Headers, body: bytes, *, known: KnownJob | None = None) -> Verification:

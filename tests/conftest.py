@@ -1,10 +1,14 @@
 """Real PostgreSQL for every test: `DATABASE_URL` when set, else an embedded server.
 
+Tests live in tiers, one folder each, and carry the folder's marker (`-m unit`):
+unit (no database, no subprocess), integration (in-process against PostgreSQL),
+e2e (subprocesses, SIGKILL), browser (Chromium), deploy (manifests, packaging).
+`make test-fast` runs unit and integration; `make test` runs them all.
+
 A template database is migrated once per session; each test gets its own
 clone, dropped afterwards.
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -25,11 +29,15 @@ from tests.graphs import LEDGER_TABLE
 from tests.scripted_http import ScriptedServer, serve_scripted
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKFLOWS = {
-    "production": "personas.graph:production_workflow",
-    "ledger": "tests.graphs:ledger_workflow",
-    "chaos": "tests.graphs:chaos_workflow",
-}
+TIERS = ("unit", "integration", "e2e", "browser", "deploy")
+APP = "tests.app:app"  # the production App and the test graphs
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = item.path.parent.name
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
 
 
 def with_dbname(url: str, dbname: str) -> str:
@@ -173,7 +181,7 @@ def orchestrator_env(db_url: str, **settings: object) -> dict[str, str]:
     env.update(
         DATABASE_URL=db_url,
         PYTHONPATH=str(ROOT),
-        ORCHESTRATOR_WORKFLOWS=json.dumps(WORKFLOWS),
+        ORCHESTRATOR_APP=APP,
         ORCHESTRATOR_POLL_INTERVAL="0.5",
         ORCHESTRATOR_LEASE_TTL="3",
         ORCHESTRATOR_RETRY_BACKOFF="0.05",

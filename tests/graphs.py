@@ -7,7 +7,10 @@ nodes are in flight. `fail_times` makes n2 raise until it has run that often.
 
 import asyncio
 import os
-from typing import Any, TypedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import Any, Literal, TypedDict
 from uuid import UUID
 
 import psycopg
@@ -15,12 +18,13 @@ from langchain_core.callbacks import AsyncCallbackHandler
 from langgraph.graph import START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
+from pydantic import BaseModel, ConfigDict, Field
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from engine.database import Pool, database_url, open_pool
-from engine.settings import Settings
-from engine.workflow import RunContext, Workflow
-from personas.graph import production_workflow
+from engine.settings import Config, Settings
+from engine.workflow import Gate, Graph, RunContext, Workflow
+from personas.graph import PRODUCTION, production_graph
 
 LEDGER_TABLE = """
 CREATE TABLE node_ledger (
@@ -85,7 +89,35 @@ def ledger_workflow() -> Workflow:
     builder.add_edge("review", "n4")
     builder.add_edge("n4", "n5")
     # A test of versioning runs daemons with two versions of this graph.
-    return Workflow("ledger", os.environ.get("LEDGER_GRAPH_VERSION", "ledger-1"), builder.compile())
+    return Workflow(
+        "ledger",
+        os.environ.get("LEDGER_GRAPH_VERSION", "ledger-1"),
+        builder.compile(),
+        gates=[REVIEW],
+    )
+
+
+class ReviewEdit(BaseModel):
+    """One field of each kind the console draws a form for."""
+
+    model_config = ConfigDict(extra="forbid")
+    order: list[Literal["n4", "n5"]] = Field(
+        default=["n4", "n5"], title="Nodes after the review", json_schema_extra={"prefill": "next"}
+    )
+    level: Literal["low", "high"] = "low"
+    note: str = Field(default="", max_length=50)
+    weight: int = Field(default=1, ge=1, le=10)
+    urgent: bool = False
+    extra: dict[str, int] = Field(default_factory=dict)
+
+
+REVIEW = Gate(
+    "review",
+    title="Review the ledger",
+    description="Check the nodes so far.",
+    shows={"visited": "Nodes so far"},
+    edits=ReviewEdit,
+)
 
 
 class NodeLedger(AsyncCallbackHandler):
@@ -132,9 +164,12 @@ class NodeLedger(AsyncCallbackHandler):
                     )
 
 
-def chaos_workflow() -> Workflow:
+@asynccontextmanager
+async def chaos_graph(config: Config) -> AsyncIterator[Graph]:
     """The production graph, its once-per-run nodes counted in `node_ledger`."""
-    production = production_workflow()
-    return Workflow(
-        "chaos", production.version, production.graph.with_config(callbacks=[NodeLedger()])
-    )
+    async with production_graph(config) as graph:
+        yield graph.with_config(callbacks=[NodeLedger()])
+
+
+def chaos_workflow() -> Workflow:
+    return replace(PRODUCTION, name="chaos", build=chaos_graph)

@@ -89,7 +89,7 @@ async def stack(db_url: str, log_dir: Path, **settings: object) -> AsyncIterator
     }
     with daemons(db_url, log_dir) as start:
         async with httpx.AsyncClient(timeout=10) as client:
-            sandbox = start("sandbox", "sandbox", **shared)
+            sandbox = start("sandbox", "service", "sandbox", **shared)
             api = start("api", "api", **shared)
             result = Stack(start, shared, client, {"sandbox": sandbox, "api": api})
             await _until_up(client, f"{result.sandbox}/_sandbox/config", sandbox)

@@ -156,6 +156,28 @@ SELECT orchestrator_put(
     %(run_id)b, %(epoch)b, %(lease_ttl)b, %(consume)b, %(approval_id)b, %(thread_id)b,
     %(rows)b, %(write_blobs)b, %(blob_values)b, %(state)b::jsonb, %(step)b, %(flush)b);
 
+-- put_nested --
+-- `put` with a subgraph's checkpoints (a namespace other than ''): they go in
+-- beside the call, which gets the run's own only, so that a subgraph's state
+-- never replaces the run's in the mirror. One statement still: a lost lease
+-- fails the call, and with it these inserts.
+WITH nested_blobs AS (
+    INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob)
+    SELECT %(thread_id)b, r ->> 0, r ->> 1, r ->> 2, r ->> 3, (%(nested_blob_values)b::bytea[])[n]
+    FROM jsonb_array_elements(%(nested)b::jsonb -> 'blobs') WITH ORDINALITY AS e(r, n)
+    ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING
+), nested_checkpoints AS (
+    INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
+                             checkpoint, metadata)
+    SELECT %(thread_id)b, r ->> 0, r ->> 1, r ->> 2, r -> 3, r -> 4
+    FROM jsonb_array_elements(%(nested)b::jsonb -> 'checkpoints') AS e(r)
+    ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id) DO UPDATE SET
+        checkpoint = EXCLUDED.checkpoint, metadata = EXCLUDED.metadata
+)
+SELECT orchestrator_put(
+    %(run_id)b, %(epoch)b, %(lease_ttl)b, %(consume)b, %(approval_id)b, %(thread_id)b,
+    %(rows)b, %(write_blobs)b, %(blob_values)b, %(state)b::jsonb, %(step)b, %(flush)b);
+
 -- delete_checkpoints --
 -- A run's checkpoints (the saver's adelete_thread, inside its fenced transaction)
 DELETE FROM checkpoints WHERE thread_id = %(run_id)s;

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import fastapi
 from fastapi import APIRouter
 
-from engine.serving import serve_http
+from engine.service.serving import serve_http
 from providers.sandbox import control, files, kie, shotstack, upload_post
 from providers.sandbox.config import SandboxConfig
 from providers.sandbox.operations import ProviderRoute

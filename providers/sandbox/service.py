@@ -1,23 +1,56 @@
-"""The sandbox as a service of `orchestrator sandbox` and `orchestrator up`."""
+"""The sandbox as a service of the production App: `orchestrator up` starts it when no
+provider key is set, and `orchestrator service sandbox` starts it alone."""
+
+import secrets
 
 from pydantic import SecretStr
 
-from engine.settings import Settings
+from engine import Config, Service
 from providers.sandbox.server import SandboxConfig, serve
+from providers.settings import ProviderSettings
+
+# The secrets both the sandbox (signing) and the webhook ingress (verifying) read.
+WEBHOOK_SECRETS = ("kie_webhook_secret", "upload_post_webhook_secret")
 
 
-def config_from(settings: Settings) -> SandboxConfig:
+def config_from(config: Config) -> SandboxConfig:
     """Sign webhooks with the secrets our ingress verifies, and send them to our API."""
+    settings = config[ProviderSettings]
     return SandboxConfig(
         kie_webhook_secret=_reveal(settings.kie_webhook_secret),
         upload_post_webhook_secret=_reveal(settings.upload_post_webhook_secret),
-        upload_post_webhook_url=settings.callback_base_url + "/webhooks/upload-post",
+        upload_post_webhook_url=config.engine.callback_base_url + "/webhooks/upload-post",
     )
 
 
-async def run(settings: Settings) -> None:
+async def run(config: Config) -> None:
     """Serve until cancelled, on loopback at `ORCHESTRATOR_SANDBOX_PORT`."""
-    await serve(config_from(settings), "127.0.0.1", settings.sandbox_port)
+    await serve(config_from(config), "127.0.0.1", config[ProviderSettings].sandbox_port)
+
+
+def wanted(config: Config) -> bool:
+    return config[ProviderSettings].uses_sandbox
+
+
+def with_made_up_secrets(config: Config) -> Config:
+    """The sandbox and the API share the process: sign its webhooks with secrets made up
+    now, so they wake runs at once instead of leaving it to the poll."""
+    settings = config[ProviderSettings]
+    made_up = {
+        name: SecretStr(secrets.token_urlsafe(32))
+        for name in WEBHOOK_SECRETS
+        if getattr(settings, name) is None
+    }
+    return config.replaced(settings.model_copy(update=made_up))
+
+
+SANDBOX = Service(
+    name="sandbox",
+    run=run,
+    description="the kie.ai, Shotstack and upload-post sandbox on loopback",
+    wanted=wanted,
+    prepare=with_made_up_secrets,
+)
 
 
 def _reveal(secret: SecretStr | None) -> str | None:

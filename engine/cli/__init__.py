@@ -1,0 +1,40 @@
+"""The `orchestrator` command: a thin layer over the settings, the store and the daemon.
+
+Each group of commands is a module; importing it registers its commands on `app`.
+"""
+
+import typer
+from pydantic import ValidationError
+
+# Typer vendors click; its usage errors are only reachable here.
+from typer._click.exceptions import UsageError
+
+from engine import store
+from engine.cli import db, runs, services, tokens
+from engine.cli.common import UsageFailure, app, fail, run_async
+from engine.migrations import MigrationError
+
+__all__ = ["app", "db", "main", "run_async", "runs", "services", "tokens"]
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except typer.Abort:
+        fail("aborted", 1)
+    except UsageError as error:
+        fail(error.format_message().replace("\n", " "), 2)
+    except (UsageFailure, store.InvalidInput, MigrationError) as error:
+        fail(str(error), 2)
+    except (store.RunNotFound, store.Refused) as error:
+        fail(str(error), 1)
+    except ExceptionGroup as group:
+        # A service that cannot bind its port (another process has it) ends the TaskGroup.
+        unbound = group.subgroup(OSError)
+        if unbound is None:
+            raise
+        fail(f"cannot listen: {unbound.exceptions[0]}", 1)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = "ORCHESTRATOR_" + str(first["loc"][0]).upper() if first["loc"] else "settings"
+        fail(f"setting {field}: {first['msg']}", 2)

@@ -1,0 +1,19 @@
+"""`orchestrator db ...`: the database the orchestrator uses."""
+
+from typing import TYPE_CHECKING
+
+# Typer vendors click; its usage errors are only reachable here.
+from engine.cli.common import (
+    db_app,
+)
+from engine.database import database_url
+from engine.settings import Settings
+
+if TYPE_CHECKING:
+    pass
+
+
+@db_app.command("url")
+def db_url() -> None:
+    """Print the database URL (starting the embedded server if that is the one in use)."""
+    print(database_url(Settings()))

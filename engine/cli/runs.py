@@ -1,0 +1,205 @@
+"""`orchestrator runs ...`: create, inspect, approve and control runs."""
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+# Typer vendors click; its usage errors are only reachable here.
+from engine import store
+from engine.cli.common import (
+    UsageFailure,
+    console,
+    json_object,
+    loaded,
+    new_table,
+    print_json,
+    runs_app,
+    short,
+    with_db,
+)
+from engine.settings import Settings
+
+if TYPE_CHECKING:
+    pass
+
+
+@runs_app.command("create")
+def runs_create(
+    project: Annotated[str, typer.Option(help="Project slug.")],
+    brief: Annotated[str | None, typer.Option(help="What the run should produce.")] = None,
+    payload: Annotated[str | None, typer.Option(help="The run's input as a JSON object.")] = None,
+    workflow: Annotated[
+        str | None, typer.Option(help="A workflow of the App (default: its first).")
+    ] = None,
+) -> None:
+    """Queue a run; prints its run_id as the last line."""
+    body = json_object(payload, "--payload") if payload is not None else {}
+    if brief is not None:
+        body["brief"] = brief
+    from engine.workflow import checked_input
+
+    store.validate_project(project)
+    chosen, _ = loaded(Settings())
+    name = workflow or chosen.default_workflow
+    if name not in chosen.by_name:
+        raise UsageFailure(f"--workflow: no workflow named {name!r}")
+    checked_input(chosen.by_name[name].input_schema, body)
+    run = with_db(lambda conn: store.create_run(conn, project=project, payload=body, workflow=name))
+    print(run["run_id"])
+
+
+@runs_app.command("list")
+def runs_list(
+    status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
+    project: Annotated[str | None, typer.Option(help="Only runs of this project.")] = None,
+    stuck: Annotated[
+        bool, typer.Option("--stuck", help="Only live runs older than --older-than (oldest first).")
+    ] = False,
+    older_than: Annotated[
+        str, typer.Option(help="With --stuck: age like 45s, 30m, 2h, 7d.")
+    ] = "30m",
+    limit: Annotated[int, typer.Option(min=1, max=10000, help="At most this many.")] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List runs, newest first; --stuck lists the seed's stuck runs, oldest first."""
+    if stuck:
+        age = store.parse_duration(older_than, "--older-than")
+        rows = with_db(lambda conn: store.stuck_runs(conn, older_than=age, limit=limit))
+    else:
+        rows = with_db(
+            lambda conn: store.list_runs(conn, status=status, project=project, limit=limit)
+        )
+    if as_json:
+        print_json(rows)
+        return
+    table = new_table(
+        "run_id", "project", "status", "created_at", "minutes" if stuck else "updated_at"
+    )
+    for row in rows:
+        last = (
+            f"{row['minutes_running']:.0f}" if stuck else f"{row['updated_at']:%Y-%m-%d %H:%M:%S}"
+        )
+        table.add_row(
+            row["run_id"],
+            row["project"],
+            row["status"],
+            f"{row['created_at']:%Y-%m-%d %H:%M:%S}",
+            last,
+        )
+    console.print(table)
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="The run.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The run, its current checkpoint and its artifacts."""
+    view = with_db(lambda conn: store.show_run(conn, run_id))
+    if as_json:
+        print_json({"run": view.run, "checkpoint": view.checkpoint, "artifacts": view.artifacts})
+        return
+    run = new_table("field", "value", title=f"run {run_id}")
+    for key in (
+        "project",
+        "status",
+        "workflow",
+        "graph_version",
+        "created_at",
+        "updated_at",
+        "lease_owner",
+        "payload",
+        "result",
+        "error",
+        "waiting_for",
+    ):
+        if view.run.get(key) is not None:
+            run.add_row(key, short(view.run[key]))
+    console.print(run)
+    if view.checkpoint:
+        console.print(
+            f"checkpoint step {view.checkpoint['step']} at {view.checkpoint['updated_at']}"
+        )
+        console.print_json(json.dumps(view.checkpoint["state"], default=str))
+    artifacts = new_table("type", "persona", "provider", "url", "created_at", title="artifacts")
+    for artifact in view.artifacts:
+        artifacts.add_row(
+            artifact["type"],
+            artifact["persona"] or "",
+            artifact["provider"] or "",
+            artifact["url"] or "",
+            f"{artifact['created_at']:%H:%M:%S}",
+        )
+    console.print(artifacts)
+
+
+@runs_app.command("approve")
+def runs_approve(
+    run_id: Annotated[str, typer.Argument(help="The run.")],
+    gate: Annotated[str, typer.Option(help="The gate the run waits at.")],
+    reject: Annotated[bool, typer.Option("--reject", help="Reject instead of approving.")] = False,
+    comment: Annotated[
+        str | None, typer.Option(help="Why; the workflow receives it with a rejection.")
+    ] = None,
+    approver: Annotated[str | None, typer.Option(help="Who decides.")] = None,
+    payload: Annotated[
+        str | None, typer.Option(help="JSON object, e.g. an edited workflow.")
+    ] = None,
+    pause: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="The pause this answers (`waiting_for.pause_id` in `runs show`): refused "
+            "if the run has moved on to another question since.",
+        ),
+    ] = None,
+) -> None:
+    """Approve (or --reject) the gate a run waits at."""
+    body = json_object(payload, "--payload") if payload is not None else None
+    checked = _edit_checker(gate, body, reject)
+    row = with_db(
+        lambda conn: store.approve(
+            conn,
+            run_id,
+            check=checked,
+            gate=gate,
+            rejected=reject,
+            comment=comment,
+            approver=approver,
+            payload=body,
+            pause_id=pause,
+        )
+    )
+    console.print(f"{row['decision']} {run_id} at gate {gate} (approval {row['id']})")
+
+
+def _edit_checker(
+    gate: str, payload: dict[str, Any] | None, rejected: bool
+) -> Callable[[dict[str, Any]], None] | None:
+    """How an approval's payload is checked against its gate's declared edits, once the
+    run (and so its workflow) is read; None when there is nothing to check."""
+    if payload is None or rejected:
+        return None
+    from engine.workflow import checked_edit
+
+    chosen, _ = loaded(Settings())
+    return lambda run: checked_edit(chosen.gate(run["workflow"], gate), payload)
+
+
+@runs_app.command("cancel")
+def runs_cancel(run_id: Annotated[str, typer.Argument(help="The run.")]) -> None:
+    """Cancel a run that has not ended."""
+    with_db(lambda conn: store.cancel_run(conn, run_id))
+    console.print(f"cancelled {run_id}")
+
+
+@runs_app.command("retry")
+def runs_retry(run_id: Annotated[str, typer.Argument(help="The run.")]) -> None:
+    """Queue a failed run again; it resumes from its last checkpoint, and a step
+    whose provider job failed submits a new job."""
+    run = with_db(lambda conn: store.retry_run(conn, run_id))
+    reopened = run["reopened_jobs"]
+    jobs = f"; {reopened} failed provider job{'s' * (reopened != 1)} will be submitted anew"
+    console.print(f"queued {run_id} again{jobs if reopened else ''}")

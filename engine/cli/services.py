@@ -1,0 +1,206 @@
+"""The long-running commands: migrate, daemon, api, the App's services, up; and prune."""
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+# Typer vendors click; its usage errors are only reachable here.
+from engine import logs, store
+from engine.cli.common import (
+    UsageFailure,
+    app,
+    console,
+    loaded,
+    new_table,
+    overridden,
+    run_async,
+    with_db,
+)
+from engine.database import connect, database_url, open_pool
+from engine.migrations import current_version, discover, migrate
+from engine.service.access import LOOPBACK, identities
+from engine.service.signals import stop_on_signals
+from engine.settings import Settings
+
+if TYPE_CHECKING:
+    from engine.app import App, Service
+    from engine.settings import Config
+
+
+@app.command("migrate")
+def migrate_command(
+    to: Annotated[
+        int | None, typer.Option("--to", help="Target version (default: newest).")
+    ] = None,
+) -> None:
+    """Bring the schema to the newest version (or --to N, up or down)."""
+    settings = Settings()
+    logs.configure(settings.log_level, settings.log_format)
+    before, after = with_db(lambda conn: migrate(conn, to))
+    console.print(f"schema at version {after} (was {before})")
+
+
+@app.command()
+def daemon(
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Runs at a time.")] = None,
+    worker_id: Annotated[str | None, typer.Option(help="Name in leases and logs.")] = None,
+) -> None:
+    """Run the worker: claim runs, execute them, resume them after approvals and restarts."""
+    chosen, config = loaded(overridden(concurrency=concurrency, worker_id=worker_id))
+    run_async(_serve(chosen, config, daemon=True))
+
+
+@app.command()
+def api(
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port to listen on.")] = None,
+) -> None:
+    """Serve the HTTP API: runs, approvals, provider webhooks, health."""
+    chosen, config = loaded(overridden(api_port=port))
+    run_async(_serve(chosen, config, api=True))
+
+
+@app.command()
+def service(
+    name: Annotated[str, typer.Argument(help="A service of the App, as `services` lists them.")],
+) -> None:
+    """Serve one of the App's services on its own (`services` lists them)."""
+    chosen, config = loaded(overridden())
+    try:
+        wanted = chosen.service(name)
+    except ValueError as error:
+        raise UsageFailure(str(error)) from None
+    run_async(_serve(chosen, config, services=[wanted], needs_database=False))
+
+
+@app.command()
+def services() -> None:
+    """List the App's services, and whether `up` starts each with these settings."""
+    chosen, config = loaded(overridden())
+    table = new_table("service", "started by up", "description")
+    for each in chosen.services:
+        table.add_row(each.name, "yes" if each.wanted(config) else "no", each.description)
+    console.print(table)
+
+
+@app.command()
+def up(
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Runs at a time.")] = None,
+) -> None:
+    """All in one: database (embedded unless DATABASE_URL is set), migrations, daemon, API,
+    and the App's services that its settings want."""
+    chosen, config = loaded(overridden(concurrency=concurrency))
+    wanted = [each for each in chosen.services if each.wanted(config)]
+    for each in wanted:
+        if each.prepare is not None:
+            config = each.prepare(config)
+    run_async(_serve(chosen, config, migrate_first=True, daemon=True, api=True, services=wanted))
+
+
+async def _serve(
+    chosen: "App",
+    config: "Config",
+    *,
+    migrate_first: bool = False,
+    daemon: bool = False,
+    api: bool = False,
+    services: "Sequence[Service]" = (),
+    needs_database: bool = True,
+) -> None:
+    # LangGraph and FastAPI take a second to import: only the services pay for them.
+    from engine.daemon import Daemon
+    from engine.service.api import create_app
+    from engine.service.health import health_app
+    from engine.service.serving import serve_http
+    from engine.telemetry import DISABLED, setup
+
+    settings = config.engine
+    url = database_url(settings) if needs_database else ""
+    if needs_database:
+        await _check_schema(url, settings, migrate_first=migrate_first)
+    if api:
+        await _check_exposure(url, settings)
+    stop = asyncio.Event()
+    # One for the process: `up` serves the daemon's metrics on the API's /metrics too.
+    telemetry = setup(settings) if daemon or api else DISABLED
+    with stop_on_signals(stop), contextlib.closing(telemetry):
+        async with asyncio.TaskGroup() as tasks:
+            http: list[asyncio.Task[None]] = [
+                tasks.create_task(each.run(config), name=each.name) for each in services
+            ]
+            if api:
+                served = create_app(chosen, config, url=url, telemetry=telemetry)
+                http.append(
+                    tasks.create_task(
+                        serve_http(
+                            served, settings.api_host, settings.api_port, settings.trusted_proxies
+                        )
+                    )
+                )
+            if daemon:
+                async with open_pool(url, settings) as pool, chosen.opened(config) as workflows:
+                    worker = Daemon(url, pool, settings, workflows, telemetry)
+                    if settings.health_port:
+                        vitals = health_app(worker, pool, worker.stale_after, telemetry)
+                        http.append(
+                            tasks.create_task(
+                                serve_http(vitals, settings.health_host, settings.health_port)
+                            )
+                        )
+                    await worker.serve(stop)
+            else:
+                await stop.wait()
+            for task in http:
+                task.cancel()
+
+
+async def _check_exposure(url: str, settings: Settings) -> None:
+    """A weak token is refused; with no token at all the API may listen on loopback only."""
+    if problem := identities.weak_bootstrap(settings.api_token):
+        raise UsageFailure(problem)
+    if settings.api_token is not None or settings.api_host in LOOPBACK:
+        return
+    async with await connect(url, settings) as conn:
+        if await identities.any_live_token(conn):
+            return
+    raise UsageFailure(
+        f"ORCHESTRATOR_API_HOST={settings.api_host}: with no token the API listens on loopback "
+        "only; set ORCHESTRATOR_API_TOKEN or create one with 'orchestrator tokens create'"
+    )
+
+
+async def _check_schema(url: str, settings: Settings, *, migrate_first: bool) -> None:
+    async with await connect(url, settings) as conn:
+        if migrate_first:
+            await migrate(conn)
+        version, head = await current_version(conn), len(discover())
+    # Newer is fine: migrations are additive, and old code must run on the new
+    # schema through a rolling upgrade (or a rollback).
+    if version < head:
+        raise UsageFailure(
+            f"database schema is at version {version}, this code needs {head}: "
+            "run 'orchestrator migrate'"
+        )
+
+
+@app.command()
+def prune(
+    older_than: Annotated[
+        str, typer.Option(help="Finished runs last changed longer ago than this: 30d, 12h, ...")
+    ] = "30d",
+    delete_runs: Annotated[
+        bool, typer.Option("--delete-runs", help="Remove the runs altogether, not just history.")
+    ] = False,
+) -> None:
+    """Shed LangGraph history of finished runs (keeping each one's latest checkpoint)."""
+    from engine.retention import prune as prune_runs
+
+    age = store.parse_duration(older_than, "--older-than")
+    settings = Settings()
+    logs.configure(settings.log_level, settings.log_format)
+    done = with_db(lambda conn: prune_runs(conn, age, delete_runs=delete_runs))
+    if done is None:
+        raise store.Refused("another prune is running; try again when it has finished")
+    print(f"pruned history of {done.runs} runs, deleted {done.deleted} runs")

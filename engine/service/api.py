@@ -1,0 +1,312 @@
+"""The HTTP API: runs, approvals, webhook ingress and health, over the same store as the CLI."""
+
+import base64
+import hashlib
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from engine import store
+from engine.app import App
+from engine.database import Pool, open_pool
+from engine.service.access.guard import Guard, Guarded, identity_of
+from engine.service.access.identities import Role, weak_bootstrap
+from engine.service.console import console_router
+from engine.service.health import metrics, schema_ready
+from engine.service.previews import bounded
+from engine.service.refusals import RefuseUnholdable, error
+from engine.service.webhooks import webhook_router
+from engine.settings import Config
+from engine.telemetry import DISABLED, Telemetry
+from engine.workflow import checked_edit, checked_input
+
+SLUG = store.PROJECT_SLUG.pattern
+SWAGGER_CDN = "https://cdn.jsdelivr.net"
+# Each run of a list shows at most this much of its payload and result; one run, more.
+LISTED_VALUE_BYTES = 4096
+SHOWN_VALUE_BYTES = 64 * 1024
+RUN_VALUES = ("payload", "result", "error", "waiting_for")
+
+
+class NewRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    project: str = Field(pattern=SLUG, max_length=63)
+    brief: str | None = Field(default=None, max_length=20_000)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    workflow: str | None = Field(default=None, max_length=100)  # None: the App's first
+    # strict: JSON true or 2.0 is not a priority
+    priority: int = Field(default=0, ge=-1000, le=1000, strict=True)
+
+
+class NewApproval(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    gate: str = Field(pattern=r"^[a-z][a-z0-9_]{0,40}$")
+    decision: Literal["approved", "rejected"] = "approved"
+    comment: str | None = Field(default=None, max_length=5_000)
+    approver: str | None = Field(default=None, max_length=200)
+    payload: dict[str, Any] | None = None
+    # The pause the approver was shown (`waiting_for.pause_id`): refused once the run moved on.
+    pause_id: int | None = Field(default=None, ge=0, le=2**63 - 1, strict=True)
+
+
+class BodyLimit:
+    """Refuse bodies over `limit` bytes with 413, whatever Content-Length claims."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error(413, f"request body is larger than {self.limit} bytes", "body")
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(
+    served: App,
+    config: Config,
+    *,
+    url: str,
+    pool: Pool | None = None,
+    telemetry: Telemetry = DISABLED,
+) -> FastAPI:
+    """The API of `served` on its own pool (or `pool`, when the caller shares one). It
+    reads the App's declarations only: it builds no graph and opens no client."""
+    settings = config.engine
+    if problem := weak_bootstrap(settings.api_token):
+        raise store.InvalidInput(problem)
+    verifiers = served.webhooks(config) if served.webhooks is not None else {}
+    owned = pool is None
+    pool = pool if pool is not None else open_pool(url, settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if owned:
+            await pool.open()
+        try:
+            yield
+        finally:
+            if owned:
+                await pool.close()
+
+    app = FastAPI(title="orchestrator", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # Innermost: it reads whole bodies, which BodyLimit bounds first.
+    app.add_middleware(RefuseUnholdable)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    guard = Guard(settings, pool)
+    app.add_middleware(Guarded, guard=guard)
+    admin, approver = [needs(Role.ADMIN)], [needs(Role.APPROVER)]
+
+    @app.exception_handler(_Forbidden)
+    async def forbidden(_: Request, exc: Exception) -> JSONResponse:
+        return error(403, str(exc), "authorization")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"] if part not in ("body", "query"))
+        return JSONResponse(
+            {
+                "error": f"{field or 'body'}: {first['msg']}",
+                "field": field or "body",
+                "detail": jsonable_encoder(exc.errors(), exclude={"input", "ctx", "url"}),
+            },
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # e.g. a body that is not UTF-8 or not JSON at all: same shape as our own errors.
+        field = "body" if exc.status_code == 400 else None
+        return error(exc.status_code, str(exc.detail), field)
+
+    @app.exception_handler(store.InvalidInput)
+    async def invalid_input(_: Request, exc: Exception) -> JSONResponse:
+        return error(422, str(exc), str(exc).split(":", 1)[0])
+
+    @app.exception_handler(store.RunNotFound)
+    async def not_found(_: Request, exc: Exception) -> JSONResponse:
+        return error(404, str(exc), "run_id")
+
+    @app.exception_handler(store.Refused)
+    async def refused(_: Request, exc: Exception) -> JSONResponse:
+        return error(409, str(exc))
+
+    @app.post("/runs", status_code=201, dependencies=admin)
+    async def create_run(new: NewRun) -> JSONResponse:
+        workflow = new.workflow or served.default_workflow
+        if workflow not in served.by_name:
+            return error(422, f"workflow: no workflow named {workflow!r}", "workflow")
+        brief = store.storable(new.brief, "brief")
+        payload = {**new.payload, **({"brief": brief} if brief is not None else {})}
+        checked_input(served.by_name[workflow].input_schema, payload)
+        async with pool.connection() as conn:
+            run = await store.create_run(
+                conn,
+                project=new.project,
+                payload=payload,
+                workflow=workflow,
+                priority=new.priority,
+            )
+        return JSONResponse(jsonable_encoder(run), status_code=201)
+
+    @app.get("/runs")
+    async def list_runs(
+        status: Annotated[str | None, Query(max_length=64)] = None,
+        project: Annotated[str | None, Query(max_length=63)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> JSONResponse:
+        async with pool.connection() as conn:
+            runs = await store.list_runs(conn, status=status, project=project, limit=limit)
+        for run in runs:
+            for key in RUN_VALUES:
+                run[key] = bounded(run[key], LISTED_VALUE_BYTES)
+        return JSONResponse(jsonable_encoder(runs))
+
+    @app.get("/runs/{run_id}")
+    async def show_run(run_id: str) -> JSONResponse:
+        async with pool.connection() as conn:
+            view = await store.show_run(conn, run_id)
+        # Whole up to SHOWN_VALUE_BYTES a value: more only plain SQL or a graph could store.
+        run = {**view.run, **{k: bounded(view.run[k], SHOWN_VALUE_BYTES) for k in RUN_VALUES}}
+        checkpoint = view.checkpoint and {
+            **view.checkpoint,
+            "state": bounded(view.checkpoint["state"], SHOWN_VALUE_BYTES),
+        }
+        artifacts = [
+            {**a, "metadata": bounded(a["metadata"], SHOWN_VALUE_BYTES)} for a in view.artifacts
+        ]
+        return JSONResponse(
+            jsonable_encoder({"run": run, "checkpoint": checkpoint, "artifacts": artifacts})
+        )
+
+    @app.post("/runs/{run_id}/approvals", status_code=201, dependencies=approver)
+    async def approve(run_id: str, approval: NewApproval, request: Request) -> JSONResponse:
+        identity = identity_of(request)
+        name = approval.approver
+        if identity is not None:
+            if name is not None and name != identity.name:
+                return error(
+                    422,
+                    f"approver: approvals are recorded as the identity that sends them "
+                    f"({identity.name}); leave approver out",
+                    "approver",
+                )
+            name = identity.name
+        async with pool.connection() as conn:
+            row = await store.approve(
+                conn,
+                run_id,
+                # 404 before the trigger's 409; 422 for an edit the gate would refuse
+                check=lambda run: checked_edit(
+                    served.gate(run["workflow"], approval.gate),
+                    approval.payload if approval.decision == "approved" else None,
+                ),
+                gate=approval.gate,
+                rejected=approval.decision == "rejected",
+                comment=approval.comment,
+                approver=name,
+                approver_ip=request.client.host if request.client else None,
+                payload=approval.payload,
+                pause_id=approval.pause_id,
+            )
+        return JSONResponse(jsonable_encoder(row), status_code=201)
+
+    @app.post("/runs/{run_id}/cancel", dependencies=admin)
+    async def cancel(run_id: str) -> JSONResponse:
+        async with pool.connection() as conn:
+            return JSONResponse(jsonable_encoder(await store.cancel_run(conn, run_id)))
+
+    @app.post("/runs/{run_id}/retry", dependencies=admin)
+    async def retry(run_id: str) -> JSONResponse:
+        async with pool.connection() as conn:
+            return JSONResponse(jsonable_encoder(await store.retry_run(conn, run_id)))
+
+    docs_page, docs_policy = swagger_page(app.title)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        return HTMLResponse(docs_page, headers={"Content-Security-Policy": docs_policy})
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        return await schema_ready(pool)
+
+    @app.get("/metrics")
+    async def metrics_text() -> Response:
+        return await metrics(telemetry, pool)
+
+    app.include_router(webhook_router(pool, verifiers, settings))
+    app.include_router(console_router(pool, guard, served))
+    return app
+
+
+def swagger_page(title: str) -> tuple[bytes, str]:
+    """FastAPI's Swagger UI and a policy of its own: its bundle from the CDN and its
+    one inline script by hash, never `'unsafe-inline'`. Made once, at start-up."""
+    page = bytes(get_swagger_ui_html(openapi_url="/openapi.json", title=title).body)
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode() + "'"
+        for script in re.findall(r"<script>(.*?)</script>", page.decode(), re.S)
+    )
+    policy = (
+        f"default-src 'none'; script-src {SWAGGER_CDN} {hashes}; style-src {SWAGGER_CDN}; "
+        "img-src 'self' data: https://fastapi.tiangolo.com; connect-src 'self'; "
+        "base-uri 'none'; frame-ancestors 'none'"
+    )
+    return page, policy
+
+
+def needs(role: Role) -> Any:
+    """A route dependency: the request's identity must hold `role` (open mode: anyone)."""
+
+    async def check(request: Request) -> None:
+        identity = identity_of(request)
+        if identity is not None and not identity.allows(role):
+            raise _Forbidden(f"{identity.name} is {identity.role}: this needs the {role} role")
+
+    return Depends(check)
+
+
+class _Forbidden(Exception):
+    pass

@@ -1,0 +1,217 @@
+"""The operator console: server-rendered pages over the same store as the API.
+
+`/` is the approvals inbox; `/console/runs` lists runs and `/console/runs/{id}`
+shows one. Each page has a `…/live` twin that renders only its changing part,
+which `static/console.js` polls and swaps in piece by piece.
+"""
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import RedirectResponse
+from psycopg.rows import DictRow
+
+from engine import store
+from engine.app import App
+from engine.database import Pool
+from engine.service.access.guard import Guard, identity_of
+from engine.service.console.auth import Auth, SignInRefused, remember_approver
+from engine.service.console.forms import parse_approval
+from engine.service.console.pages import Pages, static_files
+from engine.service.console.views import RunFilter, local_path, timeline, with_query
+from engine.sql import load_queries
+from engine.status import PENDING_LIKE
+
+QUERIES = load_queries(__name__)
+INBOX_LIMIT = 200
+# A run's page shows its newest webhook events, and their payloads only when small:
+# strangers can send deliveries naming any job.
+EVENTS_LIMIT = 50
+EVENT_PREVIEW_BYTES = 64 * 1024
+
+
+def console_router(pool: Pool, guard: Guard, served: App) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+    auth = Auth(guard, pool)
+    pages = Pages(auth, served)
+    static = static_files()
+
+    async def inbox_context(request: Request) -> dict[str, Any]:
+        async with pool.connection() as conn:
+            cursor = await conn.execute(
+                QUERIES["console_inbox"], {"pending_like": PENDING_LIKE, "limit": INBOX_LIMIT}
+            )
+            runs = [_with_sent(dict(row)) for row in await cursor.fetchall()]
+            notice = None
+            if (sent := request.query_params.get("sent", "")).isdigit():
+                cursor = await conn.execute(QUERIES["console_approval"], {"id": int(sent)})
+                notice = await cursor.fetchone()
+        total = runs[0]["waiting_total"] if runs else 0
+        return {"runs": runs, "total": total, "notice": notice, "next": "/"}
+
+    @router.get("/")
+    async def inbox(request: Request) -> Response:
+        return pages.render(request, "inbox.html", **await inbox_context(request))
+
+    @router.get("/console/inbox/live")
+    async def inbox_live(request: Request) -> Response:
+        return pages.render(request, "inbox_cards.html", **await inbox_context(request))
+
+    async def runs_context(request: Request) -> dict[str, Any]:
+        chosen = RunFilter.parse(request.query_params)
+        async with pool.connection() as conn:
+            cursor = await conn.execute(QUERIES["console_runs"], chosen.sql_params())
+            rows = [dict(row) for row in await cursor.fetchall()]
+        more = len(rows) > chosen.limit
+        rows = rows[: chosen.limit]
+        older = chosen.query(before=(rows[-1]["created_at"], rows[-1]["run_id"])) if more else None
+        return {"rows": rows, "filter": chosen, "older": older}
+
+    @router.get("/console/runs")
+    async def runs(request: Request) -> Response:
+        try:
+            return pages.render(request, "runs.html", **await runs_context(request))
+        except store.InvalidInput as exc:
+            return pages.error(request, 422, str(exc), back="/console/runs")
+
+    @router.get("/console/runs/live")
+    async def runs_live(request: Request) -> Response:
+        try:
+            return pages.render(request, "runs_table.html", **await runs_context(request))
+        except store.InvalidInput as exc:
+            return pages.error(request, 422, str(exc), back="/console/runs")
+
+    async def run_context(request: Request, run_id: str) -> dict[str, Any]:
+        async with pool.connection() as conn:
+            view = await store.show_run(conn, run_id)
+
+            async def rows(query: str, **params: object) -> list[DictRow]:
+                cursor = await conn.execute(QUERIES[query], {"run_id": run_id, **params})
+                return await cursor.fetchall()
+
+            steps = await rows("console_steps")
+            approvals = await rows("console_approvals")
+            events = await rows(
+                "console_webhook_events", limit=EVENTS_LIMIT, max_bytes=EVENT_PREVIEW_BYTES
+            )
+        return {
+            "run": view.run,
+            "checkpoint": view.checkpoint,
+            "artifacts": view.artifacts,
+            "timeline": timeline(view.run, steps, approvals, events),
+            "events_hidden": (events[0]["total"] - len(events)) if events else 0,
+            "sent": next((a for a in approvals if a["consumed_at"] is None), None),
+            "next": f"/console/runs/{run_id}",
+            "notice": None,
+        }
+
+    @router.get("/console/runs/{run_id}")
+    async def run_page(request: Request, run_id: str) -> Response:
+        try:
+            context = await run_context(request, run_id)
+        except store.RunNotFound as exc:
+            return pages.error(request, 404, str(exc), back="/console/runs")
+        sent = request.query_params.get("sent", "")
+        approvals = (e.row for e in context["timeline"] if e.kind == "approval")
+        context["notice"] = next((a for a in approvals if str(a["id"]) == sent), None)
+        return pages.render(request, "run.html", **context)
+
+    @router.get("/console/runs/{run_id}/live")
+    async def run_live(request: Request, run_id: str) -> Response:
+        try:
+            return pages.render(request, "run_sections.html", **await run_context(request, run_id))
+        except store.RunNotFound as exc:
+            return pages.error(request, 404, str(exc), back="/console/runs")
+
+    @router.post("/console/runs/{run_id}/approvals")
+    async def decide(request: Request, run_id: str) -> Response:
+        form = await request.form()
+        back = local_path(str(form.get("next", "")), default=f"/console/runs/{run_id}")
+        if not auth.may_approve(request):
+            return pages.error(
+                request, 403, "Approving and rejecting need the approver role.", back=back
+            )
+        identity = identity_of(request)
+        try:
+            async with pool.connection() as conn:
+                run = await store.get_run(conn, run_id)
+                approval = parse_approval(
+                    form,
+                    run["waiting_for"],
+                    lambda gate: served.gate(run["workflow"], gate),
+                    identity.name if identity else None,
+                )
+                row = await store.approve(
+                    conn,
+                    run_id,
+                    gate=approval.gate,
+                    rejected=approval.rejected,
+                    comment=approval.comment,
+                    approver=approval.approver,
+                    approver_ip=request.client.host if request.client else None,
+                    payload=approval.payload,
+                    pause_id=approval.pause_id,
+                )
+        except store.RunNotFound as exc:
+            return pages.error(request, 404, str(exc), back=back)
+        except store.InvalidInput as exc:
+            return pages.error(request, 422, str(exc), back=back)
+        except store.Refused as exc:
+            return pages.error(request, 409, str(exc), back=back)
+        response = RedirectResponse(with_query(back, sent=row["id"]), status_code=303)
+        if identity is None:
+            remember_approver(response, request, approval.approver)
+        return response
+
+    @router.get("/console/login")
+    async def login_page(request: Request) -> Response:
+        back = local_path(request.query_params.get("next"))
+        if not auth.required(request):
+            return RedirectResponse(back, status_code=303)
+        return pages.render(request, "login.html", back=back, failed=False)
+
+    @router.post("/console/login")
+    async def login(request: Request) -> Response:
+        form = await request.form()
+        back = local_path(str(form.get("next", "")))
+        token = form.get("token", "")
+        if not auth.required(request):
+            return RedirectResponse(back, status_code=303)
+        response = RedirectResponse(back, status_code=303)
+        try:
+            await auth.sign_in(request, response, token if isinstance(token, str) else "")
+        except SignInRefused as refused:
+            if refused.retry_after is None:
+                return pages.render(request, "login.html", 401, back=back, failed=True)
+            page = pages.error(request, 429, "Too many failed sign-ins: wait a minute.", back=back)
+            page.headers["Retry-After"] = str(max(1, round(refused.retry_after)))
+            return page
+        return response
+
+    @router.post("/console/logout")
+    async def logout(request: Request) -> Response:
+        response = RedirectResponse("/", status_code=303)
+        await auth.sign_out(request, response)
+        return response
+
+    @router.get("/console/static/{name}")
+    async def static_file(request: Request, name: str) -> Response:
+        if name not in static:
+            return pages.error(request, 404, f"no static file {name!r}")
+        media_type, content = static[name]
+        return Response(content, media_type=media_type, headers={"Cache-Control": "no-cache"})
+
+    return router
+
+
+def _with_sent(row: dict[str, Any]) -> dict[str, Any]:
+    """The inbox row with its approval not yet taken up, if any, as `sent`."""
+    sent = None
+    if row["sent_id"] is not None:
+        sent = {
+            "id": row["sent_id"],
+            "decision": row["sent_decision"],
+            "approver": row["sent_by"],
+            "created_at": row["sent_at"],
+        }
+    return {**row, "sent": sent}

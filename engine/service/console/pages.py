@@ -1,0 +1,93 @@
+"""Rendering: the Jinja environment, its filters, and the console's static files."""
+
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+from engine.app import App
+from engine.service.access.guard import identity_of
+from engine.service.console import forms, views
+from engine.service.console.auth import Auth, approver_of
+from engine.service.previews import pretty, pruned
+from engine.status import PENDING_PREFIX
+
+_STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
+
+
+class Pages:
+    def __init__(self, auth: Auth, served: App) -> None:
+        self.auth = auth
+        self.env = Environment(
+            loader=PackageLoader("engine.service.console", "templates"),
+            autoescape=select_autoescape(["html"]),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.filters.update(when=when, precise=precise, pretty=pretty, age=age)
+        self.env.tests.update(link=views.is_link)
+        self.env.globals.update(
+            media_kind=views.media_kind,
+            pruned=pruned,
+            gate_spec=served.gate,
+            edit_fields=forms.edit_fields,
+            shown=forms.shown,
+            statuses=views.statuses(served.gate_names()),
+            pending_prefix=PENDING_PREFIX,
+        )
+
+    def render(
+        self, request: Request, template: str, status_code: int = 200, **context: Any
+    ) -> HTMLResponse:
+        html = self.env.get_template(template).render(
+            path=request.url.path,
+            signed_in=self.auth.signed_in(request),
+            auth_required=self.auth.required(request),
+            identity=identity_of(request),
+            approver=approver_of(request),
+            **context,
+        )
+        return HTMLResponse(html, status_code=status_code)
+
+    def error(
+        self, request: Request, status_code: int, message: str, *, back: str = "/"
+    ) -> HTMLResponse:
+        return self.render(
+            request, "error.html", status_code, code=status_code, message=message, back=back
+        )
+
+
+def static_files() -> dict[str, tuple[str, bytes]]:
+    """File name -> (content type, bytes) of everything under `static/`."""
+    folder = resources.files("engine.service.console").joinpath("static")
+    files = {}
+    for entry in folder.iterdir():
+        suffix = "." + entry.name.rpartition(".")[2]
+        if suffix in _STATIC_TYPES:
+            files[entry.name] = (_STATIC_TYPES[suffix], entry.read_bytes())
+    return files
+
+
+def when(value: object) -> str:
+    """A timestamp in UTC to the second; anything else as it is."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return "—" if value is None else str(value)
+
+
+def precise(moment: datetime) -> str:
+    """UTC to the millisecond: steps a few milliseconds apart stay apart."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def age(minutes: float) -> str:
+    whole = int(minutes)
+    if whole < 60:
+        return f"{whole} min"
+    if whole < 48 * 60:
+        return f"{whole // 60} h {whole % 60} min"
+    return f"{whole // (24 * 60)} days"

@@ -1,0 +1,177 @@
+"""What the pages show, shaped from rows: the runs filter, a run's timeline, media previews."""
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from engine.status import PENDING_PREFIX, STATUS_PARAMS, Status
+from engine.store import PROJECT_SLUG, InvalidInput, parse_duration
+
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".avif")
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".m4v", ".ogv")
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """The runs page's query string: filters, and a cursor (the last row of the page before)."""
+
+    status: str | None = None
+    project: str | None = None
+    stuck: bool = False
+    older_than: str = "30m"
+    before: tuple[datetime, str] | None = None
+    limit: int = PAGE_SIZE
+
+    @classmethod
+    def parse(cls, params: Mapping[str, str]) -> "RunFilter":
+        status = params.get("status", "").strip() or None
+        if status is not None and len(status) > 64:
+            raise InvalidInput("status: at most 64 characters")
+        project = params.get("project", "").strip() or None
+        if project is not None and not PROJECT_SLUG.match(project):
+            raise InvalidInput(f"project: {project!r} is not a project slug")
+        older_than = params.get("older_than", "").strip() or "30m"
+        parse_duration(older_than, "older_than")
+        limit = params.get("limit", str(PAGE_SIZE))
+        if not limit.isdigit() or not 1 <= int(limit) <= MAX_PAGE_SIZE:
+            raise InvalidInput(f"limit: a number from 1 to {MAX_PAGE_SIZE}, not {limit!r}")
+        return cls(
+            status,
+            project,
+            params.get("stuck", "") not in ("", "0"),
+            older_than,
+            _cursor(params.get("before", "")),
+            int(limit),
+        )
+
+    def sql_params(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "project": self.project,
+            "stuck": self.stuck,
+            "older_than": parse_duration(self.older_than, "older_than"),
+            **STATUS_PARAMS,
+            "before_at": self.before[0] if self.before else None,
+            "before_id": self.before[1] if self.before else None,
+            "limit": self.limit + 1,  # one more tells whether a next page exists
+        }
+
+    def query(self, **change: Any) -> str:
+        """This filter's query string, with `change` applied (e.g. `before=row`)."""
+        changed = replace(self, **change)
+        params = {
+            "status": changed.status,
+            "project": changed.project,
+            "stuck": "1" if changed.stuck else None,
+            "older_than": changed.older_than if changed.stuck else None,
+            "before": f"{changed.before[0].isoformat()} {changed.before[1]}"
+            if changed.before
+            else None,
+            "limit": changed.limit if changed.limit != PAGE_SIZE else None,
+        }
+        return urlencode({key: value for key, value in params.items() if value is not None})
+
+
+def _cursor(text: str) -> tuple[datetime, str] | None:
+    if not text.strip():
+        return None
+    at, _, run_id = text.strip().rpartition(" ")
+    try:
+        return (datetime.fromisoformat(at), run_id)
+    except ValueError:
+        raise InvalidInput("before: not a page cursor (follow the 'Older' link)") from None
+
+
+def statuses(gates: Iterable[str]) -> tuple[str, ...]:
+    """The statuses the runs filter suggests, the App's gates among them (any can be typed)."""
+    return (
+        Status.QUEUED,
+        Status.RUNNING,
+        Status.WAITING_PROVIDER,
+        *(PENDING_PREFIX + gate for gate in gates),
+        Status.PUBLISHED,
+        Status.FAILED,
+        Status.CANCELLED,
+    )
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line of a run's timeline."""
+
+    at: datetime
+    kind: str  # created | step | approval | event
+    row: Mapping[str, Any]
+
+
+def timeline(
+    run: Mapping[str, Any],
+    steps: Iterable[Mapping[str, Any]],
+    approvals: Iterable[Mapping[str, Any]],
+    events: Iterable[Mapping[str, Any]],
+) -> list[Entry]:
+    """Checkpoints in their order, approvals and webhook events placed among them by time."""
+    entries = [Entry(run["created_at"], "created", run)]
+    last: datetime = run["created_at"]
+    for step in described(steps):
+        last = step["at"] or last  # LangGraph writes `ts`; carry the previous time if not
+        entries.append(Entry(last, "step", step))
+    entries += [Entry(a["created_at"], "approval", a) for a in approvals]
+    entries += [Entry(e["received_at"], "event", e) for e in events]
+    return sorted(entries, key=lambda entry: entry.at)  # stable: ties keep the order above
+
+
+def described(steps: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Each checkpoint with the node(s) that produced it, the state keys they wrote and
+    the node(s) that run next, read from LangGraph's `updated_channels`."""
+    ran: list[str] = []
+    for step in steps:
+        channels = step.get("updated") or []
+        following = [c.removeprefix("branch:to:") for c in channels if c.startswith("branch:to:")]
+        wrote = [c for c in channels if not c.startswith(("branch:", "__"))]
+        yield {**step, "ran": ran, "wrote": wrote, "next": following}
+        ran = following
+
+
+def media_kind(url: object) -> str | None:
+    """'image' or 'video' when `url` is an http(s) link to one, by its file suffix."""
+    if not is_link(url):
+        return None
+    assert isinstance(url, str)
+    path = urlsplit(url).path.lower()
+    if path.endswith(IMAGE_SUFFIXES):
+        return "image"
+    if path.endswith(VIDEO_SUFFIXES):
+        return "video"
+    return None
+
+
+def is_link(value: object) -> bool:
+    """Only http(s) URLs become links: never `javascript:` and the like."""
+    return isinstance(value, str) and value.startswith(("http://", "https://"))
+
+
+def local_path(target: str | None, default: str = "/") -> str:
+    """A path on this site to go back to; anything else (another host) becomes `default`."""
+    # Browsers drop tabs and newlines from URLs ("/\t/evil.example" is "//evil.example")
+    # and read a backslash as a slash: only printable ASCII, one leading slash.
+    if (
+        not target
+        or not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target
+        or not all(" " < ch <= "~" for ch in target)
+        or urlsplit(target).netloc
+    ):
+        return default
+    return target
+
+
+def with_query(path: str, **params: object) -> str:
+    parts = urlsplit(path)
+    query = "&".join(filter(None, [parts.query, urlencode(params)]))
+    return f"{parts.path}?{query}" if query else parts.path

@@ -1,0 +1,161 @@
+"""What a paused run waits for, typed, and the one parser of it.
+
+A graph pauses with LangGraph's `interrupt(value)`; the value says what brings
+the run back, and is stored as `runs.waiting_for` (JSONB), which SQL reads too
+(the claim, the approval guard's trigger, the seed's queries, the console), so
+its shape is fixed:
+
+- a gate: `{"gate": name, ...what the approver is shown}`; the run's status is
+  `pending_<name>` until an approval row for that gate arrives;
+- a provider job: `{"provider": name, "job_id"?, "wake_at"?, ...}`; the status
+  is `waiting_provider` until a webhook about the job or `wake_at` (ISO time).
+
+`pause_run` adds `pause_id` (the epoch that paused) to the stored value.
+`parse_wait()` reads either form back (the interrupt's value, or the stored
+row) into a `GateWait` or a `ProviderWait`; graphs build them with `ask()` and
+`pause()`. A `TimerWait` (a durable sleep) has its type and shape here, but
+no claim resumes it yet: a run pausing on one fails, saying so.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from langgraph.types import interrupt
+
+from engine.status import Status, pending
+
+# Keys the engine gives meaning to; every other key of a wait is carried as is.
+_PAUSE_ID = "pause_id"
+
+
+class UnclaimableWait(ValueError):
+    """A wait no worker would ever resume: failing the run beats parking it forever."""
+
+
+@dataclass(frozen=True)
+class GateWait:
+    """Paused until a person answers at `gate` (an approval row)."""
+
+    gate: str
+    request: Mapping[str, Any] = field(default_factory=dict)  # what the approver is shown
+    pause_id: int | None = None  # the pause an approval must name (set by `pause_run`)
+
+    @property
+    def status(self) -> str:
+        return pending(self.gate)
+
+    @property
+    def wake_at(self) -> datetime | None:
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"gate": self.gate, **self.request, **_pause(self.pause_id)}
+
+
+@dataclass(frozen=True)
+class ProviderWait:
+    """Paused until a provider's webhook about `job_id`, or until `wake_at` to ask it."""
+
+    provider: str
+    job_id: str | None = None
+    wake_at: datetime | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)  # e.g. the persona waiting
+    pause_id: int | None = None
+
+    @property
+    def status(self) -> str:
+        return Status.WAITING_PROVIDER
+
+    def to_json(self) -> dict[str, Any]:
+        value: dict[str, Any] = {"provider": self.provider, **self.details}
+        if self.job_id is not None:
+            value["job_id"] = self.job_id
+        if self.wake_at is not None:
+            value["wake_at"] = self.wake_at.isoformat()
+        return {**value, **_pause(self.pause_id)}
+
+
+@dataclass(frozen=True)
+class TimerWait:
+    """Paused until `wake_at` (a durable sleep). Not claimable yet: see the module."""
+
+    wake_at: datetime
+    pause_id: int | None = None
+
+    @property
+    def status(self) -> str:
+        raise UnclaimableWait(
+            f"the run paused until {self.wake_at.isoformat()}, but no worker resumes "
+            "timer waits yet"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"timer": self.wake_at.isoformat(), **_pause(self.pause_id)}
+
+
+Wait = GateWait | ProviderWait | TimerWait
+
+
+def parse_wait(value: object) -> Wait:
+    """The wait an interrupt's value (or a stored `waiting_for`) names; `UnclaimableWait`
+    (a ValueError) when it names none."""
+    if isinstance(value, Mapping):
+        rest = {key: item for key, item in value.items() if key != _PAUSE_ID}
+        pause_id = value.get(_PAUSE_ID)
+        pause_id = int(pause_id) if pause_id is not None else None
+        if isinstance(gate := rest.pop("gate", None), str):
+            return GateWait(gate, rest, pause_id)
+        if isinstance(provider := rest.pop("provider", None), str):
+            job_id, wake_at = rest.pop("job_id", None), rest.pop("wake_at", None)
+            return ProviderWait(
+                provider,
+                str(job_id) if job_id is not None else None,
+                datetime.fromisoformat(wake_at) if wake_at else None,
+                rest,
+                pause_id,
+            )
+        if isinstance(timer := rest.pop("timer", None), str):
+            return TimerWait(datetime.fromisoformat(timer), pause_id)
+    raise UnclaimableWait(
+        f"interrupt value {value!r} names neither a gate nor a provider: "
+        "pause with engine.ask() or engine.waits.pause()"
+    )
+
+
+def pause(wait: Wait) -> Any:
+    """Pause the run until `wait` is answered; the value it is resumed with (the
+    approval row for a gate, `{"events": [...]}` for a provider job).
+
+    The node runs again from its first line on resume: it must do nothing with
+    side effects before this call.
+    """
+    return interrupt(wait.to_json())
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A person's answer at a gate."""
+
+    approved: bool
+    comment: str | None = None
+    approver: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)  # e.g. what the approver edited
+
+
+def ask(gate: str, **request: Any) -> Decision:
+    """Pause at `gate` (status `pending_<gate>`), showing the approver `request`,
+    until an approval row arrives; what they decided. As `pause()`, the node runs
+    again from its first line on resume."""
+    approval = pause(GateWait(gate, request))
+    return Decision(
+        approved=approval.get("decision", "approved") == "approved",
+        comment=approval.get("comment"),
+        approver=approval.get("approver"),
+        payload=approval.get("payload") or {},
+    )
+
+
+def _pause(pause_id: int | None) -> dict[str, int]:
+    return {} if pause_id is None else {_PAUSE_ID: pause_id}

@@ -1,0 +1,731 @@
+-- The schema of an empty database after `orchestrator migrate` to the newest
+-- migration, with the LangGraph checkpoint tables that it sets up too: pg_dump
+-- --schema-only --no-owner --no-privileges, less the lines that differ between
+-- pg_dump versions (tools/schema.py). Generated: do not edit. Change a migration,
+-- then run `make schema`; tests/test_packaging.py checks that the two agree.
+
+--
+-- Name: orchestrator_check_approval(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.orchestrator_check_approval() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    current_status TEXT;
+    waiting        JSONB;
+    pause          BIGINT;
+    earlier        hitl_approvals;
+BEGIN
+    -- NO KEY UPDATE: concurrent approvals of the run wait here for each other
+    -- (FOR SHARE let them all through together); the foreign-key check's
+    -- KEY SHARE does not conflict with it.
+    SELECT status, waiting_for INTO current_status, waiting
+    FROM runs WHERE run_id = NEW.run_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'approval refused: run % does not exist (gate %)', NEW.run_id, NEW.gate
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF current_status IS DISTINCT FROM 'pending_' || NEW.gate THEN
+        RAISE EXCEPTION 'approval refused: run % is not waiting at gate % (status is %)',
+            NEW.run_id, NEW.gate, current_status
+            USING ERRCODE = 'check_violation';
+    END IF;
+    pause := (waiting ->> 'pause_id')::bigint;
+    IF NEW.pause_id IS NULL THEN
+        NEW.pause_id := pause;
+    ELSIF NEW.pause_id IS DISTINCT FROM pause THEN
+        RAISE EXCEPTION 'approval refused: run % at gate % waits at pause %, not at pause % (that question was already answered or withdrawn)',
+            NEW.run_id, NEW.gate, coalesce(pause::text, '(unnumbered)'), NEW.pause_id
+            USING ERRCODE = 'check_violation';
+    END IF;
+    SELECT * INTO earlier FROM hitl_approvals
+    WHERE run_id = NEW.run_id AND consumed_at IS NULL
+    ORDER BY id LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'approval refused: run % already has approval % (% by %) waiting at gate %',
+            NEW.run_id, earlier.id, earlier.decision, coalesce(earlier.approver, 'an unnamed approver'),
+            NEW.gate
+            USING ERRCODE = 'check_violation';
+    END IF;
+    NEW.consumed_at := NULL;
+    NEW.voided_at := NULL;
+    NEW.void_reason := NULL;
+    RETURN NEW;
+END $$;
+
+--
+-- Name: orchestrator_fence(text, bigint, interval); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.orchestrator_fence(p_run_id text, p_epoch bigint, p_ttl interval) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    UPDATE runs SET lease_expires_at = NOW() + p_ttl
+    WHERE run_id = p_run_id AND lease_epoch = p_epoch AND status = 'running';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'lease lost: run % is no longer held at epoch %', p_run_id, p_epoch
+            USING ERRCODE = 'OR001';
+    END IF;
+END $$;
+
+--
+-- Name: orchestrator_hold(text, bigint, interval, boolean, bigint); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.orchestrator_hold(p_run_id text, p_epoch bigint, p_ttl interval, p_consume boolean, p_approval_id bigint) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM orchestrator_fence(p_run_id, p_epoch, p_ttl);
+    IF p_consume THEN
+        UPDATE hitl_approvals SET consumed_at = NOW()
+        WHERE id = p_approval_id AND consumed_at IS NULL;
+        UPDATE runs SET waiting_for = NULL WHERE run_id = p_run_id;
+    END IF;
+END $$;
+
+--
+-- Name: orchestrator_notify_approval(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.orchestrator_notify_approval() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM pg_notify('orchestrator_approvals_v1', NEW.run_id);
+    RETURN NULL;
+END $$;
+
+--
+-- Name: orchestrator_notify_run(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.orchestrator_notify_run() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM pg_notify('orchestrator_runs_v1', NEW.run_id);
+    RETURN NULL;
+END $$;
+
+--
+-- Name: orchestrator_put(text, bigint, interval, boolean, bigint, text, jsonb, bytea[], bytea[], jsonb, integer, boolean); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.orchestrator_put(p_run_id text, p_epoch bigint, p_ttl interval, p_consume boolean, p_approval_id bigint, p_thread_id text, p_rows jsonb, p_write_blobs bytea[], p_blob_values bytea[], p_state jsonb, p_step integer, p_flush boolean) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM orchestrator_hold(p_run_id, p_epoch, p_ttl, p_consume, p_approval_id);
+    IF NOT p_flush THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
+    IF jsonb_array_length(p_rows -> 'writes') > 0 THEN
+        WITH w AS (
+            SELECT r ->> 0 AS ns, r ->> 1 AS checkpoint_id, r ->> 2 AS task_id,
+                r ->> 3 AS task_path, (r ->> 4)::int AS idx, r ->> 5 AS channel,
+                r ->> 6 AS type, p_write_blobs[n] AS blob, (r ->> 7)::boolean AS replace
+            FROM jsonb_array_elements(p_rows -> 'writes') WITH ORDINALITY AS e(r, n)
+        ), replaced AS (
+            INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id,
+                                           task_path, idx, channel, type, blob)
+            SELECT p_thread_id, ns, checkpoint_id, task_id, task_path, idx, channel, type, blob
+            FROM w WHERE replace
+            ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO UPDATE SET
+                channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob
+        )
+        INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id,
+                                       task_path, idx, channel, type, blob)
+        SELECT p_thread_id, ns, checkpoint_id, task_id, task_path, idx, channel, type, blob
+        FROM w WHERE NOT replace
+        ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO NOTHING;
+    END IF;
+    IF jsonb_array_length(p_rows -> 'checkpoints') = 0 THEN
+        RETURN;
+    END IF;
+    INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob)
+    SELECT p_thread_id, r ->> 0, r ->> 1, r ->> 2, r ->> 3, p_blob_values[n]
+    FROM jsonb_array_elements(p_rows -> 'blobs') WITH ORDINALITY AS e(r, n)
+    ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING;
+    INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
+                             checkpoint, metadata)
+    SELECT p_thread_id, r ->> 0, r ->> 1, r ->> 2, r -> 3, r -> 4
+    FROM jsonb_array_elements(p_rows -> 'checkpoints') AS e(r)
+    ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id) DO UPDATE SET
+        checkpoint = EXCLUDED.checkpoint, metadata = EXCLUDED.metadata;
+    INSERT INTO orchestration_checkpoints (run_id, state, updated_at, checkpoint_id, step)
+    VALUES (p_run_id, p_state, NOW(), p_rows -> 'checkpoints' -> -1 ->> 1, p_step)
+    ON CONFLICT (run_id) DO UPDATE SET
+        state = EXCLUDED.state, updated_at = EXCLUDED.updated_at,
+        checkpoint_id = EXCLUDED.checkpoint_id, step = EXCLUDED.step;
+END $$;
+
+--
+-- Name: orchestrator_void_approvals(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.orchestrator_void_approvals() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    UPDATE hitl_approvals SET consumed_at = NOW(), voided_at = NOW(),
+        void_reason = format('voided: run %s left pause %s unanswered (now %s)',
+                             NEW.run_id, coalesce(pause_id::text, '(unnumbered)'), NEW.status)
+    WHERE run_id = NEW.run_id AND consumed_at IS NULL
+      AND (NEW.status NOT LIKE 'pending\_%'
+           OR pause_id IS DISTINCT FROM (NEW.waiting_for ->> 'pause_id')::bigint);
+    RETURN NULL;
+END $$;
+
+--
+-- Name: api_tokens; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.api_tokens (
+    id bigint NOT NULL,
+    name text NOT NULL,
+    role text NOT NULL,
+    secret_hash text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    revoked_at timestamp with time zone,
+    CONSTRAINT api_tokens_name CHECK ((name ~ '^[A-Za-z0-9][A-Za-z0-9_.@-]{0,62}$'::text)),
+    CONSTRAINT api_tokens_role CHECK ((role = ANY (ARRAY['viewer'::text, 'approver'::text, 'admin'::text])))
+);
+
+--
+-- Name: api_tokens_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+CREATE SEQUENCE public.api_tokens_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+--
+-- Name: api_tokens_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: -
+--
+
+ALTER SEQUENCE public.api_tokens_id_seq OWNED BY public.api_tokens.id;
+
+--
+-- Name: artifacts; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.artifacts (
+    id bigint NOT NULL,
+    run_id text NOT NULL,
+    type text NOT NULL,
+    provider text,
+    persona text,
+    url text,
+    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    idempotency_key text,
+    status text DEFAULT 'done'::text NOT NULL,
+    provider_job_id text
+);
+
+--
+-- Name: artifacts_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+CREATE SEQUENCE public.artifacts_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+--
+-- Name: artifacts_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: -
+--
+
+ALTER SEQUENCE public.artifacts_id_seq OWNED BY public.artifacts.id;
+
+--
+-- Name: checkpoint_blobs; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.checkpoint_blobs (
+    thread_id text NOT NULL,
+    checkpoint_ns text DEFAULT ''::text NOT NULL,
+    channel text NOT NULL,
+    version text NOT NULL,
+    type text NOT NULL,
+    blob bytea
+);
+
+--
+-- Name: checkpoint_migrations; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.checkpoint_migrations (
+    v integer NOT NULL
+);
+
+--
+-- Name: checkpoint_writes; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.checkpoint_writes (
+    thread_id text NOT NULL,
+    checkpoint_ns text DEFAULT ''::text NOT NULL,
+    checkpoint_id text NOT NULL,
+    task_id text NOT NULL,
+    idx integer NOT NULL,
+    channel text NOT NULL,
+    type text,
+    blob bytea NOT NULL,
+    task_path text DEFAULT ''::text NOT NULL
+);
+
+--
+-- Name: checkpoints; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.checkpoints (
+    thread_id text NOT NULL,
+    checkpoint_ns text DEFAULT ''::text NOT NULL,
+    checkpoint_id text NOT NULL,
+    parent_checkpoint_id text,
+    type text,
+    checkpoint jsonb NOT NULL,
+    metadata jsonb DEFAULT '{}'::jsonb NOT NULL
+);
+
+--
+-- Name: console_sessions; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.console_sessions (
+    id_hash text NOT NULL,
+    name text NOT NULL,
+    role text NOT NULL,
+    token_id bigint,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    revoked_at timestamp with time zone,
+    CONSTRAINT console_sessions_role_check CHECK ((role = ANY (ARRAY['viewer'::text, 'approver'::text, 'admin'::text])))
+);
+
+--
+-- Name: hitl_approvals; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.hitl_approvals (
+    id bigint NOT NULL,
+    run_id text NOT NULL,
+    gate text NOT NULL,
+    approver text,
+    approver_ip text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    decision text DEFAULT 'approved'::text NOT NULL,
+    comment text,
+    payload jsonb,
+    consumed_at timestamp with time zone,
+    pause_id bigint,
+    voided_at timestamp with time zone,
+    void_reason text,
+    CONSTRAINT hitl_approvals_decision_check CHECK ((decision = ANY (ARRAY['approved'::text, 'rejected'::text])))
+);
+
+--
+-- Name: hitl_approvals_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+CREATE SEQUENCE public.hitl_approvals_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+--
+-- Name: hitl_approvals_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: -
+--
+
+ALTER SEQUENCE public.hitl_approvals_id_seq OWNED BY public.hitl_approvals.id;
+
+--
+-- Name: orchestration_checkpoints; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.orchestration_checkpoints (
+    run_id text NOT NULL,
+    state jsonb NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    checkpoint_id text,
+    step integer
+);
+
+--
+-- Name: orchestrator_migrations; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.orchestrator_migrations (
+    version integer NOT NULL,
+    name text NOT NULL,
+    applied_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+--
+-- Name: runs; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.runs (
+    run_id text NOT NULL,
+    project text NOT NULL,
+    status text DEFAULT 'queued'::text NOT NULL,
+    payload jsonb DEFAULT '{}'::jsonb NOT NULL,
+    result jsonb,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    workflow text DEFAULT 'production'::text NOT NULL,
+    graph_version text,
+    error jsonb,
+    attempt integer DEFAULT 0 NOT NULL,
+    lease_owner text,
+    lease_expires_at timestamp with time zone,
+    lease_epoch bigint DEFAULT 0 NOT NULL,
+    wake_at timestamp with time zone,
+    waiting_for jsonb,
+    priority integer DEFAULT 0 NOT NULL,
+    trace_context jsonb,
+    CONSTRAINT runs_project_slug CHECK ((project ~ '^[a-z0-9][a-z0-9_-]{0,62}$'::text))
+);
+
+--
+-- Name: webhook_events; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.webhook_events (
+    id bigint NOT NULL,
+    provider text NOT NULL,
+    signature_status text NOT NULL,
+    received_at timestamp with time zone DEFAULT now() NOT NULL,
+    delivery_id text,
+    headers jsonb DEFAULT '{}'::jsonb NOT NULL,
+    payload jsonb,
+    processed_at timestamp with time zone,
+    run_id text,
+    raw_body bytea,
+    job_id text,
+    body_sha256 bytea,
+    CONSTRAINT webhook_events_signature_status_check CHECK ((signature_status = ANY (ARRAY['valid'::text, 'invalid'::text, 'unsigned'::text, 'verified_by_fetch'::text])))
+);
+
+--
+-- Name: webhook_events_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+CREATE SEQUENCE public.webhook_events_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+--
+-- Name: webhook_events_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: -
+--
+
+ALTER SEQUENCE public.webhook_events_id_seq OWNED BY public.webhook_events.id;
+
+--
+-- Name: api_tokens id; Type: DEFAULT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.api_tokens ALTER COLUMN id SET DEFAULT nextval('public.api_tokens_id_seq'::regclass);
+
+--
+-- Name: artifacts id; Type: DEFAULT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.artifacts ALTER COLUMN id SET DEFAULT nextval('public.artifacts_id_seq'::regclass);
+
+--
+-- Name: hitl_approvals id; Type: DEFAULT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.hitl_approvals ALTER COLUMN id SET DEFAULT nextval('public.hitl_approvals_id_seq'::regclass);
+
+--
+-- Name: webhook_events id; Type: DEFAULT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_events ALTER COLUMN id SET DEFAULT nextval('public.webhook_events_id_seq'::regclass);
+
+--
+-- Name: api_tokens api_tokens_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.api_tokens
+    ADD CONSTRAINT api_tokens_pkey PRIMARY KEY (id);
+
+--
+-- Name: artifacts artifacts_idempotency_key_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.artifacts
+    ADD CONSTRAINT artifacts_idempotency_key_key UNIQUE (idempotency_key);
+
+--
+-- Name: artifacts artifacts_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.artifacts
+    ADD CONSTRAINT artifacts_pkey PRIMARY KEY (id);
+
+--
+-- Name: checkpoint_blobs checkpoint_blobs_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.checkpoint_blobs
+    ADD CONSTRAINT checkpoint_blobs_pkey PRIMARY KEY (thread_id, checkpoint_ns, channel, version);
+
+--
+-- Name: checkpoint_migrations checkpoint_migrations_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.checkpoint_migrations
+    ADD CONSTRAINT checkpoint_migrations_pkey PRIMARY KEY (v);
+
+--
+-- Name: checkpoint_writes checkpoint_writes_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.checkpoint_writes
+    ADD CONSTRAINT checkpoint_writes_pkey PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx);
+
+--
+-- Name: checkpoints checkpoints_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.checkpoints
+    ADD CONSTRAINT checkpoints_pkey PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id);
+
+--
+-- Name: console_sessions console_sessions_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.console_sessions
+    ADD CONSTRAINT console_sessions_pkey PRIMARY KEY (id_hash);
+
+--
+-- Name: hitl_approvals hitl_approvals_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.hitl_approvals
+    ADD CONSTRAINT hitl_approvals_pkey PRIMARY KEY (id);
+
+--
+-- Name: orchestration_checkpoints orchestration_checkpoints_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.orchestration_checkpoints
+    ADD CONSTRAINT orchestration_checkpoints_pkey PRIMARY KEY (run_id);
+
+--
+-- Name: orchestrator_migrations orchestrator_migrations_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.orchestrator_migrations
+    ADD CONSTRAINT orchestrator_migrations_pkey PRIMARY KEY (version);
+
+--
+-- Name: runs runs_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.runs
+    ADD CONSTRAINT runs_pkey PRIMARY KEY (run_id);
+
+--
+-- Name: webhook_events webhook_events_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_events
+    ADD CONSTRAINT webhook_events_pkey PRIMARY KEY (id);
+
+--
+-- Name: webhook_events webhook_events_provider_delivery_id_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_events
+    ADD CONSTRAINT webhook_events_provider_delivery_id_key UNIQUE (provider, delivery_id);
+
+--
+-- Name: api_tokens_live_name; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX api_tokens_live_name ON public.api_tokens USING btree (name) WHERE (revoked_at IS NULL);
+
+--
+-- Name: artifacts_provider_job; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX artifacts_provider_job ON public.artifacts USING btree (provider, provider_job_id) WHERE (provider_job_id IS NOT NULL);
+
+--
+-- Name: artifacts_run_created; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX artifacts_run_created ON public.artifacts USING btree (run_id, created_at);
+
+--
+-- Name: checkpoint_blobs_thread_id_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX checkpoint_blobs_thread_id_idx ON public.checkpoint_blobs USING btree (thread_id);
+
+--
+-- Name: checkpoint_writes_thread_id_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX checkpoint_writes_thread_id_idx ON public.checkpoint_writes USING btree (thread_id);
+
+--
+-- Name: checkpoints_thread_id_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX checkpoints_thread_id_idx ON public.checkpoints USING btree (thread_id);
+
+--
+-- Name: console_sessions_expires; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX console_sessions_expires ON public.console_sessions USING btree (expires_at);
+
+--
+-- Name: hitl_approvals_created; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX hitl_approvals_created ON public.hitl_approvals USING btree (created_at DESC);
+
+--
+-- Name: hitl_approvals_one_per_pause; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX hitl_approvals_one_per_pause ON public.hitl_approvals USING btree (run_id, pause_id);
+
+--
+-- Name: hitl_approvals_run; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX hitl_approvals_run ON public.hitl_approvals USING btree (run_id, created_at);
+
+--
+-- Name: hitl_approvals_unconsumed; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX hitl_approvals_unconsumed ON public.hitl_approvals USING btree (run_id, gate) WHERE (consumed_at IS NULL);
+
+--
+-- Name: runs_claimable; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX runs_claimable ON public.runs USING btree (priority DESC, created_at) WHERE (status <> ALL (ARRAY['published'::text, 'failed'::text, 'cancelled'::text]));
+
+--
+-- Name: runs_project_created; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX runs_project_created ON public.runs USING btree (project, created_at DESC);
+
+--
+-- Name: runs_queued; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX runs_queued ON public.runs USING btree (priority DESC, created_at) WHERE (status = 'queued'::text);
+
+--
+-- Name: runs_status_created; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX runs_status_created ON public.runs USING btree (status, created_at);
+
+--
+-- Name: webhook_events_received; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX webhook_events_received ON public.webhook_events USING btree (received_at DESC);
+
+--
+-- Name: webhook_events_run; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX webhook_events_run ON public.webhook_events USING btree (run_id) WHERE (run_id IS NOT NULL);
+
+--
+-- Name: webhook_events_signed_body; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX webhook_events_signed_body ON public.webhook_events USING btree (provider, body_sha256) WHERE (body_sha256 IS NOT NULL);
+
+--
+-- Name: webhook_events_unprocessed; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX webhook_events_unprocessed ON public.webhook_events USING btree (run_id) WHERE (processed_at IS NULL);
+
+--
+-- Name: hitl_approvals hitl_approvals_check; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER hitl_approvals_check BEFORE INSERT ON public.hitl_approvals FOR EACH ROW EXECUTE FUNCTION public.orchestrator_check_approval();
+
+--
+-- Name: hitl_approvals hitl_approvals_notify; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER hitl_approvals_notify AFTER INSERT ON public.hitl_approvals FOR EACH ROW EXECUTE FUNCTION public.orchestrator_notify_approval();
+
+--
+-- Name: runs runs_notify_queued; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER runs_notify_queued AFTER INSERT OR UPDATE OF status ON public.runs FOR EACH ROW WHEN ((new.status = 'queued'::text)) EXECUTE FUNCTION public.orchestrator_notify_run();
+
+--
+-- Name: runs runs_void_approvals; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER runs_void_approvals AFTER UPDATE OF status, waiting_for ON public.runs FOR EACH ROW WHEN (((new.status <> 'running'::text) AND ((old.status IS DISTINCT FROM new.status) OR (old.waiting_for IS DISTINCT FROM new.waiting_for)))) EXECUTE FUNCTION public.orchestrator_void_approvals();
+
+--
+-- Name: artifacts artifacts_run_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.artifacts
+    ADD CONSTRAINT artifacts_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.runs(run_id) ON DELETE CASCADE;
+
+--
+-- Name: console_sessions console_sessions_token_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.console_sessions
+    ADD CONSTRAINT console_sessions_token_id_fkey FOREIGN KEY (token_id) REFERENCES public.api_tokens(id) ON DELETE CASCADE;
+
+--
+-- Name: hitl_approvals hitl_approvals_run_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.hitl_approvals
+    ADD CONSTRAINT hitl_approvals_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.runs(run_id) ON DELETE CASCADE;
+
+--
+-- Name: orchestration_checkpoints orchestration_checkpoints_run_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.orchestration_checkpoints
+    ADD CONSTRAINT orchestration_checkpoints_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.runs(run_id) ON DELETE CASCADE;
+
+--
+-- Name: webhook_events webhook_events_run_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_events
+    ADD CONSTRAINT webhook_events_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.runs(run_id) ON DELETE SET NULL;

@@ -1,0 +1,20 @@
+"""The production App: what `ORCHESTRATOR_APP` names by default (`personas.app:app`)."""
+
+from engine import App, Config
+from personas.graph import PRODUCTION
+from personas.settings import PersonaSettings
+from providers.sandbox.service import SANDBOX
+from providers.settings import ProviderSettings
+from providers.webhooks import Verifier, verifiers
+
+
+def _verifiers(config: Config) -> dict[str, Verifier]:
+    return verifiers(config[ProviderSettings])
+
+
+app = App(
+    workflows=[PRODUCTION],
+    settings=[ProviderSettings, PersonaSettings],
+    webhooks=_verifiers,
+    services=[SANDBOX],
+)

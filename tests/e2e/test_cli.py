@@ -1,0 +1,117 @@
+"""The CLI's contract: one clear line and exit 2 for bad arguments, 1 for a missing run."""
+
+import json
+
+import pytest
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
+
+from engine import store
+from tests.conftest import orchestrator
+
+Conn = AsyncConnection[DictRow]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["runs", "create"], "error: Missing option '--project'."),
+        (
+            ["runs", "create", "--project", "Bad Slug!"],
+            "error: project: 'Bad Slug!' is not a slug",
+        ),
+        (
+            ["runs", "create", "--project", "p", "--payload", "{nope"],
+            "error: --payload: not valid JSON",
+        ),
+        (
+            ["runs", "create", "--project", "p", "--payload", "[1, 2]"],
+            "error: --payload: must be a JSON object, got list",
+        ),
+        (
+            ["runs", "create", "--project", "p", "--workflow", "nope"],
+            "error: --workflow: no workflow named 'nope'",
+        ),
+        (["runs", "approve", "run_x"], "error: Missing option '--gate'."),
+        (["runs", "list", "--limit", "0"], "error: Invalid value for '--limit'"),
+        (["daemon", "--concurrency", "0"], "error: Invalid value for '--concurrency'"),
+        (["migrate", "--to", "99"], "error: --to must be between 0 and"),
+        (["runs", "frobnicate"], "error: No such command 'frobnicate'."),
+    ],
+)
+async def test_bad_arguments_exit_2_with_one_line_and_change_nothing(
+    db_url: str, conn: Conn, args: list[str], message: str
+) -> None:
+    result = orchestrator(db_url, *args)
+    assert result.returncode == 2, result
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(message), result.stderr
+    count = await (await conn.execute("SELECT count(*) AS n FROM runs")).fetchone()
+    assert count is not None and count["n"] == 0
+
+
+@pytest.mark.parametrize("command", [["show"], ["cancel"], ["retry"]])
+def test_a_missing_run_exits_1_naming_it(db_url: str, command: list[str]) -> None:
+    result = orchestrator(db_url, "runs", *command, "run_doesnotexist")
+    assert result.returncode == 1
+    assert result.stderr == "error: run run_doesnotexist not found\n"
+
+
+async def test_an_approval_the_trigger_refuses_exits_1_with_its_message(
+    db_url: str, conn: Conn
+) -> None:
+    run = await store.create_run(conn, project="p", payload={}, workflow="production")
+    result = orchestrator(db_url, "runs", "approve", run["run_id"], "--gate", "workflow")
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"error: approval refused: run {run['run_id']} is not waiting at gate workflow "
+        "(status is queued)\n"
+    )
+    result = orchestrator(db_url, "runs", "approve", "run_nope", "--gate", "workflow")
+    assert result.stderr == "error: approval refused: run run_nope does not exist (gate workflow)\n"
+
+
+def test_create_prints_the_run_id_last_and_list_shows_it(db_url: str) -> None:
+    created = orchestrator(db_url, "runs", "create", "--project", "p", "--brief", "b")
+    assert created.returncode == 0, created.stderr
+    run_id = created.stdout.splitlines()[-1]
+    listed = orchestrator(db_url, "runs", "list", "--status", "queued")
+    assert run_id in listed.stdout
+    shown = orchestrator(db_url, "runs", "show", run_id)
+    assert "queued" in shown.stdout and '"brief": "b"' in shown.stdout
+
+
+def test_db_url_prints_the_configured_database(db_url: str) -> None:
+    result = orchestrator(db_url, "db", "url")
+    assert result.returncode == 0
+    assert result.stdout.strip() == db_url
+
+
+def test_a_bad_setting_exits_2_naming_the_variable(db_url: str) -> None:
+    result = orchestrator(db_url, "daemon", concurrency="many")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: setting ORCHESTRATOR_CONCURRENCY: Input should be")
+    assert result.stderr.count("\n") == 1
+
+
+async def test_list_stuck_shows_old_live_runs_oldest_first(db_url: str, conn: Conn) -> None:
+    for run_id, status, age in [
+        ("run_stuckgate001", "pending_publish", "3 hours"),
+        ("run_stuckrunning", "running", "1 hour"),
+        ("run_freshrunning", "running", "1 minute"),
+        ("run_oldpublished", "published", "5 hours"),
+        ("run_oldqueued001", "queued", "5 hours"),
+    ]:
+        await conn.execute(
+            "INSERT INTO runs (run_id, project, status, payload, created_at) "
+            "VALUES (%s, 'p', %s, '{}', NOW() - %s::interval)",
+            (run_id, status, age),
+        )
+    result = orchestrator(db_url, "runs", "list", "--stuck", "--older-than", "30m", "--json")
+    assert result.returncode == 0, result.stderr
+    stuck = json.loads(result.stdout)
+    assert [r["run_id"] for r in stuck] == ["run_stuckgate001", "run_stuckrunning"]
+    assert 179 < stuck[0]["minutes_running"] < 182
+    bad = orchestrator(db_url, "runs", "list", "--stuck", "--older-than", "soon")
+    assert bad.returncode == 2
+    assert bad.stderr == ("error: --older-than: 'soon' is not a duration like 45s, 30m, 2h or 7d\n")

@@ -144,7 +144,7 @@ def _built(choice: ChatModelChoice) -> BaseChatModel:
     except ValueError as unknown:
         raise ValueError(
             f"{where} is not 'offline', 'module:Class' or a provider:model that LangChain "
-            f"knows ({_first_line(unknown)})"
+            f"knows ({_first_line(unknown).split('. ')[0].rstrip('.')})"
         ) from None
     except Exception as failed:  # the provider's own check, e.g. no API key in its env var
         raise ValueError(f"{where} cannot be built: {_first_line(failed)}") from None

@@ -10,7 +10,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-# Typer vendors click; its usage errors are only reachable here.
 from engine import logs, store
 from engine.database import SHOWING, connect, database_url
 from engine.settings import Settings

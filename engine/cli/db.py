@@ -2,7 +2,6 @@
 
 from typing import TYPE_CHECKING
 
-# Typer vendors click; its usage errors are only reachable here.
 from engine.cli.common import (
     db_app,
 )

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-# Typer vendors click; its usage errors are only reachable here.
 from engine import logs, store
 from engine.cli.common import (
     UsageFailure,
@@ -28,6 +27,7 @@ from engine.settings import Settings
 if TYPE_CHECKING:
     from engine.app import App, Service
     from engine.settings import Config
+    from engine.workflow import Workflow
 
 
 @app.command("migrate")
@@ -126,7 +126,11 @@ async def _serve(
     # One for the process: `up` serves the daemon's metrics on the API's /metrics too.
     telemetry = setup(settings) if daemon or api else DISABLED
     with stop_on_signals(stop), contextlib.closing(telemetry):
-        async with asyncio.TaskGroup() as tasks:
+        async with contextlib.AsyncExitStack() as opened:
+            # Built before anything serves, outside the task group: a workflow that cannot
+            # be built (a chat model setting that names no model) stops with one line.
+            workflows = await _opened(opened, chosen, config) if daemon else {}
+            tasks = await opened.enter_async_context(asyncio.TaskGroup())
             http: list[asyncio.Task[None]] = [
                 tasks.create_task(each.run(config), name=each.name) for each in services
             ]
@@ -140,7 +144,7 @@ async def _serve(
                     )
                 )
             if daemon:
-                async with open_pool(url, settings) as pool, chosen.opened(config) as workflows:
+                async with open_pool(url, settings) as pool:
                     worker = Daemon(url, pool, settings, workflows, telemetry)
                     if settings.health_port:
                         vitals = health_app(worker, pool, worker.stale_after, telemetry)
@@ -154,6 +158,15 @@ async def _serve(
                 await stop.wait()
             for task in http:
                 task.cancel()
+
+
+async def _opened(
+    stack: contextlib.AsyncExitStack, chosen: "App", config: "Config"
+) -> "dict[str, Workflow]":
+    try:
+        return await stack.enter_async_context(chosen.opened(config))
+    except ValueError as error:
+        raise UsageFailure(str(error)) from None
 
 
 async def _check_exposure(url: str, settings: Settings) -> None:

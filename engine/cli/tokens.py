@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Annotated
 import psycopg
 import typer
 
-# Typer vendors click; its usage errors are only reachable here.
 from engine import store
 from engine.cli.common import (
     UsageFailure,

@@ -122,3 +122,10 @@ def test_the_deprecated_workflows_setting_replaces_the_apps_workflows(db_url: st
     )
     assert refused.returncode == 2
     assert "--workflow: no workflow named 'production'" in refused.stderr
+
+
+def test_a_workflow_that_cannot_be_built_stops_the_daemon_in_one_line(db_url: str) -> None:
+    refused = orchestrator(db_url, "daemon", chat_model="nosuchprovider:some-model")
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.startswith("error: ORCHESTRATOR_CHAT_MODEL: 'nosuchprovider:some-model'")
+    assert len(refused.stderr.strip().splitlines()) == 1

@@ -339,7 +339,8 @@ def test_an_invalid_setting_names_its_field_and_never_echoes_the_value(
         (
             {"chat_model": "nosuch:model-1"},
             "ORCHESTRATOR_CHAT_MODEL: 'nosuch:model-1' is not 'offline', 'module:Class' or a "
-            "provider:model that LangChain knows (Unable to infer model provider",
+            "provider:model that LangChain knows "
+            "(Unable to infer model provider for model='nosuch:model-1')",
         ),
         (
             {"persona_chat_models": {"brendan": "anthropic:claude-sonnet-4-5"}},

@@ -39,7 +39,7 @@ from bench.harness import (
 )
 from bench.harness import summary as percentiles
 from bench.reference import NAME, reference_workflow
-from engine.daemon import claim_params
+from engine.claims import claim_params
 from engine.database import connection_kwargs
 from engine.settings import Settings
 from engine.sql import QUERIES

@@ -106,7 +106,7 @@ class Executor:
         self, claim: Claim, workflow: Workflow, session: RunSession
     ) -> dict[str, Any]:
         graph = workflow.compiled.copy(update={"checkpointer": FencedSaver(session)})
-        context = RunContext(claim.run_id, claim.project, session.lease, self._pool)
+        context = RunContext(claim.project, session)
         first_input: Any
         if claim.resume is not None:
             first_input = Command(resume=claim.resume)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from engine.database import Pool
 from engine.lease import Lease
+from engine.session import RunSession
 from engine.settings import Config
 from engine.sql import QUERIES
 from engine.store import InvalidInput
@@ -86,10 +87,20 @@ class Workflow:
 class RunContext:
     """Handed to every node as LangGraph's runtime context (`runtime.context`)."""
 
-    run_id: str
     project: str
-    lease: Lease
-    pool: Pool
+    session: RunSession
+
+    @property
+    def run_id(self) -> str:
+        return self.session.run_id
+
+    @property
+    def lease(self) -> Lease:
+        return self.session.lease
+
+    @property
+    def pool(self) -> Pool:
+        return self.session.pool
 
     async def record_artifact(
         self,

@@ -3,8 +3,7 @@
 from langgraph.types import Command
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from engine import Gate
-from engine.waits import ask
+from engine import Gate, ask
 from personas.state import CREW, Persona, ProductionState, next_step
 
 WORKFLOW_GATE = "workflow"

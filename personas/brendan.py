@@ -8,7 +8,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from engine.workflow import RunContext
+from engine import RunContext
 from personas.model import PROPOSE_WORKFLOW
 from personas.state import CREW, Persona, PersonaNode, ProductionState, round_of
 

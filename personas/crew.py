@@ -6,7 +6,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
-from engine.workflow import RunContext
+from engine import RunContext
 from personas.state import PersonaNode, ProductionState, round_of
 
 

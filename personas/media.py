@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import Any
 
-from engine.workflow import RunContext
+from engine import RunContext
 from personas.provider_step import Job
 from personas.state import ProductionState
 from providers.kie import KieClient

@@ -9,8 +9,7 @@ before posting again; if upload-post cannot say, the run pauses at the
 from dataclasses import dataclass
 from typing import Any
 
-from engine.workflow import RunContext
-from gates.decision import ask
+from engine import RunContext, ask
 from personas.provider_step import Job
 from personas.state import ProductionState
 from providers.errors import ProviderError

@@ -5,7 +5,7 @@ from typing import Any, Literal, Protocol, TypedDict, get_args
 from langgraph.graph import END
 from langgraph.runtime import Runtime
 
-from engine.workflow import RunContext
+from engine import RunContext
 
 Persona = Literal["script_writer", "media", "editor", "publisher"]
 CREW: tuple[Persona, ...] = get_args(Persona)

@@ -13,6 +13,7 @@ from engine.claims import Claim
 from engine.database import open_pool
 from engine.executor import Executor
 from engine.lease import Lease, LeaseLost
+from engine.session import RunSession
 from engine.settings import Settings
 from engine.workflow import RunContext
 from tests.graphs import ledger_workflow
@@ -74,7 +75,7 @@ async def test_a_worker_whose_lease_was_taken_mid_node_writes_nothing_after(
         ).fetchall()
         assert [row["node"] for row in executed] == ["n1"]
 
-        context = RunContext(run_id, "p", Lease(run_id, epoch, timedelta(seconds=30)), pool)
+        context = RunContext("p", RunSession(pool, Lease(run_id, epoch, timedelta(seconds=30))))
         with pytest.raises(LeaseLost, match=f"run {run_id} is no longer held at epoch {epoch}"):
             await context.record_artifact("script", key="late")
         assert await _counts(conn, run_id) == before

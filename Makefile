@@ -44,7 +44,7 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench $(if $(QUICK),--quick)
 
-# Rewrite migrations/schema.sql from a freshly migrated database (tests/test_packaging.py
+# Rewrite migrations/schema.sql from a freshly migrated database (tests/deploy/test_packaging.py
 # checks it). DATABASE_URL picks the server; unset, a temporary embedded one.
 .PHONY: schema
 schema: $(STAMP)

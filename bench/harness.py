@@ -21,7 +21,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import DictRow, dict_row
 
-from engine.migrations import migrate
+from engine.db.migrations import migrate
 from tests.graphs import LEDGER_TABLE
 from tests.stack import KIE_SECRET, UPLOAD_POST_SECRET, free_port
 

@@ -5,7 +5,7 @@ time, resumed by an approval, all three in this process on one event loop
 (uvloop, as the services run) and one PostgreSQL database, interleaved in
 rounds so that drift hits them alike:
 
-- engine: an in-process `engine.daemon.Daemon` (LISTEN on, concurrency 8,
+- engine: an in-process `engine.runtime.daemon.Daemon` (LISTEN on, concurrency 8,
   telemetry off as a directly constructed Daemon has it); a run is timed from
   the client's `INSERT INTO runs` through the claim, the nodes up to the gate,
   `pending_review` committed, the approval `INSERT`, the second claim and
@@ -38,11 +38,11 @@ from pydantic import SecretStr
 from bench import reference
 from bench.harness import scratch_database, summary
 from engine.cli import run_async
-from engine.daemon import Daemon
-from engine.database import open_pool
-from engine.logs import run_context
+from engine.db.connections import open_pool
+from engine.observability.logs import run_context
+from engine.runtime.daemon import Daemon
+from engine.runtime.store import new_run_id
 from engine.settings import Settings
-from engine.store import new_run_id
 
 RunOnce = Callable[[], Awaitable[float]]
 
@@ -85,7 +85,7 @@ async def engine_runs(url: str) -> AsyncIterator[RunOnce]:
     settings = _settings(url)
     workflows = {reference.NAME: reference.reference_workflow()}
     commits = Commits()
-    executor_log = logging.getLogger("engine.executor")
+    executor_log = logging.getLogger("engine.runtime.executor")
     executor_log.addHandler(commits)
     executor_log.setLevel(logging.INFO)
     stop = asyncio.Event()
@@ -168,7 +168,7 @@ async def measure(url: str, rounds: int, per_round: int) -> dict[str, Any]:
     result["engine_vs_bare"] = round(engine / result["bare_ms_per_run"]["p50"], 2)
     result["engine_vs_dbos"] = round(engine / result["dbos_ms_per_run"]["p50"], 2)
     result["daemon"] = (
-        "in-process engine.daemon.Daemon, concurrency 8, LISTEN/NOTIFY, telemetry off"
+        "in-process engine.runtime.daemon.Daemon, concurrency 8, LISTEN/NOTIFY, telemetry off"
     )
     return result
 

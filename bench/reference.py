@@ -13,7 +13,7 @@ from typing import Any, TypedDict
 from langgraph.graph import START, StateGraph
 from langgraph.types import interrupt
 
-from engine.workflow import Workflow
+from engine.runtime.workflow import Workflow
 
 NAME = "reference"
 NODES = ("n1", "n2", "n4", "n5")

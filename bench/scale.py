@@ -9,7 +9,7 @@ LangGraph checkpoints with `AsyncPostgresSaver.aprune(..., "keep_latest")`.
 Claim: the same database is filled with terminal (`published`) runs, each
 with its consumed approval, up to 10k and then 1M rows, plus 100 live ones
 that stay constant (50 `queued`, 50 `pending_review` with no approval), and
-`claim_runs` from engine/sql/queries.sql runs with the daemon's parameters and
+`claim_runs` from engine/db/queries.sql runs with the daemon's parameters and
 connection settings (LIMIT 8, the default concurrency), each time in a
 transaction that is rolled back so every sample sees the same rows; and its
 `EXPLAIN (ANALYZE, BUFFERS)` plan.
@@ -39,10 +39,10 @@ from bench.harness import (
 )
 from bench.harness import summary as percentiles
 from bench.reference import NAME, reference_workflow
-from engine.claims import claim_params
-from engine.database import connection_kwargs
+from engine.db.connections import connection_kwargs
+from engine.db.queries import QUERIES
+from engine.runtime.claims import claim_params
 from engine.settings import Settings
-from engine.sql import QUERIES
 
 Connection = psycopg.Connection[DictRow]
 LIVE = 100

@@ -1,8 +1,8 @@
 """What telemetry costs per run: the reference graph through an in-process daemon,
 telemetry on vs off, interleaved.
 
-Two `engine.daemon.Daemon`s share one event loop, pool settings and database:
-one with `engine.telemetry.setup()` as production has it with an OTLP endpoint
+Two `engine.runtime.daemon.Daemon`s share one event loop, pool settings and database:
+one with `engine.observability.telemetry.setup()` as production has it with an OTLP endpoint
 (traces through a `BatchSpanProcessor` and the OTLP/HTTP exporter, metrics for
 Prometheus and OTLP), posting to a local sink that answers 200; one with
 `DISABLED`. Each runs the same graph under its own workflow name, so each
@@ -37,13 +37,13 @@ from bench import reference
 from bench.harness import scratch_database, summary
 from bench.overhead import Commits
 from engine.cli import run_async
-from engine.daemon import Daemon
-from engine.database import open_pool
+from engine.db.connections import open_pool
+from engine.observability.telemetry import DISABLED, Telemetry, setup
+from engine.runtime.daemon import Daemon
+from engine.runtime.store import new_run_id
+from engine.runtime.tracing import execution
+from engine.runtime.workflow import Workflow
 from engine.settings import Settings
-from engine.store import new_run_id
-from engine.telemetry import DISABLED, Telemetry, setup
-from engine.tracing import execution
-from engine.workflow import Workflow
 
 RunOnce = Callable[[], Awaitable[tuple[float, float]]]  # wall ms, CPU ms
 
@@ -112,11 +112,11 @@ async def runs_with(
 
 async def measure(url: str, rounds: int, per_round: int) -> dict[str, Any]:
     commits = Commits()
-    executor_log = logging.getLogger("engine.executor")
+    executor_log = logging.getLogger("engine.runtime.executor")
     executor_log.addHandler(commits)
     executor_log.setLevel(logging.INFO)
     # Each daemon sees the other's runs as foreign and says so: expected here.
-    logging.getLogger("engine.daemon").setLevel(logging.ERROR)
+    logging.getLogger("engine.runtime.daemon").setLevel(logging.ERROR)
     wall: dict[str, list[float]] = {"on": [], "off": []}
     cpu: dict[str, list[float]] = {"on": [], "off": []}
     wall_medians: dict[str, list[float]] = {"on": [], "off": []}

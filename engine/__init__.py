@@ -11,35 +11,43 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from engine.app import App, Service
+    from engine.runtime.waits import Decision, ProviderWait, ask, pause
+    from engine.runtime.workflow import Gate, Graph, RunContext, Workflow
     from engine.settings import Config, Settings
-    from engine.waits import Decision, ask
-    from engine.workflow import Gate, RunContext, Workflow
 
 _EXPORTS = {
     "App": "engine.app",
     "Service": "engine.app",
     "Config": "engine.settings",
     "Settings": "engine.settings",
-    "Decision": "engine.waits",
-    "ask": "engine.waits",
-    "Gate": "engine.workflow",
-    "RunContext": "engine.workflow",
-    "Workflow": "engine.workflow",
+    "Decision": "engine.runtime.waits",
+    "ProviderWait": "engine.runtime.waits",
+    "ask": "engine.runtime.waits",
+    "pause": "engine.runtime.waits",
+    "Gate": "engine.runtime.workflow",
+    "Graph": "engine.runtime.workflow",
+    "RunContext": "engine.runtime.workflow",
+    "Workflow": "engine.runtime.workflow",
 }
 __all__ = [
     "App",
     "Config",
     "Decision",
     "Gate",
+    "Graph",
+    "ProviderWait",
     "RunContext",
     "Service",
     "Settings",
     "Workflow",
     "ask",
+    "pause",
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'engine' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+if not TYPE_CHECKING:  # mypy reads the imports above, so a name not exported is an error
+
+    def __getattr__(name: str) -> Any:
+        if name not in _EXPORTS:
+            raise AttributeError(f"module 'engine' has no attribute {name!r}")
+        return getattr(importlib.import_module(_EXPORTS[name]), name)

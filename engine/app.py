@@ -21,9 +21,9 @@ from typing import Any
 from pydantic_settings import BaseSettings
 
 from engine.references import load_reference
+from engine.runtime.workflow import Gate, Workflow
 from engine.settings import Config, Settings
 from engine.verifiers import Verifier
-from engine.workflow import Gate, Workflow
 
 log = logging.getLogger(__name__)
 

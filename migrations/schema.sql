@@ -2,7 +2,7 @@
 -- migration, with the LangGraph checkpoint tables that it sets up too: pg_dump
 -- --schema-only --no-owner --no-privileges, less the lines that differ between
 -- pg_dump versions (tools/schema.py). Generated: do not edit. Change a migration,
--- then run `make schema`; tests/test_packaging.py checks that the two agree.
+-- then run `make schema`; tests/deploy/test_packaging.py checks that the two agree.
 
 --
 -- Name: orchestrator_check_approval(); Type: FUNCTION; Schema: public; Owner: -

@@ -8,8 +8,7 @@ from typing import Annotated
 from langgraph.graph import START, StateGraph
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine import Config, RunContext, Workflow
-from engine.workflow import Graph
+from engine import Config, Graph, RunContext, Workflow
 from gates.production import GATES, publish_gate, workflow_gate
 from personas.brendan import make_brendan
 from personas.crew import make_script_writer

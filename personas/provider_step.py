@@ -26,8 +26,7 @@ from langgraph.graph import StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
-from engine import RunContext
-from engine.waits import ProviderWait, pause
+from engine import ProviderWait, RunContext, pause
 from personas.state import ProductionState, next_step, round_of
 from providers.errors import PermanentProviderError
 

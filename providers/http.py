@@ -21,7 +21,7 @@ from pydantic import SecretStr
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
-from engine.tracing import provider_call
+from engine.runtime.tracing import provider_call
 from providers.errors import (
     PermanentProviderError,
     ProviderError,

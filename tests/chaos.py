@@ -4,7 +4,7 @@ approvals arrive as plain SQL at random moments. Prints one table.
 
     python -m tests.chaos [--runs 300] [--daemons 3] [--seed N]   (make chaos)
 
-`tests/test_chaos.py` runs a short version in `make test`.
+`tests/e2e/test_chaos.py` runs a short version in `make test`.
 """
 
 import argparse

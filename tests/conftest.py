@@ -109,7 +109,7 @@ def migrated_database(admin_url: str, prefix: str) -> Iterator[str]:
     """A new database at the newest schema plus the node ledger; dropped afterwards."""
     import asyncio
 
-    from engine.migrations import migrate
+    from engine.db.migrations import migrate
 
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with _admin(admin_url) as admin:

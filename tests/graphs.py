@@ -21,9 +21,9 @@ from langgraph.types import interrupt
 from pydantic import BaseModel, ConfigDict, Field
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from engine.database import Pool, database_url, open_pool
+from engine.db.connections import Pool, database_url, open_pool
+from engine.runtime.workflow import Gate, Graph, RunContext, Workflow
 from engine.settings import Config, Settings
-from engine.workflow import Gate, Graph, RunContext, Workflow
 from personas.graph import PRODUCTION, production_graph
 
 LEDGER_TABLE = """

@@ -14,7 +14,7 @@ from typing import TypedDict
 from langgraph.graph import START, StateGraph
 
 from engine import App, Config, Workflow
-from engine.workflow import Graph
+from engine.runtime.workflow import Graph
 
 
 class Counted(TypedDict, total=False):

@@ -1,4 +1,4 @@
-"""Graphs that hold the saver to LangGraph's contract (tests/test_saver.py).
+"""Graphs that hold the saver to LangGraph's contract (tests/integration/test_saver.py).
 
 - `siblings`: two nodes in one superstep; `a` ends at once, `b` fails on its
   first execution a moment later (within the saver's linger). Each execution
@@ -18,7 +18,7 @@ from langgraph.graph import START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
-from engine.workflow import RunContext, Workflow
+from engine.runtime.workflow import RunContext, Workflow
 
 
 async def count_execution(node: str, runtime: Runtime[RunContext]) -> int:

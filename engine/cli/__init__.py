@@ -9,10 +9,10 @@ from pydantic import ValidationError
 # Typer vendors click; its usage errors are only reachable here.
 from typer._click.exceptions import UsageError
 
-from engine import store
 from engine.cli import db, runs, services, tokens
 from engine.cli.common import UsageFailure, app, fail, run_async
-from engine.migrations import MigrationError
+from engine.db.migrations import MigrationError
+from engine.runtime import store
 
 __all__ = ["app", "db", "main", "run_async", "runs", "services", "tokens"]
 

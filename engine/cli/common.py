@@ -10,8 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from engine import logs, store
-from engine.database import SHOWING, connect, database_url
+from engine.db.connections import SHOWING, connect, database_url
+from engine.observability import logs
+from engine.runtime import store
 from engine.settings import Settings
 
 if TYPE_CHECKING:

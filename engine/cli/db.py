@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 from engine.cli.common import (
     db_app,
 )
-from engine.database import database_url
+from engine.db.connections import database_url
 from engine.settings import Settings
 
 if TYPE_CHECKING:

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from engine import store
 from engine.cli.common import (
     UsageFailure,
     console,
@@ -18,6 +17,7 @@ from engine.cli.common import (
     short,
     with_db,
 )
+from engine.runtime import store
 from engine.settings import Settings
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def runs_create(
     body = json_object(payload, "--payload") if payload is not None else {}
     if brief is not None:
         body["brief"] = brief
-    from engine.workflow import checked_input
+    from engine.runtime.workflow import checked_input
 
     store.validate_project(project)
     chosen, _ = loaded(Settings())
@@ -181,7 +181,7 @@ def _edit_checker(
     run (and so its workflow) is read; None when there is nothing to check."""
     if payload is None or rejected:
         return None
-    from engine.workflow import checked_edit
+    from engine.runtime.workflow import checked_edit
 
     chosen, _ = loaded(Settings())
     return lambda run: checked_edit(chosen.gate(run["workflow"], gate), payload)

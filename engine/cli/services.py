@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from engine import logs, store
 from engine.cli.common import (
     UsageFailure,
     app,
@@ -18,16 +17,18 @@ from engine.cli.common import (
     run_async,
     with_db,
 )
-from engine.database import connect, database_url, open_pool
-from engine.migrations import current_version, discover, migrate
+from engine.db.connections import connect, database_url, open_pool
+from engine.db.migrations import current_version, discover, migrate
+from engine.observability import logs
+from engine.runtime import store
 from engine.service.access import LOOPBACK, identities
 from engine.service.signals import stop_on_signals
 from engine.settings import Settings
 
 if TYPE_CHECKING:
     from engine.app import App, Service
+    from engine.runtime.workflow import Workflow
     from engine.settings import Config
-    from engine.workflow import Workflow
 
 
 @app.command("migrate")
@@ -110,11 +111,11 @@ async def _serve(
     needs_database: bool = True,
 ) -> None:
     # LangGraph and FastAPI take a second to import: only the services pay for them.
-    from engine.daemon import Daemon
+    from engine.observability.telemetry import DISABLED, setup
+    from engine.runtime.daemon import Daemon
     from engine.service.api import create_app
     from engine.service.health import health_app
     from engine.service.serving import serve_http
-    from engine.telemetry import DISABLED, setup
 
     settings = config.engine
     url = database_url(settings) if needs_database else ""
@@ -208,7 +209,7 @@ def prune(
     ] = False,
 ) -> None:
     """Shed LangGraph history of finished runs (keeping each one's latest checkpoint)."""
-    from engine.retention import prune as prune_runs
+    from engine.runtime.retention import prune as prune_runs
 
     age = store.parse_duration(older_than, "--older-than")
     settings = Settings()

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Annotated
 import psycopg
 import typer
 
-from engine import store
 from engine.cli.common import (
     UsageFailure,
     console,
@@ -15,6 +14,7 @@ from engine.cli.common import (
     tokens_app,
     with_db,
 )
+from engine.runtime import store
 from engine.service.access import identities
 from engine.service.access.identities import Role
 

@@ -16,9 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engine import store
 from engine.app import App
-from engine.database import Pool, open_pool
+from engine.db.connections import Pool, open_pool
+from engine.observability.telemetry import DISABLED, Telemetry
+from engine.runtime import store
+from engine.runtime.workflow import checked_edit, checked_input
 from engine.service.access.guard import Guard, Guarded, identity_of
 from engine.service.access.identities import Role, weak_bootstrap
 from engine.service.console import console_router
@@ -27,8 +29,6 @@ from engine.service.previews import bounded
 from engine.service.refusals import RefuseUnholdable, error
 from engine.service.webhooks import webhook_router
 from engine.settings import Config
-from engine.telemetry import DISABLED, Telemetry
-from engine.workflow import checked_edit, checked_input
 
 SLUG = store.PROJECT_SLUG.pattern
 SWAGGER_CDN = "https://cdn.jsdelivr.net"

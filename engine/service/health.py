@@ -7,10 +7,10 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from engine.database import Pool
-from engine.migrations import discover
-from engine.sql import QUERIES
-from engine.telemetry import DISABLED, Telemetry
+from engine.db.connections import Pool
+from engine.db.migrations import discover
+from engine.db.queries import QUERIES
+from engine.observability.telemetry import DISABLED, Telemetry
 
 
 class Vitals(Protocol):

@@ -1,4 +1,4 @@
-"""Input nothing downstream can hold (`engine.holdable`), refused as a 4xx naming the
+"""Input nothing downstream can hold (`engine.runtime.holdable`), refused as a 4xx naming the
 field; and the services' one refusal shape. Paths and query strings may carry NUL
 (`%00`), which TEXT refuses.
 """
@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engine.holdable import Unholdable, parse_json
+from engine.runtime.holdable import Unholdable, parse_json
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 

@@ -4,7 +4,7 @@ What a stranger can make it do is bounded: deliveries per provider per second
 (`webhook_rate`, 429 past it), bytes per delivery (`webhook_max_bytes`: larger
 bodies are refused with 413 and not stored), and requests that carry our keys
 (a verifier that fetches asks `known` first). Stored deliveries are pruned
-with the runs (`engine.retention`).
+with the runs (`engine.runtime.retention`).
 """
 
 import hashlib
@@ -17,11 +17,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from psycopg.types.json import Jsonb
 
-from engine.database import Pool
-from engine.holdable import Unholdable, parse_json
+from engine.db.connections import Pool
+from engine.db.queries import QUERIES
+from engine.runtime.holdable import Unholdable, parse_json
 from engine.service.refusals import error
 from engine.settings import Settings
-from engine.sql import QUERIES
 from engine.verifiers import Verifier
 
 ADVANCING = frozenset({"valid", "verified_by_fetch"})

@@ -25,7 +25,7 @@ from psycopg.rows import DictRow
 from pydantic_settings import BaseSettings
 
 from engine.cli import app
-from engine.migrations import MIGRATIONS_DIR
+from engine.db.migrations import MIGRATIONS_DIR
 from engine.settings import Settings
 from personas.app import app as production
 

@@ -58,7 +58,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source.mkdir()
     ignore = shutil.ignore_patterns("__pycache__", "*.py[co]")
     for name in [*PACKAGES, MIGRATIONS.name]:
-        # symlinks=True: engine/_migrations stays the relative link it is in git.
+        # symlinks=True: engine/db/_migrations stays the relative link it is in git.
         shutil.copytree(ROOT / name, source / name, symlinks=True, ignore=ignore)
     for name in ("pyproject.toml", PROJECT["project"]["readme"]):
         shutil.copy2(ROOT / name, source / name)
@@ -79,7 +79,7 @@ def test_the_wheel_holds_the_migrations_and_the_package_data(wheel: Path) -> Non
         migrations = _sql_migrations()
         assert migrations
         for migration in migrations:
-            shipped = f"engine/_migrations/{migration.name}"
+            shipped = f"engine/db/_migrations/{migration.name}"
             assert shipped in names, f"{shipped} is not in the wheel"
             assert archive.read(shipped) == migration.read_bytes(), shipped
     for package, patterns in SETUPTOOLS["package-data"].items():
@@ -154,7 +154,7 @@ def test_orchestrator_migrate_runs_from_the_installed_wheel_in_another_folder(
     where = run(
         python,
         "-c",
-        "import engine, engine.migrations as m; print(engine.__file__); print(m.MIGRATIONS)",
+        "import engine, engine.db.migrations as m; print(engine.__file__); print(m.MIGRATIONS)",
     )
     assert where.returncode == 0, where.stderr
     for line in where.stdout.splitlines():

@@ -18,7 +18,7 @@ import pytest
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 
-from engine import store
+from engine.runtime import store
 from tests.helpers import daemons, wait_for
 from tests.stack import stack
 

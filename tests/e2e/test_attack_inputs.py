@@ -397,7 +397,7 @@ def test_provider_request_urls_never_reach_the_logs(scripted_server: ScriptedSer
     secret = "querykey-5e3f1d"
     program = (
         "import httpx\n"
-        "from engine.logs import configure\n"
+        "from engine.observability.logs import configure\n"
         "configure('DEBUG', 'json', worker_id='w')\n"
         f"httpx.get({scripted_server.url + '/api/v1/jobs/recordInfo?taskId=t1&key=' + secret!r})\n"
         "import logging; logging.getLogger('probe').info('done', extra={'action': 'probe'})\n"

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from engine.store import PROJECT_SLUG
+from engine.runtime.store import PROJECT_SLUG
 from tests.conftest import migrated_database, orchestrator
 from tests.helpers import TABLES, start_api
 from tests.stack import KIE_SECRET, UPLOAD_POST_SECRET
@@ -77,7 +77,7 @@ def api(db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         tmp_path_factory.mktemp("battery"),
         api_token=TOKEN,
         # The wrong-token cases are hundreds of guesses from one client: here they must
-        # all reach the check (tests/test_access.py covers the limit itself).
+        # all reach the check (tests/integration/test_access.py covers the limit itself).
         auth_failures=1_000_000,
         max_body_bytes=LIMIT,
         kie_webhook_secret=KIE_SECRET,

@@ -18,7 +18,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 
-from engine.retention import prune
+from engine.runtime.retention import prune
 from tests.conftest import migrated_database, orchestrator
 from tests.helpers import start_api
 

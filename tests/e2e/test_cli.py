@@ -6,7 +6,7 @@ import pytest
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
-from engine import store
+from engine.runtime import store
 from tests.conftest import orchestrator
 
 Conn = AsyncConnection[DictRow]

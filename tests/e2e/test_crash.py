@@ -6,7 +6,7 @@ from pathlib import Path
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
-from engine import store
+from engine.runtime import store
 from tests.helpers import daemons, wait_for
 
 Conn = AsyncConnection[DictRow]

@@ -11,7 +11,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
-from engine import store
+from engine.runtime import store
 from providers.clients import ProviderClients
 from tests.conftest import orchestrator
 from tests.helpers import DaemonProcess, daemons, wait_for, wait_for_log

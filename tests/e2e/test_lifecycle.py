@@ -7,7 +7,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
-from engine import store
+from engine.runtime import store
 from tests.conftest import orchestrator
 from tests.helpers import daemons, wait_for
 from tests.stack import stack

@@ -7,7 +7,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
-from engine import store
+from engine.runtime import store
 from tests.helpers import daemons, wait_for
 
 Conn = AsyncConnection[DictRow]

@@ -7,7 +7,7 @@ import httpx
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
-from engine import store
+from engine.runtime import store
 from tests.conftest import Postgres
 from tests.helpers import wait_for
 from tests.stack import stack

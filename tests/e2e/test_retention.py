@@ -5,7 +5,7 @@ from pathlib import Path
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
-from engine import store
+from engine.runtime import store
 from tests.conftest import orchestrator
 from tests.helpers import daemons, wait_for
 

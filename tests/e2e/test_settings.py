@@ -6,7 +6,7 @@ import pytest
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
-from engine.migrations import migrate
+from engine.db.migrations import migrate
 from engine.settings import Settings
 from tests.conftest import orchestrator
 from tests.helpers import daemons, wait_for_log

@@ -6,7 +6,7 @@ import pytest
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
-from engine import store
+from engine.runtime import store
 from tests.helpers import daemons, wait_for, wait_for_log
 
 Conn = AsyncConnection[DictRow]

@@ -16,8 +16,8 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from pydantic import SecretStr
 
-from engine import store
-from engine.database import open_pool
+from engine.db.connections import open_pool
+from engine.runtime import store
 from engine.service.access.identities import Role, create_token
 from engine.service.api import create_app
 from engine.settings import Settings

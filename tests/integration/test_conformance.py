@@ -26,10 +26,10 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.capabilities import Capability
 
-from engine.database import Pool, open_pool
-from engine.lease import Lease
-from engine.saver import FencedSaver
-from engine.session import RunSession
+from engine.db.connections import Pool, open_pool
+from engine.runtime.lease import Lease
+from engine.runtime.saver import FencedSaver
+from engine.runtime.session import RunSession
 from engine.settings import Settings
 
 TTL = timedelta(minutes=5)

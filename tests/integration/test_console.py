@@ -14,8 +14,8 @@ from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 from pydantic import SecretStr
 
-from engine import store
-from engine.database import open_pool
+from engine.db.connections import open_pool
+from engine.runtime import store
 from engine.service.api import create_app
 from engine.settings import Settings
 from tests.app import app as test_app

@@ -8,14 +8,14 @@ import pytest
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
-from engine import store
-from engine.claims import Claim
-from engine.database import open_pool
-from engine.executor import Executor
-from engine.lease import Lease, LeaseLost
-from engine.session import RunSession
+from engine.db.connections import open_pool
+from engine.runtime import store
+from engine.runtime.claims import Claim
+from engine.runtime.executor import Executor
+from engine.runtime.lease import Lease, LeaseLost
+from engine.runtime.session import RunSession
+from engine.runtime.workflow import RunContext
 from engine.settings import Settings
-from engine.workflow import RunContext
 from tests.graphs import ledger_workflow
 from tests.helpers import daemons, table_checksums, wait_for, wait_for_log
 from tests.stack import stack

@@ -13,18 +13,18 @@ from langgraph.graph import START, StateGraph
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
-from engine import store
-from engine.claims import CHECKPOINT_COLUMNS, Claim, claim_params
-from engine.daemon import Daemon, workflow_versions
-from engine.database import Pool, open_pool
-from engine.executor import Executor
-from engine.lease import Lease, LeaseLost
-from engine.mirror import mirror_json
-from engine.saver import FencedSaver
-from engine.session import RunSession
+from engine.db.connections import Pool, open_pool
+from engine.db.queries import QUERIES
+from engine.runtime import store
+from engine.runtime.claims import CHECKPOINT_COLUMNS, Claim, claim_params
+from engine.runtime.daemon import Daemon, workflow_versions
+from engine.runtime.executor import Executor
+from engine.runtime.lease import Lease, LeaseLost
+from engine.runtime.mirror import mirror_json
+from engine.runtime.saver import FencedSaver
+from engine.runtime.session import RunSession
+from engine.runtime.workflow import Workflow
 from engine.settings import Settings
-from engine.sql import QUERIES
-from engine.workflow import Workflow
 from tests.graphs import ledger_workflow
 from tests.helpers import wait_for
 from tests.saver_graphs import hostile_workflow, nested_workflow, siblings_workflow

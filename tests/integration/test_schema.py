@@ -10,11 +10,11 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
-from engine import store
-from engine.claims import claim_params
-from engine.migrations import discover, migrate
-from engine.sql import QUERIES
-from engine.status import Status
+from engine.db.migrations import discover, migrate
+from engine.db.queries import QUERIES
+from engine.db.status import Status
+from engine.runtime import store
+from engine.runtime.claims import claim_params
 from tests.conftest import ROOT
 from tests.helpers import table_checksums
 
@@ -241,7 +241,7 @@ async def test_all_downs_then_all_ups_rebuild_the_schema(conn: Conn) -> None:
 
 
 async def test_migrate_refuses_an_unknown_target(conn: Conn) -> None:
-    from engine.migrations import MigrationError
+    from engine.db.migrations import MigrationError
 
     with pytest.raises(MigrationError, match="--to must be between 0 and"):
         await migrate(conn, 99)

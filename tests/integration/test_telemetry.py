@@ -19,16 +19,17 @@ from opentelemetry.trace import SpanKind, StatusCode
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
-from engine import App, store
-from engine.claims import Claim
-from engine.daemon import Daemon
-from engine.database import Pool, open_pool
-from engine.executor import Executor
+from engine import App
+from engine.db.connections import Pool, open_pool
+from engine.observability.telemetry import DISABLED, Telemetry, setup
+from engine.runtime import store
+from engine.runtime.claims import Claim
+from engine.runtime.daemon import Daemon
+from engine.runtime.executor import Executor
+from engine.runtime.workflow import RunContext, Workflow
 from engine.service.api import create_app
 from engine.service.health import health_app
 from engine.settings import Settings
-from engine.telemetry import DISABLED, Telemetry, setup
-from engine.workflow import RunContext, Workflow
 from providers.http import RetryPolicy
 from providers.kie import KieClient
 from providers.sandbox import SandboxConfig, serve

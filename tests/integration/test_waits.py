@@ -10,12 +10,11 @@ from langgraph.types import interrupt
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
-from engine import store
-from engine.claims import Claim
-from engine.database import open_pool
-from engine.executor import Executor
-from engine.settings import Settings
-from engine.waits import (
+from engine.db.connections import open_pool
+from engine.runtime import store
+from engine.runtime.claims import Claim
+from engine.runtime.executor import Executor
+from engine.runtime.waits import (
     GateWait,
     ProviderWait,
     TimerWait,
@@ -24,7 +23,8 @@ from engine.waits import (
     parse_wait,
     pause,
 )
-from engine.workflow import Workflow
+from engine.runtime.workflow import Workflow
+from engine.settings import Settings
 
 Conn = AsyncConnection[DictRow]
 WAKE = datetime(2026, 5, 1, 12, 30, tzinfo=UTC)

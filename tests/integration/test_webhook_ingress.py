@@ -16,12 +16,12 @@ from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 from pydantic import SecretStr
 
-from engine.claims import claim_params
-from engine.database import open_pool
+from engine.db.connections import open_pool
+from engine.db.queries import QUERIES
+from engine.db.status import Status
+from engine.runtime.claims import claim_params
 from engine.service.api import create_app
 from engine.settings import Settings
-from engine.sql import QUERIES
-from engine.status import Status
 from providers.settings import ProviderSettings
 from tests.app import app
 

@@ -18,7 +18,7 @@ from langchain_openai import ChatOpenAI
 from langgraph.runtime import Runtime
 from pydantic import SecretStr, ValidationError
 
-from engine.workflow import RunContext
+from engine.runtime.workflow import RunContext
 from personas.brendan import SYSTEM, Proposal, make_brendan
 from personas.model import OfflineChatModel, load_chat_model
 from personas.settings import PersonaSettings

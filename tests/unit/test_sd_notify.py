@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import sd_notify
+from engine.observability import sd_notify
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="needs AF_UNIX sockets")
 

@@ -29,7 +29,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engine.database import SHOWING, Pool
+from engine.db.connections import SHOWING, Pool
 from engine.service.access import LOOPBACK
 from engine.service.access.failures import FailureLimit
 from engine.service.access.identities import Identity, any_live_token, claimed_id, identify

@@ -19,7 +19,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 from pydantic import SecretStr
 
-from engine.sql import load_queries
+from engine.db.queries import load_queries
 
 QUERIES = load_queries(__name__.rpartition(".")[0])
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,62}$")

@@ -11,16 +11,16 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 from psycopg.rows import DictRow
 
-from engine import store
 from engine.app import App
-from engine.database import Pool
+from engine.db.connections import Pool
+from engine.db.queries import load_queries
+from engine.db.status import PENDING_LIKE
+from engine.runtime import store
 from engine.service.access.guard import Guard, identity_of
 from engine.service.console.auth import Auth, SignInRefused, remember_approver
 from engine.service.console.forms import parse_approval
 from engine.service.console.pages import Pages, static_files
 from engine.service.console.views import RunFilter, local_path, timeline, with_query
-from engine.sql import load_queries
-from engine.status import PENDING_LIKE
 
 QUERIES = load_queries(__name__)
 INBOX_LIMIT = 200

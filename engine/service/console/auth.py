@@ -9,7 +9,7 @@ TLS (the scheme as a trusted proxy reports it).
 
 from fastapi import Request, Response
 
-from engine.database import Pool
+from engine.db.connections import Pool
 from engine.service.access.guard import SESSION_COOKIE, Guard, identity_of
 from engine.service.access.identities import Identity, Role, close_session, identify, open_session
 

@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 from starlette.datastructures import FormData
 
-from engine.store import InvalidInput
-from engine.workflow import Gate, checked_edit
+from engine.runtime.store import InvalidInput
+from engine.runtime.workflow import Gate, checked_edit
 
 GATE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 MAX_COMMENT = 5_000

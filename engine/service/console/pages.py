@@ -9,11 +9,11 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from engine.app import App
+from engine.db.status import PENDING_PREFIX
 from engine.service.access.guard import identity_of
 from engine.service.console import forms, views
 from engine.service.console.auth import Auth, approver_of
 from engine.service.previews import pretty, pruned
-from engine.status import PENDING_PREFIX
 
 _STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
 

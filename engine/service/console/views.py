@@ -6,8 +6,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from engine.status import PENDING_PREFIX, STATUS_PARAMS, Status
-from engine.store import PROJECT_SLUG, InvalidInput, parse_duration
+from engine.db.status import PENDING_PREFIX, STATUS_PARAMS, Status
+from engine.runtime.store import PROJECT_SLUG, InvalidInput, parse_duration
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200

@@ -14,8 +14,8 @@ from typing import Any, Protocol
 import psycopg
 from psycopg import pq
 
-from engine.retry import Unloadable
-from engine.status import STATUS_PARAMS
+from engine.db.status import STATUS_PARAMS
+from engine.runtime.retry import Unloadable
 
 # The claim's columns holding the run's latest checkpoint (LangGraph's row shape,
 # as `AsyncPostgresSaver.SELECT_SQL` reads it).

@@ -5,7 +5,7 @@ import time
 import psycopg
 from tenacity import RetryCallState, wait_exponential
 
-from engine.lease import LeaseLost
+from engine.runtime.lease import LeaseLost
 
 OUTAGE_PROBE = 0.5  # seconds between attempts while the database is unreachable
 # What a database outage looks like from here: a lost or closed connection (the

@@ -10,12 +10,12 @@ from langgraph.pregel import Pregel
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ValidationError
 
-from engine.database import Pool
-from engine.lease import Lease
-from engine.session import RunSession
+from engine.db.connections import Pool
+from engine.db.queries import QUERIES
+from engine.runtime.lease import Lease
+from engine.runtime.session import RunSession
+from engine.runtime.store import InvalidInput
 from engine.settings import Config
-from engine.sql import QUERIES
-from engine.store import InvalidInput
 
 Graph = Pregel[Any, Any, Any, Any]
 # Builds a workflow's graph from the process's settings and owns what it opened

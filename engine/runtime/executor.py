@@ -1,6 +1,6 @@
 """Execute one claimed run until it finishes, pauses at an interrupt, or fails.
 
-Each execution is one run session (`engine.session`): the graph writes through
+Each execution is one run session (`engine.runtime.session`): the graph writes through
 a `FencedSaver` over it, and the execution ends with the session's transition.
 """
 
@@ -13,18 +13,18 @@ from langgraph.types import Command
 from psycopg.types.json import Jsonb
 from tenacity import AsyncRetrying
 
-from engine.claims import Claim, Held
-from engine.database import Pool
-from engine.lease import Lease, LeaseLost
-from engine.retry import StepRetry, Unloadable
-from engine.saver import FencedSaver, state_view
-from engine.session import RunSession, change_status
+from engine.db.connections import Pool
+from engine.db.status import Status
+from engine.observability.telemetry import DISABLED, Telemetry
+from engine.runtime.claims import Claim, Held
+from engine.runtime.lease import Lease, LeaseLost
+from engine.runtime.retry import StepRetry, Unloadable
+from engine.runtime.saver import FencedSaver, state_view
+from engine.runtime.session import RunSession, change_status
+from engine.runtime.tracing import RunTrace, execution, traced
+from engine.runtime.waits import UnclaimableWait, parse_wait
+from engine.runtime.workflow import RunContext, Workflow
 from engine.settings import Settings
-from engine.status import Status
-from engine.telemetry import DISABLED, Telemetry
-from engine.tracing import RunTrace, execution, traced
-from engine.waits import UnclaimableWait, parse_wait
-from engine.workflow import RunContext, Workflow
 
 log = logging.getLogger(__name__)
 

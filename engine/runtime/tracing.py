@@ -37,9 +37,9 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from engine.telemetry import Telemetry
-from engine.waits import GateWait, UnclaimableWait, parse_wait
-from engine.workflow import Workflow
+from engine.observability.telemetry import Telemetry
+from engine.runtime.waits import GateWait, UnclaimableWait, parse_wait
+from engine.runtime.workflow import Workflow
 
 PROPAGATOR = TraceContextTextMapPropagator()
 

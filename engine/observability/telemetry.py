@@ -6,7 +6,7 @@ API's no-op tracer and meter, and a flag that the hot path checks before doing
 anything at all. Spans are made only when they go somewhere (an OTLP endpoint,
 or a span processor a test passes in); metrics are always kept, for `/metrics`.
 
-How a run's trace is put together is in `engine.tracing`.
+How a run's trace is put together is in `engine.runtime.tracing`.
 """
 
 import logging
@@ -20,10 +20,10 @@ import psycopg
 from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, MeterProvider, NoOpMeterProvider, Observation
 
-from engine.database import Pool
+from engine.db.connections import Pool
+from engine.db.queries import QUERIES
+from engine.db.status import STATUS_PARAMS
 from engine.settings import Settings
-from engine.sql import QUERIES
-from engine.status import STATUS_PARAMS
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics.export import MetricReader

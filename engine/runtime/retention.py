@@ -13,7 +13,7 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
-from engine.sql import QUERIES
+from engine.db.queries import QUERIES
 
 log = logging.getLogger(__name__)
 

@@ -34,12 +34,12 @@ from typing import Any, LiteralString, Self
 
 from psycopg.types.json import Jsonb
 
-from engine.claims import Held, approval_id
-from engine.database import Pool
-from engine.lease import Lease, LeaseLost, pipelined_transaction
-from engine.sql import QUERIES
-from engine.status import STATUS_PARAMS, Status
-from engine.waits import Wait
+from engine.db.connections import Pool
+from engine.db.queries import QUERIES
+from engine.db.status import STATUS_PARAMS, Status
+from engine.runtime.claims import Held, approval_id
+from engine.runtime.lease import Lease, LeaseLost, pipelined_transaction
+from engine.runtime.waits import Wait
 
 log = logging.getLogger(__name__)
 

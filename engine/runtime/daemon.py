@@ -8,18 +8,18 @@ from datetime import timedelta
 
 import psycopg
 
-from engine import sd_notify
-from engine.claims import Claim, claim_params
-from engine.claims import load_claims as _load_claims
-from engine.database import Pool, connect
-from engine.executor import Executor
-from engine.logs import run_context
-from engine.retention import prune
+from engine.db.connections import Pool, connect
+from engine.db.queries import QUERIES
+from engine.db.status import Status
+from engine.observability import sd_notify
+from engine.observability.logs import run_context
+from engine.observability.telemetry import DISABLED, Telemetry
+from engine.runtime.claims import Claim, claim_params
+from engine.runtime.claims import load_claims as _load_claims
+from engine.runtime.executor import Executor
+from engine.runtime.retention import prune
+from engine.runtime.workflow import Workflow
 from engine.settings import Settings
-from engine.sql import QUERIES
-from engine.status import Status
-from engine.telemetry import DISABLED, Telemetry
-from engine.workflow import Workflow
 
 log = logging.getLogger(__name__)
 

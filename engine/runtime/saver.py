@@ -4,7 +4,7 @@ One saver per claimed run. It serialises what LangGraph hands it into the
 rows `AsyncPostgresSaver.aput` and `aput_writes` would write, in the same
 tables and encodings, so LangGraph reads them back unchanged, and hands them
 to the run's session, whose write buffer sends them fenced by the lease
-(`engine.session`). What differs from LangGraph's saver is the round trips:
+(`engine.runtime.session`). What differs from LangGraph's saver is the round trips:
 LangGraph's sends a pipelined transaction of one statement per row and
 serialises in a worker thread; here values are serialised in place (a
 checkpoint's blobs are small next to a thread hop) and a step's rows go in one
@@ -43,11 +43,11 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.postgres.base import PRUNE_STRATEGIES, _keep_latest
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
 
-from engine.lease import lease_lost_on_fence
-from engine.mirror import mirror_json
-from engine.retry import Unloadable
-from engine.session import CheckpointRow, RunSession, WriteRow
-from engine.sql import QUERIES
+from engine.db.queries import QUERIES
+from engine.runtime.lease import lease_lost_on_fence
+from engine.runtime.mirror import mirror_json
+from engine.runtime.retry import Unloadable
+from engine.runtime.session import CheckpointRow, RunSession, WriteRow
 
 
 def state_view(checkpoint: Checkpoint) -> dict[str, Any]:
@@ -58,7 +58,7 @@ def state_view(checkpoint: Checkpoint) -> dict[str, Any]:
 
 def state_json(checkpoint: Checkpoint) -> str:
     """`state_view(checkpoint)` as JSON text (what `orchestration_checkpoints` keeps):
-    whatever the state holds, JSON that JSONB accepts (`engine.mirror`)."""
+    whatever the state holds, JSON that JSONB accepts (`engine.runtime.mirror`)."""
     values = {
         key: value
         for key, value in checkpoint["channel_values"].items()
@@ -210,7 +210,7 @@ class FencedSaver(AsyncPostgresSaver):
         task_path: str = "",
     ) -> None:
         """Queue a task's writes to go with the checkpoint that ends their step
-        (LangGraph does not wait for them; `engine.session` says when they go)."""
+        (LangGraph does not wait for them; `engine.runtime.session` says when they go)."""
         configurable = config["configurable"]
         self._own(configurable["thread_id"])
         # Writes to LangGraph's special channels replace earlier ones at their

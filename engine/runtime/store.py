@@ -12,9 +12,9 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
-from engine.holdable import find_unholdable
-from engine.sql import QUERIES
-from engine.status import STATUS_PARAMS, Status
+from engine.db.queries import QUERIES
+from engine.db.status import STATUS_PARAMS, Status
+from engine.runtime.holdable import find_unholdable
 
 PROJECT_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _BASE32 = "abcdefghijklmnopqrstuvwxyz234567"

@@ -24,7 +24,7 @@ from typing import Any
 
 from langgraph.types import interrupt
 
-from engine.status import Status, pending
+from engine.db.status import Status, pending
 
 # Keys the engine gives meaning to; every other key of a wait is carried as is.
 _PAUSE_ID = "pause_id"
@@ -120,7 +120,7 @@ def parse_wait(value: object) -> Wait:
             return TimerWait(datetime.fromisoformat(timer), pause_id)
     raise UnclaimableWait(
         f"interrupt value {value!r} names neither a gate nor a provider: "
-        "pause with engine.ask() or engine.waits.pause()"
+        "pause with engine.ask() or engine.pause()"
     )
 
 

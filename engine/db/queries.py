@@ -15,4 +15,4 @@ def load_queries(package: str) -> dict[str, LiteralString]:
     }
 
 
-QUERIES: dict[str, LiteralString] = load_queries(__name__)
+QUERIES: dict[str, LiteralString] = load_queries("engine.db")

@@ -12,8 +12,8 @@ from psycopg import AsyncConnection
 from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow
 
-from engine.database import Pool
-from engine.sql import QUERIES
+from engine.db.connections import Pool
+from engine.db.queries import QUERIES
 
 # Raised by the orchestrator_fence() SQL function (migration 0001).
 LEASE_LOST_SQLSTATE = "OR001"

@@ -15,15 +15,15 @@ log = logging.getLogger(__name__)
 # Where the SQL comes from, the same way in a source checkout, an editable install
 # and an installed wheel, whatever the current directory: package data of `engine`.
 # The top-level `migrations/` folder stays the one copy that is edited (DESIGN.md);
-# `engine/_migrations` is a relative symlink to it (`../migrations`), which setuptools
-# follows when it builds the wheel, so the files install as `engine/_migrations/*.sql`
+# `engine/db/_migrations` is a relative symlink to it (`../../migrations`), which setuptools
+# follows when it builds the wheel, so the files install as `engine/db/_migrations/*.sql`
 # (pyproject.toml's package-data), and which a checkout or an editable install reads
 # through directly. Chosen over the alternatives: `packages.find` cannot add a package
 # that `package-dir` maps from elsewhere, an explicit package list would have to name
 # every subpackage forever, and a custom build step copies files that an editable
-# install then does not see. tests/test_packaging.py builds the wheel and runs
+# install then does not see. tests/deploy/test_packaging.py builds the wheel and runs
 # `orchestrator migrate` from it in another folder.
-MIGRATIONS: Traversable = files("engine") / "_migrations"
+MIGRATIONS: Traversable = files("engine.db") / "_migrations"
 # The same folder as a resolved path on disk (pip always unpacks a wheel, so it is
 # one): in a checkout, the top-level `migrations/`.
 MIGRATIONS_DIR = Path(str(MIGRATIONS)).resolve()

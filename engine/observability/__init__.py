@@ -1,0 +1,2 @@
+"""What the engine tells its operators: JSON logs, OpenTelemetry metrics and traces,
+and systemd's readiness and watchdog notifications."""

@@ -16,7 +16,7 @@ PENDING_PREFIX = "pending_"
 PENDING_LIKE = PENDING_PREFIX.replace("_", r"\_") + "%"  # LIKE pattern of every pending_<gate>
 TERMINAL: frozenset[str] = frozenset({Status.PUBLISHED, Status.FAILED, Status.CANCELLED})
 
-# What SQL in engine/sql/*.sql receives, by name, for the statuses it mentions.
+# What the SQL (every queries.sql) receives, by name, for the statuses it mentions.
 STATUS_PARAMS: dict[str, str] = {
     **{status.name.lower(): status.value for status in Status},
     "pending_prefix": PENDING_PREFIX,

@@ -272,9 +272,16 @@ async def test_the_seed_queries_run_unchanged(conn: Conn, query: str) -> None:
 def test_statuses_in_sql_match_the_engine() -> None:
     """The claim and its partial indexes name statuses literally (a partial index
     is used only for a constant); they must be the engine's."""
-    sql = QUERIES["claim_runs"] + (ROOT / "migrations" / "0007_claim_order.up.sql").read_text()
+    sql = QUERIES["claim_runs"] + QUERIES["next_timer"]
+    for migration in ("0007_claim_order", "0011_timers"):
+        sql += (ROOT / "migrations" / f"{migration}.up.sql").read_text()
     literals = set(re.findall(r"\bstatus = '(\w+)'", sql))
-    assert literals == {Status.QUEUED, Status.RUNNING, Status.WAITING_PROVIDER}
+    assert literals == {
+        Status.QUEUED,
+        Status.RUNNING,
+        Status.WAITING_PROVIDER,
+        Status.WAITING_TIMER,
+    }
 
 
 async def _claim_plan_over(conn: Conn, status: str) -> str:

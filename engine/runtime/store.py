@@ -100,22 +100,16 @@ async def create_run(
 
 
 def parse_not_before(text: str, field: str) -> datetime:
-    """An ISO 8601 time with its UTC offset, as `--not-before` gives it."""
+    """The time a run may start, as `--not-before` and `not_before` give it: ISO 8601
+    with its UTC offset, not absurdly far away (InvalidInput naming `field`)."""
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
+        return aware(datetime.fromisoformat(text), field)
+    except ValueError as error:
+        if str(error).startswith(f"{field}: "):
+            raise InvalidInput(str(error)) from None
         raise InvalidInput(
             f"{field}: {text!r} is not an ISO 8601 time (e.g. 2026-12-03T09:00:00+01:00)"
         ) from None
-    return check_not_before(moment, field)
-
-
-def check_not_before(moment: datetime, field: str) -> datetime:
-    """`moment` if a run may be delayed until then (it says its offset; not absurdly far)."""
-    try:
-        return aware(moment, field)
-    except ValueError as error:
-        raise InvalidInput(str(error)) from None
 
 
 def due_at(run: dict[str, Any]) -> datetime | None:

@@ -12,7 +12,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -47,7 +47,10 @@ class NewRun(BaseModel):
     # strict: JSON true or 2.0 is not a priority
     priority: int = Field(default=0, ge=-1000, le=1000, strict=True)
     # No daemon claims the run before then (ISO 8601 with its offset; past: at once).
-    not_before: AwareDatetime | None = None
+    # Read as `--not-before` is (store.parse_not_before): an epoch number is refused.
+    not_before: str | None = Field(
+        default=None, max_length=64, json_schema_extra={"format": "date-time"}
+    )
 
 
 class NewApproval(BaseModel):
@@ -178,7 +181,11 @@ def create_app(
         brief = store.storable(new.brief, "brief")
         payload = {**new.payload, **({"brief": brief} if brief is not None else {})}
         checked_input(served.by_name[workflow].input_schema, payload)
-        start = store.check_not_before(new.not_before, "not_before") if new.not_before else None
+        start = (
+            store.parse_not_before(new.not_before, "not_before")
+            if new.not_before is not None
+            else None
+        )
         async with pool.connection() as conn:
             run = await store.create_run(
                 conn,

@@ -157,9 +157,11 @@ async def test_a_not_before_already_past_queues_the_run_at_once(conn: Conn) -> N
 
 
 @asynccontextmanager
-async def _daemon(db_url: str, pool: Pool, settings: Settings) -> AsyncIterator[None]:
+async def _daemon(
+    db_url: str, pool: Pool, settings: Settings, workflow: Workflow
+) -> AsyncIterator[None]:
     stop = asyncio.Event()
-    serving = asyncio.create_task(Daemon(db_url, pool, settings, {"timed": _timed()}).serve(stop))
+    serving = asyncio.create_task(Daemon(db_url, pool, settings, {"timed": workflow}).serve(stop))
     try:
         yield
     finally:
@@ -178,7 +180,7 @@ async def test_the_daemon_wakes_for_the_timer_not_the_poll_and_repeats_only_the_
         ]
         for nap in (0.5, 1.5)
     ]
-    async with open_pool(db_url, settings) as pool, _daemon(db_url, pool, settings):
+    async with open_pool(db_url, settings) as pool, _daemon(db_url, pool, settings, _timed()):
         rows = await wait_for(
             conn,
             "SELECT run_id, status, result FROM runs ORDER BY run_id",
@@ -201,3 +203,39 @@ async def test_the_daemon_wakes_for_the_timer_not_the_poll_and_repeats_only_the_
         # sleeping node before its sleep() run once more, on waking.
         nodes = ("before", "nap-start", "nap-end", "after")
         assert [counts.get((run_id, node)) for node in nodes] == [1, 2, 1, 1], run_id
+
+
+async def test_a_node_that_sleeps_twice_passes_the_first_sleep_on_its_second_waking(
+    db_url: str, conn: Conn
+) -> None:
+    async def twice(state: Timed, runtime: Runtime[RunContext]) -> dict[str, Any]:
+        first = sleep(timedelta(seconds=0.3))
+        await _ledger(runtime, "between")
+        second = sleep(timedelta(seconds=0.3))
+        await _ledger(runtime, "end")
+        return {"due": first.isoformat(), "woke": second.isoformat()}
+
+    builder = StateGraph(Timed, context_schema=RunContext)
+    builder.add_node("twice", twice)
+    builder.add_edge(START, "twice")
+    workflow = Workflow("timed", "1", builder.compile())
+    settings = Settings(poll_interval=30, max_attempts=1, health_port=0)
+    run = await store.create_run(conn, project="p", payload={}, workflow="timed")
+    async with open_pool(db_url, settings) as pool, _daemon(db_url, pool, settings, workflow):
+        (row,) = await wait_for(
+            conn,
+            "SELECT status, result FROM runs",
+            until=lambda rows: rows[0]["status"] in ("published", "failed"),
+            within=10,
+        )
+    assert row["status"] == "published", row
+    first, second = (datetime.fromisoformat(row["result"][k]) for k in ("due", "woke"))
+    assert second - first >= timedelta(seconds=0.3)
+    counts = await (
+        await conn.execute(
+            "SELECT node, count(*) AS n FROM node_ledger WHERE run_id = %s GROUP BY node",
+            (run["run_id"],),
+        )
+    ).fetchall()
+    # The lines between the sleeps ran on each waking; those after the last, once.
+    assert {c["node"]: c["n"] for c in counts} == {"between": 2, "end": 1}

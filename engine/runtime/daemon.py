@@ -104,13 +104,13 @@ class Daemon:
         """Until a NOTIFY, a freed slot, a stop request, the next timer's due time or
         the poll interval. A run of ours starting to sleep only re-arms the wait."""
         loop = asyncio.get_running_loop()
+        poll_at = loop.time() + self._settings.poll_interval  # re-arming never delays it
         while True:
+            self._timers_moved.clear()  # set while learning: the wait below ends at once
             if self._timers_stale:
                 await self._learn_next_timer()
-            timeout = self._settings.poll_interval
-            if self._next_timer is not None:
-                timeout = min(timeout, max(0.0, self._next_timer - loop.time()))
-            self._timers_moved.clear()
+            wake_at = poll_at if self._next_timer is None else min(poll_at, self._next_timer)
+            timeout = max(0.0, wake_at - loop.time())
             waiters = [
                 asyncio.ensure_future(self._wake.wait()),
                 asyncio.ensure_future(stop.wait()),
@@ -132,15 +132,18 @@ class Daemon:
     async def _learn_next_timer(self) -> None:
         """When the earliest timer not yet due falls due (one index entry; by the
         server's clock, so a skewed host clock does not shift it)."""
+        self._timers_stale = False  # before reading: a run that starts sleeping meanwhile sets it
         try:
             async with self._pool.connection() as conn:
                 row = await (await conn.execute(QUERIES["next_timer"])).fetchone()
         except psycopg.OperationalError:
-            return  # the poll covers it; try again at the next wait
+            # The poll covers it (a timer gone by must not make the wait zero); try
+            # again at the next wait.
+            self._next_timer, self._timers_stale = None, True
+            return
         seconds = row["seconds"] if row is not None else None
         loop = asyncio.get_running_loop()
         self._next_timer = None if seconds is None else loop.time() + seconds + TIMER_SLACK
-        self._timers_stale = False
 
     async def _claim(self, limit: int) -> list[Claim]:
         try:

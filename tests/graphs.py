@@ -3,6 +3,7 @@
 `n1 → n2 → review gate → n4 → n5`, each node sleeping `node_delay` seconds
 (from the payload) after recording itself, so a test can kill a daemon while
 nodes are in flight. `fail_times` makes n2 raise until it has run that often.
+`sleeper` (`before → nap → after`) sleeps durably (`engine.sleep`) in `nap`.
 """
 
 import asyncio

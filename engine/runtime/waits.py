@@ -127,7 +127,8 @@ def parse_wait(value: object) -> Wait:
 
 def pause(wait: Wait) -> Any:
     """Pause the run until `wait` is answered; the value it is resumed with (the
-    approval row for a gate, `{"events": [...]}` for a provider job).
+    approval row for a gate, `{"events": [...]}` for a provider job, `{"timer": ...,
+    "woke_at": ...}` for a timer).
 
     The node runs again from its first line on resume: it must do nothing with
     side effects before this call.

@@ -12,7 +12,10 @@ that stay constant (50 `queued`, 50 `pending_review` with no approval), and
 `claim_runs` from engine/db/queries.sql runs with the daemon's parameters and
 connection settings (LIMIT 8, the default concurrency), each time in a
 transaction that is rolled back so every sample sees the same rows; and its
-`EXPLAIN (ANALYZE, BUFFERS)` plan.
+`EXPLAIN (ANALYZE, BUFFERS)` plan. At 10k rows it runs again with 10,000 runs
+asleep (`waiting_timer`, due in a day; removed afterwards): the claim finds
+due timers from their index, so they should cost it nothing
+(`claim_ms_10k_timers`, against `claim_ms_10k` with none).
 
     python -m bench.scale [--runs 1000] [--samples 500]
 """
@@ -21,6 +24,8 @@ import argparse
 import asyncio
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -46,6 +51,7 @@ from engine.settings import Settings
 
 Connection = psycopg.Connection[DictRow]
 LIVE = 100
+SLEEPING = 10_000
 SIZES = """
 SELECT c.relname AS name, pg_total_relation_size(c.oid) AS bytes
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -120,6 +126,24 @@ def _fill(conn: Connection, total: int) -> None:
     conn.execute("VACUUM ANALYZE runs, hitl_approvals")
 
 
+@contextmanager
+def _sleeping(conn: Connection, runs: int) -> Iterator[None]:
+    """`runs` runs asleep, due in a day, while the block runs."""
+    conn.execute(
+        "INSERT INTO runs (run_id, project, status, payload, workflow, wake_at, waiting_for) "
+        "SELECT 'run_nap' || i, 'bench', 'waiting_timer', '{}', 'reference', "
+        "NOW() + INTERVAL '1 day', jsonb_build_object('timer', NOW() + INTERVAL '1 day') "
+        "FROM generate_series(1, %s) i",
+        (runs,),
+    )
+    conn.execute("VACUUM ANALYZE runs")
+    try:
+        yield
+    finally:
+        conn.execute("DELETE FROM runs WHERE run_id LIKE 'run_nap%%'")
+        conn.execute("VACUUM ANALYZE runs")
+
+
 def _claim_params() -> dict[str, Any]:
     settings = Settings()
     versions = {"workflows": [NAME], "versions": [reference_workflow().version]}
@@ -166,8 +190,17 @@ def measure(admin_url: str, runs: int, samples: int) -> dict[str, Any]:
                 "rows": total,
                 "fill_s": round(fill_s, 1),
             }
+            if label == "10k":
+                with _sleeping(conn, SLEEPING):
+                    claims["10k_timers"] = {
+                        **claim_latency(url, samples),
+                        "rows": total + SLEEPING,
+                        "sleeping": SLEEPING,
+                    }
     return {
         **result,
+        "claim_ms_10k_timers": claims["10k_timers"]["p50"],
+        "claim_10k_timers_vs_none": round(claims["10k_timers"]["p50"] / claims["10k"]["p50"], 2),
         "claim_ms_10k": claims["10k"]["p50"],
         "claim_ms_1m": claims["1m"]["p50"],
         "claim_1m_vs_10k": round(claims["1m"]["p50"] / claims["10k"]["p50"], 2),

@@ -1,6 +1,6 @@
 """The generic durable runtime: runs the LangGraph graphs an App registers to completion.
 
-    from engine import App, Workflow, ask
+    from engine import App, Workflow, ask, sleep
 
 Exported lazily: `orchestrator --help` and the CLI's quick commands do not pay for
 importing LangGraph.
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from engine.app import App, Service
-    from engine.runtime.waits import Decision, ProviderWait, ask, pause
+    from engine.runtime.waits import Decision, ProviderWait, ask, pause, sleep
     from engine.runtime.workflow import Gate, Graph, RunContext, Workflow
     from engine.settings import Config, Settings
 
@@ -24,6 +24,7 @@ _EXPORTS = {
     "ProviderWait": "engine.runtime.waits",
     "ask": "engine.runtime.waits",
     "pause": "engine.runtime.waits",
+    "sleep": "engine.runtime.waits",
     "Gate": "engine.runtime.workflow",
     "Graph": "engine.runtime.workflow",
     "RunContext": "engine.runtime.workflow",
@@ -42,6 +43,7 @@ __all__ = [
     "Workflow",
     "ask",
     "pause",
+    "sleep",
 ]
 
 

@@ -648,6 +648,12 @@ CREATE INDEX runs_queued ON public.runs USING btree (priority DESC, created_at) 
 CREATE INDEX runs_status_created ON public.runs USING btree (status, created_at);
 
 --
+-- Name: runs_timers; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX runs_timers ON public.runs USING btree (wake_at) WHERE (status = 'waiting_timer'::text);
+
+--
 -- Name: webhook_events_received; Type: INDEX; Schema: public; Owner: -
 --
 

@@ -3,6 +3,9 @@
 from dataclasses import replace
 
 from personas.app import app as production
-from tests.graphs import chaos_workflow, ledger_workflow
+from tests.graphs import chaos_workflow, ledger_workflow, sleeper_workflow
 
-app = replace(production, workflows=[*production.workflows, ledger_workflow(), chaos_workflow()])
+app = replace(
+    production,
+    workflows=[*production.workflows, ledger_workflow(), chaos_workflow(), sleeper_workflow()],
+)

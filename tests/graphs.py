@@ -3,6 +3,7 @@
 `n1 → n2 → review gate → n4 → n5`, each node sleeping `node_delay` seconds
 (from the payload) after recording itself, so a test can kill a daemon while
 nodes are in flight. `fail_times` makes n2 raise until it has run that often.
+`sleeper` (`before → nap → after`) sleeps durably (`engine.sleep`) in `nap`.
 """
 
 import asyncio
@@ -10,6 +11,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypedDict
 from uuid import UUID
 
@@ -21,6 +23,7 @@ from langgraph.types import interrupt
 from pydantic import BaseModel, ConfigDict, Field
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
+from engine import sleep
 from engine.db.connections import Pool, database_url, open_pool
 from engine.runtime.workflow import Gate, Graph, RunContext, Workflow
 from engine.settings import Config, Settings
@@ -95,6 +98,42 @@ def ledger_workflow() -> Workflow:
         builder.compile(),
         gates=[REVIEW],
     )
+
+
+class SleeperState(TypedDict, total=False):
+    project: str
+    nap: float  # seconds to sleep
+    due: str  # when the sleep falls due (ISO)
+    woke: str  # when it woke (ISO), as sleep() returned it
+
+
+async def _before(state: SleeperState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    await _record("before", runtime)
+    return {"due": (datetime.now(UTC) + timedelta(seconds=state.get("nap", 1.0))).isoformat()}
+
+
+async def _nap(state: SleeperState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    woke = sleep(until=datetime.fromisoformat(state["due"]))  # first: nothing runs twice
+    await _record("nap", runtime)
+    return {"woke": woke.isoformat()}
+
+
+async def _after(state: SleeperState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    await _record("after", runtime)
+    return {}
+
+
+def sleeper_workflow() -> Workflow:
+    """`before → nap → after`: `nap` sleeps until `nap` seconds (from the payload) after
+    `before` ran; every node execution is counted in `node_ledger`."""
+    builder = StateGraph(SleeperState, context_schema=RunContext)
+    builder.add_node("before", _before)
+    builder.add_node("nap", _nap)
+    builder.add_node("after", _after)
+    builder.add_edge(START, "before")
+    builder.add_edge("before", "nap")
+    builder.add_edge("nap", "after")
+    return Workflow("sleeper", "sleeper-1", builder.compile())
 
 
 class ReviewEdit(BaseModel):

@@ -32,8 +32,16 @@ def runs_create(
     workflow: Annotated[
         str | None, typer.Option(help="A workflow of the App (default: its first).")
     ] = None,
+    not_before: Annotated[
+        str | None,
+        typer.Option(
+            help="Start no earlier than this ISO 8601 time, with its offset "
+            "(2026-12-03T09:00:00+01:00); a past time starts at once."
+        ),
+    ] = None,
 ) -> None:
     """Queue a run; prints its run_id as the last line."""
+    start = store.parse_not_before(not_before, "--not-before") if not_before is not None else None
     body = json_object(payload, "--payload") if payload is not None else {}
     if brief is not None:
         body["brief"] = brief
@@ -45,7 +53,11 @@ def runs_create(
     if name not in chosen.by_name:
         raise UsageFailure(f"--workflow: no workflow named {name!r}")
     checked_input(chosen.by_name[name].input_schema, body)
-    run = with_db(lambda conn: store.create_run(conn, project=project, payload=body, workflow=name))
+    run = with_db(
+        lambda conn: store.create_run(
+            conn, project=project, payload=body, workflow=name, not_before=start
+        )
+    )
     print(run["run_id"])
 
 
@@ -116,6 +128,8 @@ def runs_show(
     ):
         if view.run.get(key) is not None:
             run.add_row(key, short(view.run[key]))
+    if (due := store.due_at(view.run)) is not None:
+        run.add_row("due_at", f"{due.isoformat()}")
     console.print(run)
     if view.checkpoint:
         console.print(

@@ -1,7 +1,9 @@
 -- insert_run --
--- Create a queued run (the NOTIFY trigger wakes the daemons)
-INSERT INTO runs (run_id, project, status, payload, workflow, priority)
-VALUES (%(run_id)s, %(project)s, %(status)s, %(payload)s, %(workflow)s, %(priority)s)
+-- Create a queued run (the NOTIFY trigger wakes the daemons), or one that waits
+-- for its timer until %(wake_at)s (a delayed start)
+INSERT INTO runs (run_id, project, status, payload, workflow, priority, wake_at, waiting_for)
+VALUES (%(run_id)s, %(project)s, %(status)s, %(payload)s, %(workflow)s, %(priority)s,
+        %(wake_at)s, %(waiting_for)s)
 RETURNING *;
 
 -- claim_runs --
@@ -20,13 +22,17 @@ WITH no_flush_wait AS (
 ), started AS (
     -- Runs that may have started work waiting, found from what gives them work
     -- rather than by walking every live run (migration 0007): an unconsumed
-    -- approval, an expired lease, or a provider's timer or event (all runs
+    -- approval, an expired lease, a due timer, or a provider's timer or event (all runs
     -- waiting for a provider: their number is that of provider jobs in flight,
     -- where unprocessed events, stale ones included, only ever grow). Whether
     -- they still have work is checked below, on the row the claim locks.
     SELECT run_id FROM hitl_approvals WHERE consumed_at IS NULL
     UNION ALL
     SELECT run_id FROM runs WHERE status = 'waiting_provider'
+    UNION ALL
+    -- Timers that are due, from their index (migration 0011): the runs still
+    -- sleeping are never read.
+    SELECT run_id FROM runs WHERE status = 'waiting_timer' AND wake_at <= NOW()
     UNION ALL
     SELECT run_id FROM runs WHERE status = 'running' AND lease_expires_at < NOW()
 ), resumable AS (
@@ -39,6 +45,7 @@ WITH no_flush_wait AS (
     WHERE r.run_id IN (SELECT run_id FROM started)
       AND (
             (r.status = %(running)s AND r.lease_expires_at < NOW())
+         OR (r.status = %(waiting_timer)s AND r.wake_at <= NOW())
          OR (r.status = %(waiting_provider)s AND (r.wake_at <= NOW() OR EXISTS (
                 SELECT 1 FROM webhook_events e
                 WHERE e.run_id = r.run_id AND e.processed_at IS NULL
@@ -78,6 +85,9 @@ WITH no_flush_wait AS (
         lease_owner = %(worker_id)s,
         lease_expires_at = NOW() + %(lease_ttl)s,
         lease_epoch = runs.lease_epoch + 1,
+        -- A delayed start waits for nothing once claimed (it resumes with nothing).
+        waiting_for = CASE WHEN runs.waiting_for ? 'not_before' THEN NULL
+                           ELSE runs.waiting_for END,
         graph_version = COALESCE(runs.graph_version,
                                  (SELECT version FROM mine WHERE name = runs.workflow)),
         updated_at = NOW()
@@ -112,6 +122,10 @@ SELECT c.run_id, c.project, c.workflow, c.payload, c.lease_epoch, c.trace_contex
                 'id', ev.id, 'provider', ev.provider, 'job_id', ev.job_id, 'payload', ev.payload)
                 ORDER BY ev.id)
             FROM events ev WHERE ev.run_id = c.run_id), '[]'::json))
+        -- A sleep is resumed with the time it woke; a delayed start
+        -- (`not_before`) has nothing to resume and begins from its payload.
+        WHEN c.waiting_for ? 'timer' THEN json_build_object(
+            'timer', c.waiting_for ->> 'timer', 'woke_at', NOW())
     END AS resume,
     -- The run's latest checkpoint, in the row shape of LangGraph's own read
     -- (`AsyncPostgresSaver.SELECT_SQL`), so that the first read of the
@@ -344,6 +358,12 @@ FROM (SELECT coalesce(raw_body, convert_to(payload::text, 'UTF8')) AS body
 -- Wake the daemons for a run (delivered when the transaction commits)
 SELECT pg_notify('orchestrator_events_v1', %(run_id)s);
 
+-- next_timer --
+-- Seconds until the earliest timer not yet due, by the server's clock (the
+-- first entry past NOW() of runs_timers, hence the literal)
+SELECT EXTRACT(EPOCH FROM min(wake_at) - NOW())::float8 AS seconds
+FROM runs WHERE status = 'waiting_timer' AND wake_at > NOW();
+
 -- schema_version --
 -- The newest migration applied
 SELECT max(version) AS version FROM orchestrator_migrations;
@@ -366,6 +386,7 @@ SELECT status, count(*) AS runs,
     count(*) FILTER (WHERE status NOT IN ('published', 'failed', 'cancelled') AND (
             status = %(queued)s
          OR (status = %(running)s AND lease_expires_at < NOW())
+         OR (status = %(waiting_timer)s AND wake_at <= NOW())
          OR (status = %(waiting_provider)s AND (wake_at <= NOW() OR EXISTS (
                 SELECT 1 FROM webhook_events e
                 WHERE e.run_id = r.run_id AND e.processed_at IS NULL

@@ -7,6 +7,7 @@ class Status(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     WAITING_PROVIDER = "waiting_provider"
+    WAITING_TIMER = "waiting_timer"  # a durable sleep, or a run not to start before wake_at
     PUBLISHED = "published"
     FAILED = "failed"
     CANCELLED = "cancelled"

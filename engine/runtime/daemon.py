@@ -27,6 +27,8 @@ VERSION_REPORT_INTERVAL = 60.0  # seconds between reports of runs left to other 
 # Seconds between attempts to re-establish LISTEN: polling covers the gap.
 RECONNECT_FIRST, RECONNECT_MAX = 0.2, 5.0
 CHANNELS = ("orchestrator_runs_v1", "orchestrator_approvals_v1", "orchestrator_events_v1")
+# Seconds past a timer's due time to claim at, so that the claim's NOW() has passed it.
+TIMER_SLACK = 0.002
 
 
 class Daemon:
@@ -49,6 +51,11 @@ class Daemon:
         self._versions = workflow_versions(workflows)
         self._wake = asyncio.Event()
         self._backlog = False
+        # The earliest timer not yet due (loop time), learnt at start, after each
+        # poll and whenever a run of ours starts sleeping (`_timers_moved`).
+        self._next_timer: float | None = None
+        self._timers_stale = True
+        self._timers_moved = asyncio.Event()
         self.last_tick = time.monotonic()
         self.listening = not settings.listen  # True once LISTEN is up (or not wanted)
         # The loop turns at least every poll interval; a loop this late is stuck.
@@ -94,15 +101,49 @@ class Daemon:
             await self._drain()
 
     async def _sleep(self, stop: asyncio.Event) -> None:
-        """Until a NOTIFY, a freed slot, a stop request or the poll interval."""
-        waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+        """Until a NOTIFY, a freed slot, a stop request, the next timer's due time or
+        the poll interval. A run of ours starting to sleep only re-arms the wait."""
+        loop = asyncio.get_running_loop()
+        poll_at = loop.time() + self._settings.poll_interval  # re-arming never delays it
+        while True:
+            self._timers_moved.clear()  # set while learning: the wait below ends at once
+            if self._timers_stale:
+                await self._learn_next_timer()
+            wake_at = poll_at if self._next_timer is None else min(poll_at, self._next_timer)
+            timeout = max(0.0, wake_at - loop.time())
+            waiters = [
+                asyncio.ensure_future(self._wake.wait()),
+                asyncio.ensure_future(stop.wait()),
+                asyncio.ensure_future(self._timers_moved.wait()),
+            ]
+            try:
+                done, _ = await asyncio.wait(
+                    waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+            if not done:  # the poll or a timer: other daemons may have set timers since
+                self._timers_stale = True
+                return
+            if self._wake.is_set() or stop.is_set():
+                return
+
+    async def _learn_next_timer(self) -> None:
+        """When the earliest timer not yet due falls due (one index entry; by the
+        server's clock, so a skewed host clock does not shift it)."""
+        self._timers_stale = False  # before reading: a run that starts sleeping meanwhile sets it
         try:
-            await asyncio.wait(
-                waiters, timeout=self._settings.poll_interval, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+            async with self._pool.connection() as conn:
+                row = await (await conn.execute(QUERIES["next_timer"])).fetchone()
+        except psycopg.OperationalError:
+            # The poll covers it (a timer gone by must not make the wait zero); try
+            # again at the next wait.
+            self._next_timer, self._timers_stale = None, True
+            return
+        seconds = row["seconds"] if row is not None else None
+        loop = asyncio.get_running_loop()
+        self._next_timer = None if seconds is None else loop.time() + seconds + TIMER_SLACK
 
     async def _claim(self, limit: int) -> list[Claim]:
         try:
@@ -150,6 +191,9 @@ class Daemon:
             self._held.pop(claim.run_id, None)
             if self._backlog or left_in in (None, Status.WAITING_PROVIDER):
                 self._wake.set()
+            if left_in == Status.WAITING_TIMER:
+                self._timers_stale = True
+                self._timers_moved.set()
 
     async def _drain(self) -> None:
         tasks = [task for task, _ in self._held.values()]

@@ -4,7 +4,7 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -15,6 +15,7 @@ from psycopg.types.json import Jsonb
 from engine.db.queries import QUERIES
 from engine.db.status import STATUS_PARAMS, Status
 from engine.runtime.holdable import find_unholdable
+from engine.runtime.timers import aware
 
 PROJECT_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
@@ -73,21 +74,48 @@ async def create_run(
     payload: dict[str, Any],
     workflow: str,
     priority: int = 0,
+    not_before: datetime | None = None,
 ) -> dict[str, Any]:
+    """A queued run; with `not_before` in the future, a run that waits for its timer
+    (`waiting_timer` until then) and so is claimed by no daemon before it."""
+    delayed = not_before is not None and not_before > datetime.now(UTC)
     cursor = await conn.execute(
         QUERIES["insert_run"],
         {
             "run_id": new_run_id(),
             "project": validate_project(project),
-            "status": Status.QUEUED,
+            "status": Status.WAITING_TIMER if delayed else Status.QUEUED,
             "payload": Jsonb(storable(payload, "payload")),
             "workflow": workflow,
             "priority": priority,
+            "wake_at": not_before if delayed else None,
+            "waiting_for": Jsonb({"not_before": not_before.isoformat()})
+            if delayed and not_before is not None
+            else None,
         },
     )
     row = await cursor.fetchone()
     assert row is not None
     return dict(row)
+
+
+def parse_not_before(text: str, field: str) -> datetime:
+    """The time a run may start, as `--not-before` and `not_before` give it: ISO 8601
+    with its UTC offset, not absurdly far away (InvalidInput naming `field`)."""
+    try:
+        return aware(datetime.fromisoformat(text), field)
+    except ValueError as error:
+        if str(error).startswith(f"{field}: "):
+            raise InvalidInput(str(error)) from None
+        raise InvalidInput(
+            f"{field}: {text!r} is not an ISO 8601 time (e.g. 2026-12-03T09:00:00+01:00)"
+        ) from None
+
+
+def due_at(run: dict[str, Any]) -> datetime | None:
+    """When a run waiting for its timer (a sleep, a delayed start) or a provider is due."""
+    waits = (Status.WAITING_TIMER, Status.WAITING_PROVIDER)
+    return run.get("wake_at") if run.get("status") in waits else None
 
 
 async def get_run(conn: Connection, run_id: str) -> dict[str, Any]:

@@ -8,23 +8,27 @@ its shape is fixed:
 - a gate: `{"gate": name, ...what the approver is shown}`; the run's status is
   `pending_<name>` until an approval row for that gate arrives;
 - a provider job: `{"provider": name, "job_id"?, "wake_at"?, ...}`; the status
-  is `waiting_provider` until a webhook about the job or `wake_at` (ISO time).
+  is `waiting_provider` until a webhook about the job or `wake_at` (ISO time);
+- a timer (a durable sleep): `{"timer": ISO time}`; the status is
+  `waiting_timer` until then, when the claim resumes the run with
+  `{"timer": ..., "woke_at": ...}`. (A delayed start waits with the same status
+  and `{"not_before": ISO time}`, written by `store.create_run`, not by a graph.)
 
 `pause_run` adds `pause_id` (the epoch that paused) to the stored value.
-`parse_wait()` reads either form back (the interrupt's value, or the stored
-row) into a `GateWait` or a `ProviderWait`; graphs build them with `ask()` and
-`pause()`. A `TimerWait` (a durable sleep) has its type and shape here, but
-no claim resumes it yet: a run pausing on one fails, saying so.
+`parse_wait()` reads any form back (the interrupt's value, or the stored row)
+into a `GateWait`, a `ProviderWait` or a `TimerWait`; graphs build them with
+`ask()`, `sleep()` and `pause()`.
 """
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from langgraph.types import interrupt
 
 from engine.db.status import Status, pending
+from engine.runtime.timers import due_time
 
 # Keys the engine gives meaning to; every other key of a wait is carried as is.
 _PAUSE_ID = "pause_id"
@@ -79,17 +83,14 @@ class ProviderWait:
 
 @dataclass(frozen=True)
 class TimerWait:
-    """Paused until `wake_at` (a durable sleep). Not claimable yet: see the module."""
+    """Paused until `wake_at` (a durable sleep), holding nothing."""
 
     wake_at: datetime
     pause_id: int | None = None
 
     @property
     def status(self) -> str:
-        raise UnclaimableWait(
-            f"the run paused until {self.wake_at.isoformat()}, but no worker resumes "
-            "timer waits yet"
-        )
+        return Status.WAITING_TIMER
 
     def to_json(self) -> dict[str, Any]:
         return {"timer": self.wake_at.isoformat(), **_pause(self.pause_id)}
@@ -119,19 +120,34 @@ def parse_wait(value: object) -> Wait:
         if isinstance(timer := rest.pop("timer", None), str):
             return TimerWait(datetime.fromisoformat(timer), pause_id)
     raise UnclaimableWait(
-        f"interrupt value {value!r} names neither a gate nor a provider: "
-        "pause with engine.ask() or engine.pause()"
+        f"interrupt value {value!r} names neither a gate, a provider nor a timer: "
+        "pause with engine.ask(), engine.sleep() or engine.pause()"
     )
 
 
 def pause(wait: Wait) -> Any:
     """Pause the run until `wait` is answered; the value it is resumed with (the
-    approval row for a gate, `{"events": [...]}` for a provider job).
+    approval row for a gate, `{"events": [...]}` for a provider job, `{"timer": ...,
+    "woke_at": ...}` for a timer).
 
     The node runs again from its first line on resume: it must do nothing with
     side effects before this call.
     """
     return interrupt(wait.to_json())
+
+
+def sleep(duration: timedelta | None = None, *, until: datetime | None = None) -> datetime:
+    """Park the run for `duration`, or until `until` (timezone-aware), holding no
+    worker (status `waiting_timer`); the time it woke (UTC, by the database's clock).
+
+    The sleep ends the step, as `ask()` does: nodes before this one never run
+    again. This node itself runs again from its first line when the run wakes,
+    and `sleep()` then returns at once: call it first in its node (or give it a
+    node of its own) so that nothing before it runs twice. A time already past
+    still pauses, and wakes at the next claim.
+    """
+    woke = pause(TimerWait(due_time(duration, until, "sleep")))
+    return datetime.fromisoformat(woke["woke_at"]).astimezone(UTC)
 
 
 @dataclass(frozen=True)

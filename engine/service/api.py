@@ -46,6 +46,11 @@ class NewRun(BaseModel):
     workflow: str | None = Field(default=None, max_length=100)  # None: the App's first
     # strict: JSON true or 2.0 is not a priority
     priority: int = Field(default=0, ge=-1000, le=1000, strict=True)
+    # No daemon claims the run before then (ISO 8601 with its offset; past: at once).
+    # Read as `--not-before` is (store.parse_not_before): an epoch number is refused.
+    not_before: str | None = Field(
+        default=None, max_length=64, json_schema_extra={"format": "date-time"}
+    )
 
 
 class NewApproval(BaseModel):
@@ -176,6 +181,11 @@ def create_app(
         brief = store.storable(new.brief, "brief")
         payload = {**new.payload, **({"brief": brief} if brief is not None else {})}
         checked_input(served.by_name[workflow].input_schema, payload)
+        start = (
+            store.parse_not_before(new.not_before, "not_before")
+            if new.not_before is not None
+            else None
+        )
         async with pool.connection() as conn:
             run = await store.create_run(
                 conn,
@@ -183,8 +193,9 @@ def create_app(
                 payload=payload,
                 workflow=workflow,
                 priority=new.priority,
+                not_before=start,
             )
-        return JSONResponse(jsonable_encoder(run), status_code=201)
+        return JSONResponse(jsonable_encoder(_with_due(run)), status_code=201)
 
     @app.get("/runs")
     async def list_runs(
@@ -205,6 +216,7 @@ def create_app(
             view = await store.show_run(conn, run_id)
         # Whole up to SHOWN_VALUE_BYTES a value: more only plain SQL or a graph could store.
         run = {**view.run, **{k: bounded(view.run[k], SHOWN_VALUE_BYTES) for k in RUN_VALUES}}
+        run = _with_due(run)
         checkpoint = view.checkpoint and {
             **view.checkpoint,
             "state": bounded(view.checkpoint["state"], SHOWN_VALUE_BYTES),
@@ -279,6 +291,11 @@ def create_app(
     app.include_router(webhook_router(pool, verifiers, settings))
     app.include_router(console_router(pool, guard, served))
     return app
+
+
+def _with_due(run: dict[str, Any]) -> dict[str, Any]:
+    """A run as the API shows it: with `due_at`, when a timer or provider wait is due."""
+    return {**run, "due_at": store.due_at(run)}
 
 
 def swagger_page(title: str) -> tuple[bytes, str]:

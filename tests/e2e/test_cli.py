@@ -32,6 +32,18 @@ Conn = AsyncConnection[DictRow]
             ["runs", "create", "--project", "p", "--workflow", "nope"],
             "error: --workflow: no workflow named 'nope'",
         ),
+        (
+            ["runs", "create", "--project", "p", "--not-before", "2026-12-03T09:00:00"],
+            "error: --not-before: 2026-12-03T09:00:00 has no UTC offset",
+        ),
+        (
+            ["runs", "create", "--project", "p", "--not-before", "next tuesday"],
+            "error: --not-before: 'next tuesday' is not an ISO 8601 time",
+        ),
+        (
+            ["runs", "create", "--project", "p", "--not-before", "9999-01-01T00:00:00Z"],
+            "error: --not-before: 9999-01-01T00:00:00+00:00 is more than 3660 days away",
+        ),
         (["runs", "approve", "run_x"], "error: Missing option '--gate'."),
         (["runs", "list", "--limit", "0"], "error: Invalid value for '--limit'"),
         (["daemon", "--concurrency", "0"], "error: Invalid value for '--concurrency'"),
@@ -115,3 +127,17 @@ async def test_list_stuck_shows_old_live_runs_oldest_first(db_url: str, conn: Co
     bad = orchestrator(db_url, "runs", "list", "--stuck", "--older-than", "soon")
     assert bad.returncode == 2
     assert bad.stderr == ("error: --older-than: 'soon' is not a duration like 45s, 30m, 2h or 7d\n")
+
+
+def test_a_delayed_run_waits_for_its_timer_and_show_says_when_it_is_due(db_url: str) -> None:
+    created = orchestrator(
+        db_url, "runs", "create", "--project", "p", "--not-before", "2036-12-03T09:00:00+01:00"
+    )
+    assert created.returncode == 0, created.stderr
+    run_id = created.stdout.splitlines()[-1]
+    shown = orchestrator(db_url, "runs", "show", run_id)
+    assert "waiting_timer" in shown.stdout, shown.stdout
+    assert "due_at" in shown.stdout and "2036-12-03T08:00:00+00:00" in shown.stdout, shown.stdout
+    as_json = json.loads(orchestrator(db_url, "runs", "show", run_id, "--json").stdout)
+    # As it was asked for, in its own offset.
+    assert as_json["run"]["waiting_for"] == {"not_before": "2036-12-03T09:00:00+01:00"}

@@ -90,6 +90,10 @@ async def test_create_list_show_approve_cancel(client: httpx.AsyncClient, conn: 
         ({"project": "p", "priority": 2.0}, "priority"),
         ({"project": "p", "surprise": True}, "surprise"),
         ({"project": "p", "workflow": "nope"}, "workflow"),
+        ({"project": "p", "not_before": "2026-12-03T09:00:00"}, "not_before"),
+        ({"project": "p", "not_before": "soon"}, "not_before"),
+        ({"project": "p", "not_before": 1764748800}, "not_before"),
+        ({"project": "p", "not_before": "9999-01-01T00:00:00Z"}, "not_before"),
     ],
 )
 async def test_bad_run_bodies_get_422_naming_the_field_and_write_nothing(
@@ -101,6 +105,22 @@ async def test_bad_run_bodies_get_422_naming_the_field_and_write_nothing(
     assert response.json()["error"].startswith(f"{field}: ")
     count = await (await conn.execute("SELECT count(*) AS n FROM runs")).fetchone()
     assert count == {"n": 0}
+
+
+async def test_a_delayed_run_waits_for_its_timer_and_says_when_it_is_due(
+    client: httpx.AsyncClient,
+) -> None:
+    created = await client.post(
+        "/runs", json={"project": "cats", "not_before": "2036-12-03T09:00:00+01:00"}
+    )
+    assert created.status_code == 201, created.text
+    run = created.json()
+    assert run["status"] == "waiting_timer"
+    assert run["due_at"] == run["wake_at"] == "2036-12-03T08:00:00+00:00"
+    shown = (await client.get(f"/runs/{run['run_id']}")).json()["run"]
+    assert shown["due_at"] == "2036-12-03T08:00:00+00:00"
+    past = await client.post("/runs", json={"project": "cats", "not_before": "2020-01-01T00:00Z"})
+    assert past.json()["status"] == "queued" and past.json()["due_at"] is None
 
 
 async def test_approval_errors(client: httpx.AsyncClient, conn: Conn) -> None:

@@ -453,3 +453,16 @@ async def test_a_gate_is_drawn_and_checked_from_its_declaration(
     [row] = await approvals(conn)
     # Only what changed; the ordered choice as the request gave it is no change.
     assert row["payload"] == {"level": "high", "urgent": True, "extra": {"a": 1}}
+
+
+async def test_a_delayed_run_says_when_it_wakes_and_is_found_by_its_status(
+    client: httpx.AsyncClient, conn: Conn
+) -> None:
+    due = datetime.now(UTC) + timedelta(days=2)
+    run = await store.create_run(
+        conn, project="cats", payload={}, workflow="production", not_before=due
+    )
+    page = text((await client.get(f"/console/runs/{run['run_id']}")).text)
+    assert "waiting_timer" in page and "Wakes at" in page, page
+    listed = await client.get("/console/runs", params={"status": "waiting_timer"})
+    assert run["run_id"] in listed.text

@@ -272,17 +272,25 @@ async def test_the_seed_queries_run_unchanged(conn: Conn, query: str) -> None:
 def test_statuses_in_sql_match_the_engine() -> None:
     """The claim and its partial indexes name statuses literally (a partial index
     is used only for a constant); they must be the engine's."""
-    sql = QUERIES["claim_runs"] + (ROOT / "migrations" / "0007_claim_order.up.sql").read_text()
+    sql = QUERIES["claim_runs"] + QUERIES["next_timer"]
+    for migration in ("0007_claim_order", "0011_timers"):
+        sql += (ROOT / "migrations" / f"{migration}.up.sql").read_text()
     literals = set(re.findall(r"\bstatus = '(\w+)'", sql))
-    assert literals == {Status.QUEUED, Status.RUNNING, Status.WAITING_PROVIDER}
+    assert literals == {
+        Status.QUEUED,
+        Status.RUNNING,
+        Status.WAITING_PROVIDER,
+        Status.WAITING_TIMER,
+    }
 
 
-async def _claim_plan_over(conn: Conn, status: str) -> str:
-    """The claim's `EXPLAIN` once `runs` holds 20,000 runs in `status`."""
+async def _claim_plan_over(conn: Conn, status: str, wake_in: timedelta | None = None) -> str:
+    """The claim's `EXPLAIN` once `runs` holds 20,000 runs in `status` (due in `wake_in`)."""
     await conn.execute(
-        "INSERT INTO runs (run_id, project, status, payload, workflow) "
-        "SELECT 'run_' || i, 'p', %s, '{}', 'production' FROM generate_series(1, 20000) i",
-        (status,),
+        "INSERT INTO runs (run_id, project, status, payload, workflow, wake_at) "
+        "SELECT 'run_' || i, 'p', %s, '{}', 'production', NOW() + %s "
+        "FROM generate_series(1, 20000) i",
+        (status, wake_in),
     )
     await conn.execute("ANALYZE runs")
     versions = {"workflows": ["production"], "versions": ["production-2"]}
@@ -315,6 +323,14 @@ async def test_the_claim_reads_no_run_parked_at_a_gate(conn: Conn) -> None:
     assert "Seq Scan on runs" not in text, text
     # The candidates' rows are fetched by key, not found by walking the runs.
     assert re.search(r"Index Scan using runs_pkey on runs r\s", text), text
+
+
+async def test_the_claim_reads_no_run_whose_timer_is_not_due(conn: Conn) -> None:
+    # Due timers come from their index (migration 0011), which the claim enters at
+    # NOW(): runs still sleeping, however many, are never read.
+    text = await _claim_plan_over(conn, Status.WAITING_TIMER, timedelta(hours=1))
+    assert "Seq Scan on runs" not in text, text
+    assert re.search(r"Index (Only )?Scan using runs_timers on runs", text), text
 
 
 async def test_migration_0008_binds_each_paused_run_to_one_approval(conn: Conn) -> None:

@@ -56,15 +56,15 @@ def test_a_provider_wait_is_stored_as_provider_steps_wrote_it() -> None:
 
 @pytest.mark.parametrize("value", [None, "review", {"gate": 1}, {"job_id": "x"}, ["gate"]])
 def test_a_value_that_names_no_wait_is_refused(value: object) -> None:
-    with pytest.raises(UnclaimableWait, match="neither a gate nor a provider"):
+    with pytest.raises(UnclaimableWait, match="neither a gate, a provider nor a timer"):
         parse_wait(value)
 
 
-def test_a_timer_wait_has_its_shape_but_no_status_yet() -> None:
-    wait = parse_wait({"timer": WAKE.isoformat()})
-    assert wait == TimerWait(WAKE) and wait.to_json() == {"timer": WAKE.isoformat()}
-    with pytest.raises(UnclaimableWait, match="no worker resumes timer waits"):
-        _ = wait.status
+def test_a_timer_wait_is_stored_as_its_due_time() -> None:
+    wait = parse_wait({"timer": WAKE.isoformat(), "pause_id": 2})
+    assert wait == TimerWait(WAKE, pause_id=2)
+    assert wait.to_json() == {"timer": WAKE.isoformat(), "pause_id": 2}
+    assert wait.status == "waiting_timer" and wait.wake_at == WAKE
 
 
 class Asked(TypedDict, total=False):
@@ -117,7 +117,7 @@ async def test_a_run_that_pauses_on_nothing_fails_saying_why(db_url: str, conn: 
     assert status == "failed"
     run = await store.get_run(conn, run_id)
     assert run["error"]["type"] == "UnclaimableWait"
-    assert "names neither a gate nor a provider" in run["error"]["message"]
+    assert "names neither a gate, a provider nor a timer" in run["error"]["message"]
     assert run["lease_owner"] is None and run["waiting_for"] is None
 
 

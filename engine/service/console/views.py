@@ -92,6 +92,7 @@ def statuses(gates: Iterable[str]) -> tuple[str, ...]:
         Status.QUEUED,
         Status.RUNNING,
         Status.WAITING_PROVIDER,
+        Status.WAITING_TIMER,
         *(PENDING_PREFIX + gate for gate in gates),
         Status.PUBLISHED,
         Status.FAILED,

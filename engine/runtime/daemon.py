@@ -14,6 +14,7 @@ from engine.db.status import Status
 from engine.observability import sd_notify
 from engine.observability.logs import run_context
 from engine.observability.telemetry import DISABLED, Telemetry
+from engine.runtime import schedules
 from engine.runtime.claims import Claim, claim_params
 from engine.runtime.claims import load_claims as _load_claims
 from engine.runtime.executor import Executor
@@ -26,7 +27,13 @@ log = logging.getLogger(__name__)
 VERSION_REPORT_INTERVAL = 60.0  # seconds between reports of runs left to other workers
 # Seconds between attempts to re-establish LISTEN: polling covers the gap.
 RECONNECT_FIRST, RECONNECT_MAX = 0.2, 5.0
-CHANNELS = ("orchestrator_runs_v1", "orchestrator_approvals_v1", "orchestrator_events_v1")
+SCHEDULES_CHANNEL = "orchestrator_schedules_v1"  # a schedule created or resumed
+CHANNELS = (
+    "orchestrator_runs_v1",
+    "orchestrator_approvals_v1",
+    "orchestrator_events_v1",
+    SCHEDULES_CHANNEL,
+)
 
 
 class Daemon:
@@ -49,6 +56,7 @@ class Daemon:
         self._versions = workflow_versions(workflows)
         self._wake = asyncio.Event()
         self._backlog = False
+        self._schedules_due = 0.0  # time.monotonic() of the next firing pass
         self.last_tick = time.monotonic()
         self.listening = not settings.listen  # True once LISTEN is up (or not wanted)
         # The loop turns at least every poll interval; a loop this late is stuck.
@@ -82,6 +90,7 @@ class Daemon:
                 self.last_tick = time.monotonic()
                 sd_notify.watchdog()
                 self._wake.clear()
+                await self._fire_schedules()
                 free = self._settings.concurrency - len(self._held)
                 claims = await self._claim(free) if free > 0 else []
                 # Claim again when a slot frees if work may have been left behind:
@@ -94,15 +103,35 @@ class Daemon:
             await self._drain()
 
     async def _sleep(self, stop: asyncio.Event) -> None:
-        """Until a NOTIFY, a freed slot, a stop request or the poll interval."""
+        """Until a NOTIFY, a freed slot, a stop request, a schedule's next fire time or
+        the poll interval."""
+        timeout = min(self._settings.poll_interval, self._schedules_due - time.monotonic())
         waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
         try:
             await asyncio.wait(
-                waiters, timeout=self._settings.poll_interval, return_when=asyncio.FIRST_COMPLETED
+                waiters, timeout=max(timeout, 0.0), return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             for waiter in waiters:
                 waiter.cancel()
+
+    async def _fire_schedules(self) -> None:
+        """Fire the schedules that are due, and note when the next pass is: at the
+        earliest fire time, at least every poll interval (a held start may be free)."""
+        if time.monotonic() < self._schedules_due:
+            return
+        wait = self._settings.poll_interval
+        try:
+            async with self._pool.connection() as conn:
+                now, due_at = await schedules.next_due(conn)
+                if due_at is not None and due_at <= now:
+                    fired = await schedules.fire_due(conn)
+                    now, due_at = fired.now, fired.next_due
+        except psycopg.OperationalError as error:
+            log.warning("firing schedules failed: %s", error, extra={"action": "schedules_failed"})
+        else:
+            wait = schedules.wait_for(now, due_at, wait)
+        self._schedules_due = time.monotonic() + wait
 
     async def _claim(self, limit: int) -> list[Claim]:
         try:
@@ -267,8 +296,12 @@ class Daemon:
                         await conn.execute(f"LISTEN {channel}")
                     retry = RECONNECT_FIRST
                     self.listening = True
-                    self._wake.set()  # a NOTIFY may have been missed while disconnected
-                    async for _ in conn.notifies():
+                    # A NOTIFY may have been missed while disconnected.
+                    self._schedules_due = 0.0
+                    self._wake.set()
+                    async for notify in conn.notifies():
+                        if notify.channel == SCHEDULES_CHANNEL:
+                            self._schedules_due = 0.0
                         self._wake.set()
             except psycopg.OperationalError as error:
                 self.listening = False

@@ -205,6 +205,13 @@ async def test_schedules_over_http(client: httpx.AsyncClient, conn: Conn) -> Non
     shown = (await client.get(f"/runs/{run_id}")).json()["run"]
     assert shown["schedule_id"] == sid
     assert shown["schedule_fire_time"].startswith("2026-11-30T08:00:00")
+    for method, path in [
+        ("GET", "/schedules"),
+        ("POST", "/schedules"),
+        ("DELETE", f"/schedules/{sid}"),
+    ]:
+        unsigned = await client.request(method, path, headers={"Authorization": ""})
+        assert unsigned.status_code == 401, (method, path)
     assert (await client.delete(f"/schedules/{sid}")).status_code == 204
     for method, path in [
         ("GET", f"/schedules/{sid}"),

@@ -487,7 +487,10 @@ ON CONFLICT (schedule_id, schedule_fire_time) WHERE schedule_id IS NOT NULL DO N
 RETURNING run_id, schedule_fire_time;
 
 -- advance_schedule --
--- After a firing pass: the first fire time not dealt with, and the start held, if any
+-- After a firing pass: the first fire time not dealt with, and the start held, if
+-- any. A schedule that fires no more (%(next_fire_at)s is null) is paused.
 UPDATE schedules
-SET next_fire_at = %(next_fire_at)s, buffered_fire_at = %(buffered_fire_at)s, updated_at = now()
+SET next_fire_at = COALESCE(%(next_fire_at)s::timestamptz, next_fire_at),
+    paused = %(next_fire_at)s::timestamptz IS NULL,
+    buffered_fire_at = %(buffered_fire_at)s, updated_at = now()
 WHERE schedule_id = %(schedule_id)s;

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterError, croniter
+from croniter import CroniterBadDateError, CroniterError, croniter
 
 from engine.runtime.store import InvalidInput, parse_duration
 
@@ -26,6 +26,10 @@ DEFAULT_OVERLAP = "skip"
 # does not flood the queue with missed runs (backfill starts those on purpose).
 DEFAULT_CATCHUP = "5m"
 _HOUR = 1  # croniter's `expanded`: minute, hour, day, month, weekday[, second[, year]]
+
+
+class Unschedulable(ValueError):
+    """A stored schedule whose times cannot be computed (written by plain SQL, say)."""
 
 
 @dataclass(frozen=True)
@@ -60,25 +64,35 @@ class Timing:
         window = parse_duration(catchup, f"{prefix}catchup")
         if window < timedelta(seconds=1):
             raise InvalidInput(f"{prefix}catchup: {catchup!r} is shorter than 1s")
-        return cls(cron, timezone, overlap, window)
+        timing = cls(cron, timezone, overlap, window)
+        if timing.next_after(datetime.now(UTC)) is None:
+            raise InvalidInput(f"{prefix}cron: {cron!r} never fires again")
+        return timing
 
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
     def fire_times(self, after: datetime) -> Iterator[datetime]:
-        """Every fire time strictly after `after`, in order, as UTC instants."""
-        tz = self.zone
-        named_hours = croniter(self.cron).expanded[_HOUR] != ["*"]
-        times = croniter(self.cron, after.astimezone(tz))
+        """Every fire time strictly after `after`, in order, as UTC instants; it ends
+        where the expression does (a year field in the past)."""
+        try:
+            named_hours = croniter(self.cron).expanded[_HOUR] != ["*"]
+            times = croniter(self.cron, after.astimezone(self.zone))
+        except (CroniterError, ValueError, KeyError, ZoneInfoNotFoundError) as error:
+            raise Unschedulable(f"{self.cron!r} in {self.timezone!r}: {error}") from None
         while True:
-            local: datetime = times.get_next(datetime)
+            try:
+                local: datetime = times.get_next(datetime)
+            except CroniterBadDateError:
+                return
             if named_hours and _second_pass(local):
                 continue
             yield local.astimezone(UTC)
 
-    def next_after(self, after: datetime) -> datetime:
-        return next(self.fire_times(after))
+    def next_after(self, after: datetime) -> datetime | None:
+        """The first fire time after `after`; None if it fires no more."""
+        return next(self.fire_times(after), None)
 
     def between(self, start: datetime, end: datetime, limit: int) -> list[datetime]:
         """The fire times in [start, end], at most `limit` of them (the earliest)."""
@@ -99,29 +113,31 @@ def zone(name: str, field: str) -> ZoneInfo:
 
 @dataclass(frozen=True)
 class Due:
-    """What a schedule owes at `now`: the fire times to start, and the first fire time
-    it missed for good (older than the catch-up window), if any."""
+    """What a schedule owes at `now`: the fire times to start, the first fire time it
+    missed for good (older than the catch-up window) if any, and the first fire time
+    not dealt with (None: it fires no more)."""
 
     start: list[datetime]
     missed_since: datetime | None
-    next_fire_at: datetime
+    next_fire_at: datetime | None
 
 
 def due(timing: Timing, next_fire_at: datetime, now: datetime, limit: int) -> Due:
     """The fire times from `next_fire_at` up to `now`: those within the catch-up window
     are started (at most `limit`, the earliest; the rest on the next pass), older ones
-    are missed. `next_fire_at` of the result is the first fire time not dealt with."""
+    are missed."""
     oldest = now - timing.catchup
     missed_since = None
-    at = next_fire_at
-    if at < oldest:  # skip what is missed without walking it (a year of seconds)
-        missed_since = at
+    at: datetime | None = next_fire_at
+    if next_fire_at < oldest:  # skip what is missed without walking it (a year of seconds)
+        missed_since = next_fire_at
         at = timing.next_after(oldest - timedelta(microseconds=1))
     start: list[datetime] = []
-    times = timing.fire_times(at)
-    while at <= now and len(start) < limit:
-        start.append(at)
-        at = next(times)
+    if at is not None:
+        times = timing.fire_times(at)
+        while at is not None and at <= now and len(start) < limit:
+            start.append(at)
+            at = next(times, None)
     return Due(start, missed_since, at)
 
 

@@ -7,6 +7,7 @@ at a time), starts their fire times by their overlap policy and advances
 second insert of the same fire time (a backfill, a pass on a stale read) a no-op.
 """
 
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from psycopg.types.json import Jsonb
 
 from engine.db.queries import QUERIES
 from engine.db.status import TERMINAL, Status
-from engine.runtime.schedule_times import Timing, due
+from engine.runtime.schedule_times import Timing, Unschedulable, due
 from engine.runtime.store import (
     Connection,
     InvalidInput,
@@ -49,8 +50,7 @@ def upcoming(schedule: dict[str, Any], count: int = UPCOMING) -> list[datetime]:
     if schedule["paused"]:
         return []
     first: datetime = schedule["next_fire_at"]
-    times = timing_of(schedule).fire_times(first)
-    return [first, *(next(times) for _ in range(count - 1))]
+    return [first, *itertools.islice(timing_of(schedule).fire_times(first), count - 1)]
 
 
 def view(schedule: dict[str, Any]) -> dict[str, Any]:
@@ -71,6 +71,8 @@ async def create_schedule(
     """A schedule whose first fire time is the first one after now."""
     validate_project(project)
     next_fire_at = timing.next_after(await _now(conn))
+    if next_fire_at is None:
+        raise InvalidInput(f"cron: {timing.cron!r} never fires again")
     cursor = await conn.execute(
         QUERIES["insert_schedule"],
         {
@@ -105,10 +107,10 @@ async def pause_schedule(conn: Connection, schedule_id: str) -> dict[str, Any]:
 async def resume_schedule(conn: Connection, schedule_id: str) -> dict[str, Any]:
     """Fire again from the first fire time after now; none missed while paused is made up."""
     schedule = await get_schedule(conn, schedule_id)
-    params = {
-        "schedule_id": schedule_id,
-        "next_fire_at": timing_of(schedule).next_after(await _now(conn)),
-    }
+    next_fire_at = timing_of(schedule).next_after(await _now(conn))
+    if next_fire_at is None:
+        raise InvalidInput(f"cron: {schedule['cron']!r} never fires again")
+    params = {"schedule_id": schedule_id, "next_fire_at": next_fire_at}
     return await _one(conn, "resume_schedule", params, schedule_id)
 
 
@@ -214,7 +216,17 @@ async def fire_due(conn: Connection, now: datetime | None = None) -> Fired:
 async def _fire(conn: Connection, schedule: dict[str, Any]) -> tuple[int, int]:
     """One locked schedule's pass: (runs started, fire times skipped)."""
     timing = timing_of(schedule)
-    owed = due(timing, schedule["next_fire_at"], schedule["now"], FIRES_PER_PASS)
+    context = {"schedule_id": schedule["schedule_id"]}
+    try:
+        owed = due(timing, schedule["next_fire_at"], schedule["now"], FIRES_PER_PASS)
+    except Unschedulable as error:  # one broken row must not stop the others firing
+        log.error(
+            "schedule paused: its times cannot be computed: %s",
+            error,
+            extra={"action": "schedule_broken", **context},
+        )
+        await conn.execute(QUERIES["pause_schedule"], context)
+        return 0, 0
     live: int = schedule["live"]
     held: datetime | None = schedule["buffered_fire_at"]
     start: list[datetime] = []
@@ -238,7 +250,8 @@ async def _fire(conn: Connection, schedule: dict[str, Any]) -> tuple[int, int]:
             "buffered_fire_at": held,
         },
     )
-    context = {"schedule_id": schedule["schedule_id"]}
+    if owed.next_fire_at is None:
+        log.info("schedule fires no more: paused", extra={"action": "schedule_ended", **context})
     if created:
         log.info(
             "schedule started %d runs",

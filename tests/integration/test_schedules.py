@@ -167,6 +167,24 @@ async def test_catch_up_after_downtime_starts_only_the_window(conn: Conn) -> Non
     assert await fire_times(conn, sid) == [back - s * SECOND for s in range(10, -1, -1)]
 
 
+async def test_a_broken_or_finished_schedule_is_paused_and_the_others_fire(conn: Conn) -> None:
+    broken, finished, healthy = [await every_second(conn) for _ in range(3)]
+    await conn.execute(
+        "UPDATE schedules SET timezone = 'Mars/Olympus' WHERE schedule_id = %s",
+        (broken["schedule_id"],),
+    )
+    await conn.execute(
+        "UPDATE schedules SET cron = '0 0 1 1 * 0 2026', next_fire_at = '2026-01-01T00:00Z' "
+        "WHERE schedule_id = %s",
+        (finished["schedule_id"],),
+    )
+    fired = await schedules.fire_due(conn, healthy["next_fire_at"])
+    assert fired.started == 1  # the finished one's last time is long past its catch-up
+    assert await fire_times(conn, healthy["schedule_id"]) == [healthy["next_fire_at"]]
+    for gone in (broken, finished):
+        assert (await schedules.get_schedule(conn, gone["schedule_id"]))["paused"] is True
+
+
 @pytest.fixture
 async def client(db_url: str) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(api_token=SecretStr(TOKEN))

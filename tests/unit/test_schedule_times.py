@@ -52,7 +52,7 @@ def test_fall_back_a_0230_job_fires_once_at_the_first_0230() -> None:
     assert day_of("30 2 * * *", datetime(2026, 10, 26)) == ["2026-10-26T02:30:00+01:00"]
     # From a fire time stored in the repeated hour, the next one is the next day's.
     first = datetime(2026, 10, 25, 0, 30, tzinfo=UTC)  # 02:30 CEST
-    assert local([timing("30 2 * * *").next_after(first)]) == ["2026-10-26T02:30:00+01:00"]
+    assert local([next(timing("30 2 * * *").fire_times(first))]) == ["2026-10-26T02:30:00+01:00"]
     # An hourly job fires in both 02:30s: they are an hour apart.
     hourly = day_of("30 * * * *", datetime(2026, 10, 25))
     assert len(hourly) == 25
@@ -86,12 +86,23 @@ def test_a_year_of_missed_seconds_is_skipped_without_walking_it() -> None:
     assert len(owed.start) == 2  # 23:59:59 and 00:00:00
 
 
+def test_an_expression_with_a_year_ends() -> None:
+    new_year = timing("0 0 1 1 * 0 2030-2031", timezone="UTC")
+    times = list(new_year.fire_times(datetime(2026, 1, 1, tzinfo=UTC)))
+    assert times == [datetime(year, 1, 1, tzinfo=UTC) for year in (2030, 2031)]
+    assert new_year.next_after(times[-1]) is None
+    owed = due(new_year, times[-1], times[-1] + timedelta(minutes=1), limit=10)
+    assert (owed.start, owed.next_fire_at) == ([times[-1]], None)
+
+
 @pytest.mark.parametrize(
     ("options", "field"),
     [
         ({"cron": "61 * * * *"}, "cron"),
         ({"cron": "every day"}, "cron"),
         ({"cron": "* * * *"}, "cron"),
+        ({"cron": "0 0 30 2 *"}, "cron"),  # February 30th: never
+        ({"cron": "0 0 1 1 * 0 2020"}, "cron"),  # a year gone by
         ({"timezone": "Europe/Atlantis"}, "timezone"),
         ({"timezone": "../etc/passwd"}, "timezone"),
         ({"timezone": ""}, "timezone"),

@@ -127,7 +127,7 @@ class Daemon:
                 if due_at is not None and due_at <= now:
                     fired = await schedules.fire_due(conn)
                     now, due_at = fired.now, fired.next_due
-        except psycopg.OperationalError as error:
+        except psycopg.Error as error:  # the next pass tries again; the daemon goes on
             log.warning("firing schedules failed: %s", error, extra={"action": "schedules_failed"})
         else:
             wait = schedules.wait_for(now, due_at, wait)

@@ -466,11 +466,14 @@ SELECT now() AS now,
 -- lock_due_schedules --
 -- The schedules with a fire time due at %(now)s (default: the database's now) or a
 -- held start, each locked by one firing pass (the others skip it), with the number
--- of its runs that have not ended (its overlap policy's count)
+-- of its runs that have not ended (its overlap policy's count). A daemon that stops
+-- mid-pass without dying (SIGSTOP, a partition) loses its session after 10 s idle in
+-- the transaction, and with it the locks, rather than holding the schedules forever.
 SELECT s.*, COALESCE(%(now)s::timestamptz, now()) AS now,
     (SELECT count(*) FROM runs r
      WHERE r.schedule_id = s.schedule_id AND r.status <> ALL(%(terminal)s)) AS live
-FROM schedules s
+FROM schedules s,
+    (SELECT set_config('idle_in_transaction_session_timeout', '10s', true)) AS stop_guard
 WHERE NOT s.paused
   AND (s.next_fire_at <= COALESCE(%(now)s::timestamptz, now()) OR s.buffered_fire_at IS NOT NULL)
 ORDER BY s.next_fire_at

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 VERSION_REPORT_INTERVAL = 60.0  # seconds between reports of runs left to other workers
 # Seconds between attempts to re-establish LISTEN: polling covers the gap.
 RECONNECT_FIRST, RECONNECT_MAX = 0.2, 5.0
+# Seconds at least between two firing passes of a daemon: what another daemon's pass
+# has locked is not asked for again at once.
+PASS_SPACING = 0.05
 SCHEDULES_CHANNEL = "orchestrator_schedules_v1"  # a schedule created or resumed
 CHANNELS = (
     "orchestrator_runs_v1",
@@ -124,13 +127,16 @@ class Daemon:
         try:
             async with self._pool.connection() as conn:
                 now, due_at = await schedules.next_due(conn)
-                if due_at is not None and due_at <= now:
+                fire = due_at is not None and due_at <= now
+                if fire:
                     fired = await schedules.fire_due(conn)
                     now, due_at = fired.now, fired.next_due
         except psycopg.Error as error:  # the next pass tries again; the daemon goes on
             log.warning("firing schedules failed: %s", error, extra={"action": "schedules_failed"})
         else:
             wait = schedules.wait_for(now, due_at, wait)
+            if fire:  # still due: another daemon's pass holds it, or more is owed
+                wait = max(wait, PASS_SPACING)
         self._schedules_due = time.monotonic() + wait
 
     async def _claim(self, limit: int) -> list[Claim]:

@@ -79,7 +79,7 @@ async def test_overlap_skip_starts_nothing_while_a_slow_run_lives(
 ) -> None:
     timing = Timing.parse(cron="* * * * * *", timezone="UTC", overlap="skip")
     schedule = await schedules.create_schedule(
-        conn, timing=timing, project="slow", workflow="ledger", payload={"node_delay": 1.0}
+        conn, timing=timing, project="slow", workflow="ledger", payload={"node_delay": 0.5}
     )
     sid = schedule["schedule_id"]
     with daemons(db_url, tmp_path) as start:
@@ -93,7 +93,7 @@ async def test_overlap_skip_starts_nothing_while_a_slow_run_lives(
             (sid,),
             until=lambda rows: (
                 rows[0]["status"] == "pending_review"
-                and rows[0]["next_fire_at"] > first + timedelta(seconds=3)
+                and rows[0]["next_fire_at"] > first + timedelta(seconds=2)
             ),
         )
         assert [row["at"] for row in await wait_for(conn, FIRED, (sid,), until=bool)] == [first]

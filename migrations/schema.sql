@@ -111,6 +111,18 @@ BEGIN
 END $$;
 
 --
+-- Name: orchestrator_notify_schedule(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.orchestrator_notify_schedule() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM pg_notify('orchestrator_schedules_v1', NEW.schedule_id);
+    RETURN NULL;
+END $$;
+
+--
 -- Name: orchestrator_put(text, bigint, interval, boolean, bigint, text, jsonb, bytea[], bytea[], jsonb, integer, boolean); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -395,7 +407,30 @@ CREATE TABLE public.runs (
     waiting_for jsonb,
     priority integer DEFAULT 0 NOT NULL,
     trace_context jsonb,
+    schedule_id text,
+    schedule_fire_time timestamp with time zone,
     CONSTRAINT runs_project_slug CHECK ((project ~ '^[a-z0-9][a-z0-9_-]{0,62}$'::text))
+);
+
+--
+-- Name: schedules; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.schedules (
+    schedule_id text NOT NULL,
+    cron text NOT NULL,
+    timezone text NOT NULL,
+    project text NOT NULL,
+    workflow text NOT NULL,
+    payload jsonb NOT NULL,
+    overlap text NOT NULL,
+    catchup interval NOT NULL,
+    paused boolean DEFAULT false NOT NULL,
+    next_fire_at timestamp with time zone NOT NULL,
+    buffered_fire_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT schedules_overlap_check CHECK ((overlap = ANY (ARRAY['skip'::text, 'allow'::text, 'buffer_one'::text])))
 );
 
 --
@@ -544,6 +579,13 @@ ALTER TABLE ONLY public.runs
     ADD CONSTRAINT runs_pkey PRIMARY KEY (run_id);
 
 --
+-- Name: schedules schedules_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.schedules
+    ADD CONSTRAINT schedules_pkey PRIMARY KEY (schedule_id);
+
+--
 -- Name: webhook_events webhook_events_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -642,6 +684,12 @@ CREATE INDEX runs_project_created ON public.runs USING btree (project, created_a
 CREATE INDEX runs_queued ON public.runs USING btree (priority DESC, created_at) WHERE (status = 'queued'::text);
 
 --
+-- Name: runs_schedule_fire; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX runs_schedule_fire ON public.runs USING btree (schedule_id, schedule_fire_time) WHERE (schedule_id IS NOT NULL);
+
+--
 -- Name: runs_status_created; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -652,6 +700,18 @@ CREATE INDEX runs_status_created ON public.runs USING btree (status, created_at)
 --
 
 CREATE INDEX runs_timers ON public.runs USING btree (wake_at) WHERE (status = 'waiting_timer'::text);
+
+--
+-- Name: schedules_buffered; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX schedules_buffered ON public.schedules USING btree (buffered_fire_at) WHERE ((buffered_fire_at IS NOT NULL) AND (NOT paused));
+
+--
+-- Name: schedules_due; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX schedules_due ON public.schedules USING btree (next_fire_at) WHERE (NOT paused);
 
 --
 -- Name: webhook_events_received; Type: INDEX; Schema: public; Owner: -
@@ -700,6 +760,12 @@ CREATE TRIGGER runs_notify_queued AFTER INSERT OR UPDATE OF status ON public.run
 --
 
 CREATE TRIGGER runs_void_approvals AFTER UPDATE OF status, waiting_for ON public.runs FOR EACH ROW WHEN (((new.status <> 'running'::text) AND ((old.status IS DISTINCT FROM new.status) OR (old.waiting_for IS DISTINCT FROM new.waiting_for)))) EXECUTE FUNCTION public.orchestrator_void_approvals();
+
+--
+-- Name: schedules schedules_notify; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER schedules_notify AFTER INSERT OR UPDATE OF paused ON public.schedules FOR EACH ROW WHEN ((NOT new.paused)) EXECUTE FUNCTION public.orchestrator_notify_schedule();
 
 --
 -- Name: artifacts artifacts_run_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -

@@ -9,12 +9,13 @@ from pydantic import ValidationError
 # Typer vendors click; its usage errors are only reachable here.
 from typer._click.exceptions import UsageError
 
-from engine.cli import db, runs, services, tokens
+from engine.cli import db, runs, schedules, services, tokens
 from engine.cli.common import UsageFailure, app, fail, run_async
 from engine.db.migrations import MigrationError
 from engine.runtime import store
+from engine.runtime.schedules import ScheduleNotFound
 
-__all__ = ["app", "db", "main", "run_async", "runs", "services", "tokens"]
+__all__ = ["app", "db", "main", "run_async", "runs", "schedules", "services", "tokens"]
 
 
 def main() -> None:
@@ -26,7 +27,7 @@ def main() -> None:
         fail(error.format_message().replace("\n", " "), 2)
     except (UsageFailure, store.InvalidInput, MigrationError) as error:
         fail(str(error), 2)
-    except (store.RunNotFound, store.Refused) as error:
+    except (store.RunNotFound, ScheduleNotFound, store.Refused) as error:
         fail(str(error), 1)
     except ExceptionGroup as group:
         # A service that cannot bind its port (another process has it) ends the TaskGroup.

@@ -30,7 +30,12 @@ db_app = typer.Typer(help="The database the orchestrator uses.", no_args_is_help
 tokens_app = typer.Typer(
     help="Named API and console identities, each with a role.", no_args_is_help=True
 )
+schedules_app = typer.Typer(
+    help="Start runs on a cron schedule, in a timezone (docs/time.md#schedules).",
+    no_args_is_help=True,
+)
 app.add_typer(runs_app, name="runs")
+app.add_typer(schedules_app, name="schedules")
 app.add_typer(db_app, name="db")
 app.add_typer(tokens_app, name="tokens")
 

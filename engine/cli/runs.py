@@ -2,7 +2,7 @@
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
@@ -19,9 +19,6 @@ from engine.cli.common import (
 )
 from engine.runtime import store
 from engine.settings import Settings
-
-if TYPE_CHECKING:
-    pass
 
 
 @runs_app.command("create")
@@ -42,6 +39,20 @@ def runs_create(
 ) -> None:
     """Queue a run; prints its run_id as the last line."""
     start = store.parse_not_before(not_before, "--not-before") if not_before is not None else None
+    name, body = run_input(project, brief, payload, workflow)
+    run = with_db(
+        lambda conn: store.create_run(
+            conn, project=project, payload=body, workflow=name, not_before=start
+        )
+    )
+    print(run["run_id"])
+
+
+def run_input(
+    project: str, brief: str | None, payload: str | None, workflow: str | None
+) -> tuple[str, dict[str, Any]]:
+    """The workflow (default: the App's first) and the input a run of it starts with,
+    checked against the workflow's input schema (exit 2 naming the option)."""
     body = json_object(payload, "--payload") if payload is not None else {}
     if brief is not None:
         body["brief"] = brief
@@ -53,12 +64,7 @@ def runs_create(
     if name not in chosen.by_name:
         raise UsageFailure(f"--workflow: no workflow named {name!r}")
     checked_input(chosen.by_name[name].input_schema, body)
-    run = with_db(
-        lambda conn: store.create_run(
-            conn, project=project, payload=body, workflow=name, not_before=start
-        )
-    )
-    print(run["run_id"])
+    return name, body
 
 
 @runs_app.command("list")
@@ -125,6 +131,8 @@ def runs_show(
         "result",
         "error",
         "waiting_for",
+        "schedule_id",
+        "schedule_fire_time",
     ):
         if view.run.get(key) is not None:
             run.add_row(key, short(view.run[key]))

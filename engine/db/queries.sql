@@ -436,3 +436,85 @@ DELETE FROM webhook_events WHERE id IN (
     ORDER BY e.received_at
     LIMIT %(limit)s
 );
+
+-- clock --
+-- The database's time: every daemon and command reads the same clock
+SELECT now() AS now;
+
+-- insert_schedule --
+-- A new schedule (the NOTIFY trigger wakes the daemons: it may fire before their poll)
+INSERT INTO schedules (schedule_id, cron, timezone, project, workflow, payload, overlap, catchup,
+    next_fire_at)
+VALUES (%(schedule_id)s, %(cron)s, %(timezone)s, %(project)s, %(workflow)s, %(payload)s,
+    %(overlap)s, %(catchup)s, %(next_fire_at)s)
+RETURNING *;
+
+-- list_schedules --
+-- Every schedule, oldest first
+SELECT * FROM schedules ORDER BY created_at, schedule_id;
+
+-- get_schedule --
+-- One schedule by id
+SELECT * FROM schedules WHERE schedule_id = %(schedule_id)s;
+
+-- pause_schedule --
+-- Stop firing; a start held by buffer_one is dropped with the pause
+UPDATE schedules SET paused = true, buffered_fire_at = NULL, updated_at = now()
+WHERE schedule_id = %(schedule_id)s
+RETURNING *;
+
+-- resume_schedule --
+-- Fire again from %(next_fire_at)s (the first fire time after now): the times that
+-- passed while paused are not made up. Resuming a schedule that runs changes nothing.
+UPDATE schedules
+SET next_fire_at = CASE WHEN paused THEN %(next_fire_at)s ELSE next_fire_at END,
+    paused = false, updated_at = now()
+WHERE schedule_id = %(schedule_id)s
+RETURNING *;
+
+-- delete_schedule --
+-- Remove a schedule; the runs it started stay, still naming it
+DELETE FROM schedules WHERE schedule_id = %(schedule_id)s RETURNING schedule_id;
+
+-- schedules_due_at --
+-- When the next firing pass is due: the earliest fire time of a running schedule,
+-- or now when one holds a start (buffer_one) that a run's end may release
+SELECT now() AS now,
+    (SELECT min(next_fire_at) FROM schedules WHERE NOT paused) AS next_fire_at,
+    EXISTS (SELECT 1 FROM schedules WHERE buffered_fire_at IS NOT NULL AND NOT paused)
+        AS buffered;
+
+-- lock_due_schedules --
+-- The schedules with a fire time due at %(now)s (default: the database's now) or a
+-- held start, each locked by one firing pass (the others skip it), with the number
+-- of its runs that have not ended (its overlap policy's count). A daemon that stops
+-- mid-pass without dying (SIGSTOP, a partition) loses its session after 10 s idle in
+-- the transaction, and with it the locks, rather than holding the schedules forever.
+SELECT s.*, COALESCE(%(now)s::timestamptz, now()) AS now,
+    (SELECT count(*) FROM runs r
+     WHERE r.schedule_id = s.schedule_id AND r.status <> ALL(%(terminal)s)) AS live
+FROM schedules s,
+    (SELECT set_config('idle_in_transaction_session_timeout', '10s', true)) AS stop_guard
+WHERE NOT s.paused
+  AND (s.next_fire_at <= COALESCE(%(now)s::timestamptz, now()) OR s.buffered_fire_at IS NOT NULL)
+ORDER BY s.next_fire_at
+LIMIT %(limit)s
+FOR UPDATE OF s SKIP LOCKED;
+
+-- insert_scheduled_runs --
+-- Queue a schedule's runs, one per fire time: a fire time that has its run already
+-- (another daemon's pass, a backfill) gets none. Returns the runs inserted.
+INSERT INTO runs (run_id, project, status, payload, workflow, schedule_id, schedule_fire_time)
+SELECT f.run_id, %(project)s, %(status)s, %(payload)s, %(workflow)s, %(schedule_id)s, f.fire_time
+FROM unnest(%(run_ids)s::text[], %(fire_times)s::timestamptz[]) AS f(run_id, fire_time)
+ON CONFLICT (schedule_id, schedule_fire_time) WHERE schedule_id IS NOT NULL DO NOTHING
+RETURNING run_id, schedule_fire_time;
+
+-- advance_schedule --
+-- After a firing pass: the first fire time not dealt with, and the start held, if
+-- any. A schedule that fires no more (%(next_fire_at)s is null) is paused.
+UPDATE schedules
+SET next_fire_at = COALESCE(%(next_fire_at)s::timestamptz, next_fire_at),
+    paused = %(next_fire_at)s::timestamptz IS NULL,
+    buffered_fire_at = %(buffered_fire_at)s, updated_at = now()
+WHERE schedule_id = %(schedule_id)s;

@@ -14,6 +14,7 @@ from engine.db.status import Status
 from engine.observability import sd_notify
 from engine.observability.logs import run_context
 from engine.observability.telemetry import DISABLED, Telemetry
+from engine.runtime import schedules
 from engine.runtime.claims import Claim, claim_params
 from engine.runtime.claims import load_claims as _load_claims
 from engine.runtime.executor import Executor
@@ -26,7 +27,16 @@ log = logging.getLogger(__name__)
 VERSION_REPORT_INTERVAL = 60.0  # seconds between reports of runs left to other workers
 # Seconds between attempts to re-establish LISTEN: polling covers the gap.
 RECONNECT_FIRST, RECONNECT_MAX = 0.2, 5.0
-CHANNELS = ("orchestrator_runs_v1", "orchestrator_approvals_v1", "orchestrator_events_v1")
+# Seconds at least between two firing passes of a daemon: what another daemon's pass
+# has locked is not asked for again at once.
+PASS_SPACING = 0.05
+SCHEDULES_CHANNEL = "orchestrator_schedules_v1"  # a schedule created or resumed
+CHANNELS = (
+    "orchestrator_runs_v1",
+    "orchestrator_approvals_v1",
+    "orchestrator_events_v1",
+    SCHEDULES_CHANNEL,
+)
 # Seconds past a timer's due time to claim at, so that the claim's NOW() has passed it.
 TIMER_SLACK = 0.002
 
@@ -56,6 +66,7 @@ class Daemon:
         self._next_timer: float | None = None
         self._timers_stale = True
         self._timers_moved = asyncio.Event()
+        self._schedules_due = 0.0  # time.monotonic() of the next firing pass
         self.last_tick = time.monotonic()
         self.listening = not settings.listen  # True once LISTEN is up (or not wanted)
         # The loop turns at least every poll interval; a loop this late is stuck.
@@ -89,6 +100,7 @@ class Daemon:
                 self.last_tick = time.monotonic()
                 sd_notify.watchdog()
                 self._wake.clear()
+                await self._fire_schedules()
                 free = self._settings.concurrency - len(self._held)
                 claims = await self._claim(free) if free > 0 else []
                 # Claim again when a slot frees if work may have been left behind:
@@ -101,10 +113,14 @@ class Daemon:
             await self._drain()
 
     async def _sleep(self, stop: asyncio.Event) -> None:
-        """Until a NOTIFY, a freed slot, a stop request, the next timer's due time or
-        the poll interval. A run of ours starting to sleep only re-arms the wait."""
+        """Until a NOTIFY, a freed slot, a stop request, the next timer's due time, a
+        schedule's next fire time or the poll interval. A run of ours starting to sleep
+        only re-arms the wait."""
         loop = asyncio.get_running_loop()
-        poll_at = loop.time() + self._settings.poll_interval  # re-arming never delays it
+        # Re-arming never delays the poll; a firing pass is due by time.monotonic().
+        poll_at = loop.time() + min(
+            self._settings.poll_interval, max(0.0, self._schedules_due - time.monotonic())
+        )
         while True:
             self._timers_moved.clear()  # set while learning: the wait below ends at once
             if self._timers_stale:
@@ -144,6 +160,27 @@ class Daemon:
         seconds = row["seconds"] if row is not None else None
         loop = asyncio.get_running_loop()
         self._next_timer = None if seconds is None else loop.time() + seconds + TIMER_SLACK
+
+    async def _fire_schedules(self) -> None:
+        """Fire the schedules that are due, and note when the next pass is: at the
+        earliest fire time, at least every poll interval (a held start may be free)."""
+        if time.monotonic() < self._schedules_due:
+            return
+        wait = self._settings.poll_interval
+        try:
+            async with self._pool.connection() as conn:
+                now, due_at = await schedules.next_due(conn)
+                fire = due_at is not None and due_at <= now
+                if fire:
+                    fired = await schedules.fire_due(conn)
+                    now, due_at = fired.now, fired.next_due
+        except psycopg.Error as error:  # the next pass tries again; the daemon goes on
+            log.warning("firing schedules failed: %s", error, extra={"action": "schedules_failed"})
+        else:
+            wait = schedules.wait_for(now, due_at, wait)
+            if fire:  # still due: another daemon's pass holds it, or more is owed
+                wait = max(wait, PASS_SPACING)
+        self._schedules_due = time.monotonic() + wait
 
     async def _claim(self, limit: int) -> list[Claim]:
         try:
@@ -311,8 +348,12 @@ class Daemon:
                         await conn.execute(f"LISTEN {channel}")
                     retry = RECONNECT_FIRST
                     self.listening = True
-                    self._wake.set()  # a NOTIFY may have been missed while disconnected
-                    async for _ in conn.notifies():
+                    # A NOTIFY may have been missed while disconnected.
+                    self._schedules_due = 0.0
+                    self._wake.set()
+                    async for notify in conn.notifies():
+                        if notify.channel == SCHEDULES_CHANNEL:
+                            self._schedules_due = 0.0
                         self._wake.set()
             except psycopg.OperationalError as error:
                 self.listening = False

@@ -54,8 +54,13 @@ def storable(value: Any, field: str) -> Any:
     return value
 
 
+def new_id(prefix: str) -> str:
+    """`prefix` and 12 random base32 characters: `run_…`, `sch_…`."""
+    return prefix + "".join(secrets.choice(_BASE32) for _ in range(12))
+
+
 def new_run_id() -> str:
-    return "run_" + "".join(secrets.choice(_BASE32) for _ in range(12))
+    return new_id("run_")
 
 
 def validate_project(project: str) -> str:

@@ -12,14 +12,15 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.app import App
 from engine.db.connections import Pool, open_pool
 from engine.observability.telemetry import DISABLED, Telemetry
-from engine.runtime import store
+from engine.runtime import schedules, store
+from engine.runtime.schedule_times import DEFAULT_CATCHUP, DEFAULT_OVERLAP, Timing
 from engine.runtime.workflow import checked_edit, checked_input
 from engine.service.access.guard import Guard, Guarded, identity_of
 from engine.service.access.identities import Role, weak_bootstrap
@@ -51,6 +52,24 @@ class NewRun(BaseModel):
     not_before: str | None = Field(
         default=None, max_length=64, json_schema_extra={"format": "date-time"}
     )
+
+
+class NewSchedule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cron: str = Field(max_length=200)
+    timezone: str = Field(max_length=100)
+    project: str = Field(pattern=SLUG, max_length=63)
+    brief: str | None = Field(default=None, max_length=20_000)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    workflow: str | None = Field(default=None, max_length=100)  # None: the App's first
+    overlap: str = Field(default=DEFAULT_OVERLAP, max_length=20)
+    catchup: str = Field(default=DEFAULT_CATCHUP, max_length=20)
+
+
+class BackfillRange(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    start: AwareDatetime = Field(alias="from")
+    end: AwareDatetime = Field(alias="to")
 
 
 class NewApproval(BaseModel):
@@ -173,14 +192,23 @@ def create_app(
     async def refused(_: Request, exc: Exception) -> JSONResponse:
         return error(409, str(exc))
 
-    @app.post("/runs", status_code=201, dependencies=admin)
-    async def create_run(new: NewRun) -> JSONResponse:
+    @app.exception_handler(schedules.ScheduleNotFound)
+    async def schedule_not_found(_: Request, exc: Exception) -> JSONResponse:
+        return error(404, str(exc), "schedule_id")
+
+    def run_input(new: NewRun | NewSchedule) -> tuple[str, dict[str, Any]]:
+        """The workflow and the input its run starts with, checked as `POST /runs` does."""
         workflow = new.workflow or served.default_workflow
         if workflow not in served.by_name:
-            return error(422, f"workflow: no workflow named {workflow!r}", "workflow")
+            raise store.InvalidInput(f"workflow: no workflow named {workflow!r}")
         brief = store.storable(new.brief, "brief")
         payload = {**new.payload, **({"brief": brief} if brief is not None else {})}
         checked_input(served.by_name[workflow].input_schema, payload)
+        return workflow, payload
+
+    @app.post("/runs", status_code=201, dependencies=admin)
+    async def create_run(new: NewRun) -> JSONResponse:
+        workflow, payload = run_input(new)
         start = (
             store.parse_not_before(new.not_before, "not_before")
             if new.not_before is not None
@@ -269,6 +297,56 @@ def create_app(
     async def retry(run_id: str) -> JSONResponse:
         async with pool.connection() as conn:
             return JSONResponse(jsonable_encoder(await store.retry_run(conn, run_id)))
+
+    @app.post("/schedules", status_code=201, dependencies=admin)
+    async def create_schedule(new: NewSchedule) -> JSONResponse:
+        timing = Timing.parse(
+            cron=new.cron, timezone=new.timezone, overlap=new.overlap, catchup=new.catchup
+        )
+        workflow, payload = run_input(new)
+        async with pool.connection() as conn:
+            row = await schedules.create_schedule(
+                conn, timing=timing, project=new.project, workflow=workflow, payload=payload
+            )
+        return JSONResponse(jsonable_encoder(schedules.view(row)), status_code=201)
+
+    @app.get("/schedules")
+    async def list_schedules() -> JSONResponse:
+        async with pool.connection() as conn:
+            rows = await schedules.list_schedules(conn)
+        return JSONResponse(jsonable_encoder([schedules.view(row) for row in rows]))
+
+    @app.get("/schedules/{schedule_id}")
+    async def show_schedule(schedule_id: str) -> JSONResponse:
+        async with pool.connection() as conn:
+            row = await schedules.get_schedule(conn, schedule_id)
+        return JSONResponse(jsonable_encoder(schedules.view(row)))
+
+    @app.post("/schedules/{schedule_id}/pause", dependencies=admin)
+    async def pause_schedule(schedule_id: str) -> JSONResponse:
+        async with pool.connection() as conn:
+            row = await schedules.pause_schedule(conn, schedule_id)
+        return JSONResponse(jsonable_encoder(schedules.view(row)))
+
+    @app.post("/schedules/{schedule_id}/resume", dependencies=admin)
+    async def resume_schedule(schedule_id: str) -> JSONResponse:
+        async with pool.connection() as conn:
+            row = await schedules.resume_schedule(conn, schedule_id)
+        return JSONResponse(jsonable_encoder(schedules.view(row)))
+
+    @app.post("/schedules/{schedule_id}/backfill", dependencies=admin)
+    async def backfill_schedule(schedule_id: str, span: BackfillRange) -> JSONResponse:
+        async with pool.connection() as conn:
+            done = await schedules.backfill(conn, schedule_id, span.start, span.end)
+        return JSONResponse(
+            jsonable_encoder({"fire_times": done.fire_times, "created": done.created})
+        )
+
+    @app.delete("/schedules/{schedule_id}", status_code=204, dependencies=admin)
+    async def delete_schedule(schedule_id: str) -> Response:
+        async with pool.connection() as conn:
+            await schedules.delete_schedule(conn, schedule_id)
+        return Response(status_code=204)
 
     docs_page, docs_policy = swagger_page(app.title)
 

@@ -15,7 +15,8 @@ from psycopg.types.json import Jsonb
 from pydantic import SecretStr
 
 from engine.db.connections import open_pool
-from engine.runtime import store
+from engine.runtime import schedules, store
+from engine.runtime.schedule_times import Timing
 from engine.service.api import create_app
 from engine.settings import Settings
 from tests.app import app as test_app
@@ -466,3 +467,31 @@ async def test_a_delayed_run_says_when_it_wakes_and_is_found_by_its_status(
     assert "waiting_timer" in page and "Wakes at" in page, page
     listed = await client.get("/console/runs", params={"status": "waiting_timer"})
     assert run["run_id"] in listed.text
+
+
+async def test_the_schedules_page_lists_each_with_its_next_fire_times(
+    client: httpx.AsyncClient, conn: Conn
+) -> None:
+    empty = await client.get("/console/schedules")
+    assert empty.status_code == 200 and "No schedules." in empty.text
+    timing = Timing.parse(cron="0 9 * * MON-FRI", timezone="Asia/Tokyo")
+    running, paused = [
+        await schedules.create_schedule(
+            conn, timing=timing, project="cats", workflow="production", payload={"brief": "b"}
+        )
+        for _ in range(2)
+    ]
+    await schedules.pause_schedule(conn, paused["schedule_id"])
+    page = await client.get("/console/schedules")
+    assert page.status_code == 200
+    assert page.text.count("00:00:00 UTC") == 3  # 09:00 in Tokyo (no DST), the next three weekdays
+    assert running["schedule_id"] in page.text and paused["schedule_id"] in page.text
+    assert ">paused<" in page.text
+    done = await schedules.backfill(
+        conn,
+        running["schedule_id"],
+        datetime(2026, 11, 30, 0, tzinfo=UTC),
+        datetime(2026, 11, 30, 0, tzinfo=UTC),
+    )
+    run_page = await client.get(f"/console/runs/{done.created[0]}")
+    assert f"by {running['schedule_id']} for 2026-11-30 00:00:00 UTC" in run_page.text

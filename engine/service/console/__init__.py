@@ -1,8 +1,9 @@
 """The operator console: server-rendered pages over the same store as the API.
 
 `/` is the approvals inbox; `/console/runs` lists runs and `/console/runs/{id}`
-shows one. Each page has a `…/live` twin that renders only its changing part,
-which `static/console.js` polls and swaps in piece by piece.
+shows one. Each of these has a `…/live` twin that renders only its changing part,
+which `static/console.js` polls and swaps in piece by piece. `/console/schedules`
+lists the schedules, read only.
 """
 
 from typing import Any
@@ -15,7 +16,7 @@ from engine.app import App
 from engine.db.connections import Pool
 from engine.db.queries import load_queries
 from engine.db.status import PENDING_LIKE
-from engine.runtime import store
+from engine.runtime import schedules, store
 from engine.service.access.guard import Guard, identity_of
 from engine.service.console.auth import Auth, SignInRefused, remember_approver
 from engine.service.console.forms import parse_approval
@@ -162,6 +163,12 @@ def console_router(pool: Pool, guard: Guard, served: App) -> APIRouter:
         if identity is None:
             remember_approver(response, request, approval.approver)
         return response
+
+    @router.get("/console/schedules")
+    async def schedules_page(request: Request) -> Response:
+        async with pool.connection() as conn:
+            rows = await schedules.list_schedules(conn)
+        return pages.render(request, "schedules.html", schedules=[schedules.view(r) for r in rows])
 
     @router.get("/console/login")
     async def login_page(request: Request) -> Response:

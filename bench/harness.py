@@ -22,6 +22,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import DictRow, dict_row
 
 from engine.db.migrations import migrate
+from engine.runtime.daemon import CHANNELS
 from tests.graphs import LEDGER_TABLE
 from tests.stack import KIE_SECRET, UPLOAD_POST_SECRET, free_port
 
@@ -188,12 +189,13 @@ def sandbox_providers(url: str, **change: object) -> Iterator[dict[str, object]]
 
 
 def wait_for_daemons(conn: psycopg.Connection[DictRow], count: int, within: float = 60) -> None:
-    """Until `count` daemons listen on this database (imported, connected, claiming)."""
+    """Until `count` daemons listen on this database (imported, connected, claiming):
+    their listener's last statement is the LISTEN on the last of the channels."""
     wait_until(
         conn,
         "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
-        "AND query LIKE 'LISTEN orchestrator_events_v1%%' HAVING count(*) >= %s",
-        (count,),
+        "AND query = %s HAVING count(*) >= %s",
+        (f"LISTEN {CHANNELS[-1]}", count),
         within,
     )
 

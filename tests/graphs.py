@@ -47,7 +47,7 @@ class LedgerState(TypedDict, total=False):
     decision: dict[str, Any]
 
 
-async def _record(node: str, runtime: Runtime[RunContext]) -> int:
+async def record_node(node: str, runtime: Runtime[RunContext]) -> int:
     """Count this execution; returns how often `node` has now run for this run."""
     ctx = runtime.context
     async with ctx.pool.connection() as conn:
@@ -67,7 +67,7 @@ async def _record(node: str, runtime: Runtime[RunContext]) -> int:
 
 def _step(node: str) -> Any:
     async def step(state: LedgerState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-        executions = await _record(node, runtime)
+        executions = await record_node(node, runtime)
         if node == "n2" and executions <= state.get("fail_times", 0):
             raise RuntimeError(f"n2 fails on purpose (execution {executions})")
         await asyncio.sleep(state.get("node_delay", 0.0))
@@ -108,18 +108,18 @@ class SleeperState(TypedDict, total=False):
 
 
 async def _before(state: SleeperState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    await _record("before", runtime)
+    await record_node("before", runtime)
     return {"due": (datetime.now(UTC) + timedelta(seconds=state.get("nap", 1.0))).isoformat()}
 
 
 async def _nap(state: SleeperState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     woke = sleep(until=datetime.fromisoformat(state["due"]))  # first: nothing runs twice
-    await _record("nap", runtime)
+    await record_node("nap", runtime)
     return {"woke": woke.isoformat()}
 
 
 async def _after(state: SleeperState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    await _record("after", runtime)
+    await record_node("after", runtime)
     return {}
 
 

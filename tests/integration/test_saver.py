@@ -292,7 +292,8 @@ async def test_discarding_waits_for_a_send_in_flight(db_url: str, conn: Conn) ->
             until=bool,
         )
         discarding = asyncio.create_task(saver.session.writes.discard())
-        await asyncio.sleep(0.05)
+        for _ in range(20):  # loop turns, not time: the discard reaches its wait on the send
+            await asyncio.sleep(0)
         assert not discarding.done()
         await locker.commit()  # the lock goes: the send completes, then the discard
         await discarding

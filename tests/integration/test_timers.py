@@ -21,6 +21,7 @@ from engine.runtime.daemon import Daemon
 from engine.runtime.executor import Executor
 from engine.runtime.workflow import RunContext, Workflow
 from engine.settings import Settings
+from tests.graphs import record_node
 from tests.helpers import wait_for
 
 Conn = AsyncConnection[DictRow]
@@ -34,29 +35,21 @@ class Timed(TypedDict, total=False):
     woke: str
 
 
-async def _ledger(runtime: Runtime[RunContext], node: str) -> None:
-    async with runtime.context.pool.connection() as conn:
-        await conn.execute(
-            "INSERT INTO node_ledger (run_id, node, epoch) VALUES (%s, %s, %s)",
-            (runtime.context.run_id, node, runtime.context.lease.epoch),
-        )
-
-
 async def _before(state: Timed, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    await _ledger(runtime, "before")
+    await record_node("before", runtime)
     return {"due": (datetime.now(UTC) + timedelta(seconds=state.get("nap", 3600))).isoformat()}
 
 
 async def _nap(state: Timed, runtime: Runtime[RunContext]) -> dict[str, Any]:
     # Work before the sleep in the same node: it runs again on waking (the documented rule).
-    await _ledger(runtime, "nap-start")
+    await record_node("nap-start", runtime)
     woke = sleep(until=datetime.fromisoformat(state["due"]))
-    await _ledger(runtime, "nap-end")
+    await record_node("nap-end", runtime)
     return {"woke": woke.isoformat()}
 
 
 async def _after(state: Timed, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    await _ledger(runtime, "after")
+    await record_node("after", runtime)
     return {}
 
 
@@ -79,6 +72,15 @@ async def _claim(conn: Conn) -> list[Claim]:
     )
     claims, unloadable = await load_claims(cursor)
     assert unloadable == []
+    return claims
+
+
+async def _claim_when_due(conn: Conn, within: float = 10.0) -> list[Claim]:
+    """The claim's first non-empty answer, polled until `within` seconds pass."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not (claims := await _claim(conn)):
+        assert asyncio.get_running_loop().time() < deadline, "never claimed"
+        await asyncio.sleep(0.05)
     return claims
 
 
@@ -110,13 +112,7 @@ async def test_the_claim_takes_a_sleeping_run_once_due_with_the_time_it_woke(
 ) -> None:
     run = await _park(db_url, conn, nap=1.0)
     assert await _claim(conn) == []  # not yet due
-    claims: list[Claim] = []
-    deadline = asyncio.get_running_loop().time() + 10
-    while not claims:
-        assert asyncio.get_running_loop().time() < deadline, "never claimed"
-        await asyncio.sleep(0.05)
-        claims = await _claim(conn)
-    (claim,) = claims
+    (claim,) = await _claim_when_due(conn)
     assert claim.run_id == run["run_id"] and claim.checkpoint is not None
     assert claim.resume is not None and claim.resume["timer"] == run["wake_at"].isoformat()
     assert datetime.fromisoformat(claim.resume["woke_at"]) >= run["wake_at"]
@@ -133,13 +129,8 @@ async def test_a_delayed_run_is_claimed_only_from_its_time_and_starts_from_its_p
     assert run["status"] == "waiting_timer" and run["wake_at"] == not_before
     assert run["waiting_for"] == {"not_before": not_before.isoformat()}
     assert await _claim(conn) == []
-    claims: list[Claim] = []
-    while not claims:
-        assert datetime.now(UTC) < not_before + timedelta(seconds=10), "never claimed"
-        await asyncio.sleep(0.05)
-        claims = await _claim(conn)
+    (claim,) = await _claim_when_due(conn)
     assert datetime.now(UTC) >= not_before
-    (claim,) = claims
     assert (claim.resume, claim.checkpoint, claim.payload) == (None, None, {"nap": 1})
     assert (await store.get_run(conn, run["run_id"]))["waiting_for"] is None
 
@@ -210,9 +201,9 @@ async def test_a_node_that_sleeps_twice_passes_the_first_sleep_on_its_second_wak
 ) -> None:
     async def twice(state: Timed, runtime: Runtime[RunContext]) -> dict[str, Any]:
         first = sleep(timedelta(seconds=0.3))
-        await _ledger(runtime, "between")
+        await record_node("between", runtime)
         second = sleep(timedelta(seconds=0.3))
-        await _ledger(runtime, "end")
+        await record_node("end", runtime)
         return {"due": first.isoformat(), "woke": second.isoformat()}
 
     builder = StateGraph(Timed, context_schema=RunContext)

@@ -11,15 +11,20 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from engine.app import App, Service
+    from engine.runtime.deadlines import Deadline, GateTimedOut
     from engine.runtime.waits import Decision, ProviderWait, ask, pause, sleep
     from engine.runtime.workflow import Gate, Graph, RunContext, Workflow
-    from engine.settings import Config, Settings
+    from engine.settings import Config, Duration, Durations, Settings
 
 _EXPORTS = {
     "App": "engine.app",
     "Service": "engine.app",
     "Config": "engine.settings",
     "Settings": "engine.settings",
+    "Duration": "engine.settings",
+    "Durations": "engine.settings",
+    "Deadline": "engine.runtime.deadlines",
+    "GateTimedOut": "engine.runtime.deadlines",
     "Decision": "engine.runtime.waits",
     "ProviderWait": "engine.runtime.waits",
     "ask": "engine.runtime.waits",
@@ -33,8 +38,12 @@ _EXPORTS = {
 __all__ = [
     "App",
     "Config",
+    "Deadline",
     "Decision",
+    "Duration",
+    "Durations",
     "Gate",
+    "GateTimedOut",
     "Graph",
     "ProviderWait",
     "RunContext",

@@ -4,21 +4,51 @@ An App adds its own settings classes (same prefix, same `.env`); `Config` holds 
 """
 
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import (
     AliasChoices,
+    BeforeValidator,
     Field,
     PositiveFloat,
     PositiveInt,
     SecretStr,
     field_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(text: str, what: str) -> timedelta:
+    """'45s', '30m', '2h', '7d'; ValueError naming `what` for anything else."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"{what}: {text!r} is not a duration like 45s, 30m, 2h or 7d")
+    return timedelta(**{_UNITS[match[2]]: int(match[1])})
+
+
+def _duration(value: object) -> object:
+    return parse_duration(value, "duration") if isinstance(value, str) else value
+
+
+def _durations(value: object) -> object:
+    if isinstance(value, str):
+        return tuple(parse_duration(part, "duration") for part in value.split(",") if part.strip())
+    return value
+
+
+# Settings' types for durations as people write them: '45s', '30m', '2h', '7d'
+# (an App's settings use them too), and a comma-separated list of them ('24h,1h').
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+Durations = Annotated[tuple[timedelta, ...], NoDecode, BeforeValidator(_durations)]
 
 
 def _default_worker_id() -> str:

@@ -1,9 +1,12 @@
 """The production graph's gates: approve the workflow, approve publishing."""
 
+from datetime import timedelta
+
 from langgraph.types import Command
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from engine import Gate, ask
+from engine import Config, Deadline, Gate, ask
+from gates.settings import GateSettings, OnDeadline
 from personas.state import CREW, Persona, ProductionState, next_step
 
 WORKFLOW_GATE = "workflow"
@@ -67,6 +70,40 @@ class WorkflowEdit(BaseModel):
         return workflow
 
 
+def _deadline(
+    after: timedelta | None, then: OnDeadline, reminders: tuple[timedelta, ...], what: str
+) -> Deadline | None:
+    if after is None:
+        return None
+    comment = f"nobody decided on the {what} within {after}: " + (
+        "propose again" if then == "reject" else f"the system chose to {then}"
+    )
+    return Deadline(
+        after=after,
+        then=then,
+        comment=comment if then == "reject" else None,
+        role="admin" if then == "escalate" else None,
+        reminders=reminders,
+    )
+
+
+def workflow_deadline(config: Config) -> Deadline | None:
+    gates = config[GateSettings]
+    return _deadline(
+        gates.workflow_gate_deadline,
+        gates.workflow_gate_on_deadline,
+        gates.gate_reminders,
+        "proposed workflow",
+    )
+
+
+def publish_deadline(config: Config) -> Deadline | None:
+    gates = config[GateSettings]
+    return _deadline(
+        gates.publish_gate_deadline, gates.publish_gate_on_deadline, gates.gate_reminders, "render"
+    )
+
+
 GATES = (
     Gate(
         WORKFLOW_GATE,
@@ -75,6 +112,7 @@ GATES = (
         "before approving, or reject it with what should change (e.g. 'skip media').",
         shows={"proposal": "Brendan proposes", "problem": "The last edit was refused"},
         edits=WorkflowEdit,
+        deadline=workflow_deadline,
     ),
     Gate(
         PUBLISH_GATE,
@@ -82,5 +120,6 @@ GATES = (
         description="The render goes to the run's platforms through upload-post once approved; "
         "a rejection sends the run back to Brendan with the comment.",
         shows={"render": "The render to publish"},
+        deadline=publish_deadline,
     ),
 )

@@ -14,24 +14,61 @@ CREATE FUNCTION public.orchestrator_check_approval() RETURNS trigger
 DECLARE
     current_status TEXT;
     waiting        JSONB;
+    due            TIMESTAMPTZ;
     pause          BIGINT;
     earlier        hitl_approvals;
+    last_answer    hitl_approvals;
+    by_system      BOOLEAN := NEW.approver = 'system' AND coalesce(NEW.payload ? 'timed_out', false);
 BEGIN
     -- NO KEY UPDATE: concurrent approvals of the run wait here for each other
     -- (FOR SHARE let them all through together); the foreign-key check's
     -- KEY SHARE does not conflict with it.
-    SELECT status, waiting_for INTO current_status, waiting
+    SELECT status, waiting_for, wake_at INTO current_status, waiting, due
     FROM runs WHERE run_id = NEW.run_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'approval refused: run % does not exist (gate %)', NEW.run_id, NEW.gate
             USING ERRCODE = 'check_violation';
+    END IF;
+    pause := (waiting ->> 'pause_id')::bigint;
+    IF by_system THEN
+        IF current_status IS DISTINCT FROM 'pending_' || NEW.gate
+           OR NOT coalesce(waiting ? 'deadline', false) OR due IS NULL OR due > NOW()
+           OR NEW.pause_id IS DISTINCT FROM pause
+           OR EXISTS (SELECT 1 FROM hitl_approvals
+                      WHERE run_id = NEW.run_id AND consumed_at IS NULL) THEN
+            RETURN NULL;
+        END IF;
+        NEW.consumed_at := NULL;
+        NEW.voided_at := NULL;
+        NEW.void_reason := NULL;
+        RETURN NEW;
+    END IF;
+    IF current_status = 'pending_' || NEW.gate AND coalesce(waiting ? 'deadline', false)
+       AND due <= NOW() AND (NEW.pause_id IS NULL OR NEW.pause_id = pause) THEN
+        RAISE EXCEPTION 'approval refused: gate % of run % timed out at % (nobody answered by its deadline; the system will %)',
+            NEW.gate, NEW.run_id, waiting #>> '{deadline,at}',
+            orchestrator_deadline_action(waiting #>> '{deadline,then}')
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF current_status IS DISTINCT FROM 'pending_' || NEW.gate
+       OR NEW.pause_id IS DISTINCT FROM pause AND NEW.pause_id IS NOT NULL THEN
+        -- Too late for this question: say so when its answer was the system's.
+        SELECT * INTO last_answer FROM hitl_approvals
+        WHERE run_id = NEW.run_id ORDER BY created_at DESC, id DESC LIMIT 1;
+        IF FOUND AND last_answer.gate = NEW.gate AND last_answer.approver = 'system'
+           AND coalesce(last_answer.payload ? 'timed_out', false)
+           AND (NEW.pause_id IS NULL OR NEW.pause_id = last_answer.pause_id) THEN
+            RAISE EXCEPTION 'approval refused: gate % of run % timed out at % (nobody answered by its deadline; the system chose to %)',
+                NEW.gate, NEW.run_id, last_answer.payload #>> '{timed_out,at}',
+                orchestrator_deadline_action(last_answer.payload #>> '{timed_out,then}')
+                USING ERRCODE = 'check_violation';
+        END IF;
     END IF;
     IF current_status IS DISTINCT FROM 'pending_' || NEW.gate THEN
         RAISE EXCEPTION 'approval refused: run % is not waiting at gate % (status is %)',
             NEW.run_id, NEW.gate, current_status
             USING ERRCODE = 'check_violation';
     END IF;
-    pause := (waiting ->> 'pause_id')::bigint;
     IF NEW.pause_id IS NULL THEN
         NEW.pause_id := pause;
     ELSIF NEW.pause_id IS DISTINCT FROM pause THEN
@@ -53,6 +90,21 @@ BEGIN
     NEW.void_reason := NULL;
     RETURN NEW;
 END $$;
+
+--
+-- Name: orchestrator_deadline_action(text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.orchestrator_deadline_action(action text) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT CASE action
+        WHEN 'approve' THEN 'approve it'
+        WHEN 'fail' THEN 'fail the run'
+        WHEN 'escalate' THEN 'escalate it'
+        ELSE 'reject it'
+    END
+$$;
 
 --
 -- Name: orchestrator_fence(text, bigint, interval); Type: FUNCTION; Schema: public; Owner: -
@@ -670,6 +722,12 @@ CREATE INDEX hitl_approvals_unconsumed ON public.hitl_approvals USING btree (run
 --
 
 CREATE INDEX runs_claimable ON public.runs USING btree (priority DESC, created_at) WHERE (status <> ALL (ARRAY['published'::text, 'failed'::text, 'cancelled'::text]));
+
+--
+-- Name: runs_gate_deadlines; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX runs_gate_deadlines ON public.runs USING btree (wake_at) WHERE ((status ~~ 'pending\_%'::text) AND (wake_at IS NOT NULL));
 
 --
 -- Name: runs_project_created; Type: INDEX; Schema: public; Owner: -

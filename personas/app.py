@@ -1,6 +1,7 @@
 """The production App: what `ORCHESTRATOR_APP` names by default (`personas.app:app`)."""
 
 from engine import App, Config
+from gates.settings import GateSettings
 from personas.graph import PRODUCTION
 from personas.settings import PersonaSettings
 from providers.sandbox.service import SANDBOX
@@ -14,7 +15,7 @@ def _verifiers(config: Config) -> dict[str, Verifier]:
 
 app = App(
     workflows=[PRODUCTION],
-    settings=[ProviderSettings, PersonaSettings],
+    settings=[ProviderSettings, PersonaSettings, GateSettings],
     webhooks=_verifiers,
     services=[SANDBOX],
 )

@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, LiteralString
 
@@ -14,6 +15,8 @@ import httpx
 from psycopg import AsyncConnection, sql
 from psycopg.rows import DictRow
 
+from engine.db.queries import QUERIES
+from engine.runtime.claims import Claim, claim_params, load_claims
 from tests.conftest import ROOT, orchestrator_env
 
 Rows = list[dict[str, Any]]
@@ -36,6 +39,26 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within}s; last rows: {rows}")
         await asyncio.sleep(0.02)
+
+
+async def claim(
+    conn: AsyncConnection[DictRow], versions: dict[str, list[str]], *, within: float = 0.0
+) -> list[Claim]:
+    """What a claim of `versions`' workflows takes now; with `within`, the first
+    claim that takes something, polled until `within` seconds have passed."""
+    deadline = time.monotonic() + within
+    while True:
+        cursor = await conn.execute(
+            QUERIES["claim_runs"],
+            claim_params(10, "tester", timedelta(seconds=30), versions),
+            binary=True,
+        )
+        claims, unloadable = await load_claims(cursor)
+        assert unloadable == []
+        if claims or time.monotonic() >= deadline:
+            assert claims or not within, f"nothing claimed within {within}s"
+            return claims
+        await asyncio.sleep(0.05)
 
 
 TABLES = (

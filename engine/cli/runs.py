@@ -2,6 +2,7 @@
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -18,6 +19,7 @@ from engine.cli.common import (
     with_db,
 )
 from engine.runtime import store
+from engine.runtime.timers import time_left
 from engine.settings import Settings
 
 
@@ -137,7 +139,7 @@ def runs_show(
         if view.run.get(key) is not None:
             run.add_row(key, short(view.run[key]))
     if (due := store.due_at(view.run)) is not None:
-        run.add_row("due_at", f"{due.isoformat()}")
+        run.add_row("due_at", f"{due.isoformat()} ({time_left(due, datetime.now(UTC))})")
     console.print(run)
     if view.checkpoint:
         console.print(

@@ -359,10 +359,33 @@ FROM (SELECT coalesce(raw_body, convert_to(payload::text, 'UTF8')) AS body
 SELECT pg_notify('orchestrator_events_v1', %(run_id)s);
 
 -- next_timer --
--- Seconds until the earliest timer not yet due, by the server's clock (the
--- first entry past NOW() of runs_timers, hence the literal)
-SELECT EXTRACT(EPOCH FROM min(wake_at) - NOW())::float8 AS seconds
-FROM runs WHERE status = 'waiting_timer' AND wake_at > NOW();
+-- Seconds until the earliest timer or gate deadline not yet due, by the
+-- server's clock (the first entry past NOW() of runs_timers and of
+-- runs_gate_deadlines, hence the literals)
+SELECT EXTRACT(EPOCH FROM LEAST(
+    (SELECT min(wake_at) FROM runs WHERE status = 'waiting_timer' AND wake_at > NOW()),
+    (SELECT min(wake_at) FROM runs WHERE status LIKE 'pending\_%' AND wake_at > NOW())
+) - NOW())::float8 AS seconds;
+
+-- time_out_gates --
+-- The system's answer at every gate whose deadline has passed (migration 0013),
+-- found from runs_gate_deadlines (hence the literal, and no parameters: a `%`
+-- here is LIKE's). The approval trigger drops the answer for a gate a person
+-- or another daemon answered first; the claim then takes the run up as for any
+-- approval. The earliest first, a batch at a time.
+INSERT INTO hitl_approvals (run_id, gate, approver, decision, comment, payload, pause_id)
+SELECT r.run_id, r.waiting_for ->> 'gate', 'system',
+    CASE WHEN r.waiting_for #>> '{deadline,then}' = 'approve' THEN 'approved' ELSE 'rejected' END,
+    COALESCE(r.waiting_for #>> '{deadline,comment}',
+             format('timed out: nobody answered at the %s gate by %s, so the system chose to %s',
+                    r.waiting_for ->> 'gate', r.waiting_for #>> '{deadline,at}',
+                    orchestrator_deadline_action(r.waiting_for #>> '{deadline,then}'))),
+    jsonb_build_object('timed_out', r.waiting_for -> 'deadline'),
+    (r.waiting_for ->> 'pause_id')::bigint
+FROM runs r
+WHERE r.status LIKE 'pending\_%' AND r.wake_at <= NOW() AND r.waiting_for ? 'deadline'
+ORDER BY r.wake_at
+LIMIT 100;
 
 -- schema_version --
 -- The newest migration applied

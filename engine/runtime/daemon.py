@@ -67,6 +67,7 @@ class Daemon:
         self._timers_stale = True
         self._timers_moved = asyncio.Event()
         self._schedules_due = 0.0  # time.monotonic() of the next firing pass
+        self._gates_due = 0.0  # time.monotonic() of the next pass over gate deadlines
         self.last_tick = time.monotonic()
         self.listening = not settings.listen  # True once LISTEN is up (or not wanted)
         # The loop turns at least every poll interval; a loop this late is stuck.
@@ -101,6 +102,7 @@ class Daemon:
                 sd_notify.watchdog()
                 self._wake.clear()
                 await self._fire_schedules()
+                await self._time_out_gates()
                 free = self._settings.concurrency - len(self._held)
                 claims = await self._claim(free) if free > 0 else []
                 # Claim again when a slot frees if work may have been left behind:
@@ -141,6 +143,7 @@ class Daemon:
                     waiter.cancel()
             if not done:  # the poll or a timer: other daemons may have set timers since
                 self._timers_stale = True
+                self._gates_due = 0.0  # and a gate's deadline may be what fell due
                 return
             if self._wake.is_set() or stop.is_set():
                 return
@@ -181,6 +184,22 @@ class Daemon:
             if fire:  # still due: another daemon's pass holds it, or more is owed
                 wait = max(wait, PASS_SPACING)
         self._schedules_due = time.monotonic() + wait
+
+    async def _time_out_gates(self) -> None:
+        """Give the system's answer at the gates whose deadline has passed (the claim
+        then resumes them): when a timer or deadline falls due, and at least every
+        poll interval however busy the daemon is."""
+        if time.monotonic() < self._gates_due:
+            return
+        self._gates_due = time.monotonic() + self._settings.poll_interval
+        try:
+            async with self._pool.connection() as conn:
+                answered = (await conn.execute(QUERIES["time_out_gates"])).rowcount
+        except psycopg.Error as error:  # the next pass tries again; the daemon goes on
+            log.warning("timing out gates failed: %s", error, extra={"action": "gates_failed"})
+            return
+        if answered:
+            log.info("gates timed out", extra={"action": "gates_timed_out", "gates": answered})
 
     async def _claim(self, limit: int) -> list[Claim]:
         try:

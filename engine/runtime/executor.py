@@ -5,7 +5,7 @@ a `FencedSaver` over it, and the execution ends with the session's transition.
 """
 
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -22,7 +22,7 @@ from engine.runtime.retry import StepRetry, Unloadable
 from engine.runtime.saver import FencedSaver, state_view
 from engine.runtime.session import RunSession, change_status
 from engine.runtime.tracing import RunTrace, execution, traced
-from engine.runtime.waits import UnclaimableWait, parse_wait
+from engine.runtime.waits import GateWait, UnclaimableWait, parse_wait
 from engine.runtime.workflow import RunContext, Workflow
 from engine.settings import Settings
 
@@ -83,6 +83,8 @@ class Executor:
         if interrupts := output.get("__interrupt__"):
             try:
                 wait = parse_wait(interrupts[0].value)
+                if isinstance(wait, GateWait) and (gate := workflow.gate(wait.gate)):
+                    wait = wait.timed(gate.timeout, datetime.now(UTC))
                 status = wait.status
             except UnclaimableWait as exc:
                 # Parked, it would wait forever: nothing would ever claim it.

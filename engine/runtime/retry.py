@@ -5,6 +5,7 @@ import time
 import psycopg
 from tenacity import RetryCallState, wait_exponential
 
+from engine.runtime.deadlines import GateTimedOut
 from engine.runtime.lease import LeaseLost
 
 OUTAGE_PROBE = 0.5  # seconds between attempts while the database is unreachable
@@ -27,14 +28,18 @@ class Unloadable(Exception):
         return {"type": type(self.error).__name__, "message": str(self)}
 
 
+_FINAL = (LeaseLost, Unloadable, GateTimedOut)
+
+
 class StepRetry:
     """A tenacity stop/retry policy for one execution of a run.
 
     A node's error counts against `max_attempts`. A lost database connection
     says nothing about the node: it is retried until the outage has lasted
     `outage_tolerance` seconds (the run's lease may expire meanwhile; the fence
-    then decides whether this worker may still write). `LeaseLost` and
-    `Unloadable` are final, and so is anything not an `Exception`: tenacity's
+    then decides whether this worker may still write). `LeaseLost`,
+    `Unloadable` and `GateTimedOut` (it would time out again) are final, and
+    so is anything not an `Exception`: tenacity's
     `with attempt:` catches `BaseException`, and a cancelled step (shutdown, a
     lost lease) retried would keep calling providers after it was told to stop.
     """
@@ -50,7 +55,7 @@ class StepRetry:
 
     def retry(self, state: RetryCallState) -> bool:
         error = state.outcome.exception() if state.outcome else None
-        return isinstance(error, Exception) and not isinstance(error, (LeaseLost, Unloadable))
+        return isinstance(error, Exception) and not isinstance(error, _FINAL)
 
     def wait(self, state: RetryCallState) -> float:
         """Back off between node failures; probe a lost database every half second."""

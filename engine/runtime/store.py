@@ -12,8 +12,10 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
+from engine import settings
 from engine.db.queries import QUERIES
-from engine.db.status import STATUS_PARAMS, Status
+from engine.db.status import PENDING_PREFIX, STATUS_PARAMS, Status
+from engine.runtime.deadlines import SYSTEM_APPROVER
 from engine.runtime.holdable import find_unholdable
 from engine.runtime.timers import aware
 
@@ -118,9 +120,11 @@ def parse_not_before(text: str, field: str) -> datetime:
 
 
 def due_at(run: dict[str, Any]) -> datetime | None:
-    """When a run waiting for its timer (a sleep, a delayed start) or a provider is due."""
+    """When a run waiting for its timer (a sleep, a delayed start) or a provider is
+    due, or its gate's deadline."""
+    status = run.get("status") or ""
     waits = (Status.WAITING_TIMER, Status.WAITING_PROVIDER)
-    return run.get("wake_at") if run.get("status") in waits else None
+    return run.get("wake_at") if status in waits or status.startswith(PENDING_PREFIX) else None
 
 
 async def get_run(conn: Connection, run_id: str) -> dict[str, Any]:
@@ -161,16 +165,12 @@ async def stuck_runs(
     return [dict(row) for row in await cursor.fetchall()]
 
 
-_DURATION = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
 def parse_duration(text: str, option: str) -> timedelta:
-    """'45s', '30m', '2h', '7d'."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise InvalidInput(f"{option}: {text!r} is not a duration like 45s, 30m, 2h or 7d")
-    return timedelta(**{_UNITS[match[2]]: int(match[1])})
+    """'45s', '30m', '2h', '7d' as a user gives it (InvalidInput naming `option`)."""
+    try:
+        return settings.parse_duration(text, option)
+    except ValueError as error:
+        raise InvalidInput(str(error)) from None
 
 
 async def approve(
@@ -192,6 +192,10 @@ async def approve(
     makes sure the approval answers that question and no later one. `check`, given
     the run, raises `InvalidInput` for a payload its gate would refuse.
     """
+    if approver == SYSTEM_APPROVER:
+        raise InvalidInput(
+            f"approver: {SYSTEM_APPROVER!r} is the name of the system's answers at deadlines"
+        )
     if check is not None:
         check(await get_run(conn, run_id))
     try:

@@ -42,3 +42,18 @@ def aware(moment: datetime, what: str) -> datetime:
     if moment - datetime.now(UTC) > LONGEST_WAIT:
         raise ValueError(f"{what}: {moment.isoformat()} is more than {LONGEST_WAIT.days} days away")
     return moment
+
+
+def time_left(moment: datetime, now: datetime) -> str:
+    """How far `moment` is from `now`, as people read it: 'in 1 h 59 min', '40 s ago'."""
+    seconds = int((moment - now).total_seconds())
+    left = abs(seconds)
+    if left < 60:
+        amount = f"{left} s"
+    elif left < 3600:
+        amount = f"{left // 60} min"
+    elif left < 48 * 3600:
+        amount = f"{left // 3600} h {left % 3600 // 60} min"
+    else:
+        amount = f"{left // 86400} days"
+    return f"in {amount}" if seconds >= 0 else f"{amount} ago"

@@ -5,8 +5,9 @@ the run back, and is stored as `runs.waiting_for` (JSONB), which SQL reads too
 (the claim, the approval guard's trigger, the seed's queries, the console), so
 its shape is fixed:
 
-- a gate: `{"gate": name, ...what the approver is shown}`; the run's status is
-  `pending_<name>` until an approval row for that gate arrives;
+- a gate: `{"gate": name, ...what the approver is shown, "deadline"?}`; the
+  run's status is `pending_<name>` until an approval row for that gate arrives
+  (the system's, at the deadline: `engine.runtime.deadlines`);
 - a provider job: `{"provider": name, "job_id"?, "wake_at"?, ...}`; the status
   is `waiting_provider` until a webhook about the job or `wake_at` (ISO time);
 - a timer (a durable sleep): `{"timer": ISO time}`; the status is
@@ -21,17 +22,21 @@ into a `GateWait`, a `ProviderWait` or a `TimerWait`; graphs build them with
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from langgraph.types import interrupt
 
 from engine.db.status import Status, pending
+from engine.runtime.deadlines import Deadline, GateTimedOut, Timeout, timed_out
 from engine.runtime.timers import due_time
 
 # Keys the engine gives meaning to; every other key of a wait is carried as is.
 _PAUSE_ID = "pause_id"
+_DEADLINE = "deadline"
+# What an escalated pause asks with besides the first request: where it came from.
+ESCALATED = "escalated"
 
 
 class UnclaimableWait(ValueError):
@@ -45,6 +50,7 @@ class GateWait:
     gate: str
     request: Mapping[str, Any] = field(default_factory=dict)  # what the approver is shown
     pause_id: int | None = None  # the pause an approval must name (set by `pause_run`)
+    deadline: Timeout | None = None  # set by the executor from the gate's spec
 
     @property
     def status(self) -> str:
@@ -52,10 +58,24 @@ class GateWait:
 
     @property
     def wake_at(self) -> datetime | None:
-        return None
+        return self.deadline.at if self.deadline is not None else None
+
+    def timed(self, spec: Deadline | None, now: datetime) -> "GateWait":
+        """This pause with the deadline its gate's `spec` gives it at `now`: none for a
+        pause escalated from this very gate (it waits for its new approvers)."""
+        escalated = self.request.get(ESCALATED)
+        if spec is None or self.deadline is not None:
+            return self
+        if isinstance(escalated, Mapping) and escalated.get("from") == self.gate:
+            return self
+        try:
+            return replace(self, deadline=spec.timeout(self.request, now))
+        except ValueError as error:
+            raise UnclaimableWait(f"gate {self.gate!r}: {error}") from None
 
     def to_json(self) -> dict[str, Any]:
-        return {"gate": self.gate, **self.request, **_pause(self.pause_id)}
+        deadline = {} if self.deadline is None else {_DEADLINE: self.deadline.to_json()}
+        return {"gate": self.gate, **self.request, **deadline, **_pause(self.pause_id)}
 
 
 @dataclass(frozen=True)
@@ -107,7 +127,9 @@ def parse_wait(value: object) -> Wait:
         pause_id = value.get(_PAUSE_ID)
         pause_id = int(pause_id) if pause_id is not None else None
         if isinstance(gate := rest.pop("gate", None), str):
-            return GateWait(gate, rest, pause_id)
+            deadline = rest.pop(_DEADLINE, None)
+            timeout = Timeout.from_json(deadline) if isinstance(deadline, Mapping) else None
+            return GateWait(gate, rest, pause_id, timeout)
         if isinstance(provider := rest.pop("provider", None), str):
             job_id, wake_at = rest.pop("job_id", None), rest.pop("wake_at", None)
             return ProviderWait(
@@ -158,18 +180,33 @@ class Decision:
     comment: str | None = None
     approver: str | None = None
     payload: dict[str, Any] = field(default_factory=dict)  # e.g. what the approver edited
+    timed_out: bool = False  # the system's, at the gate's deadline (approver "system")
 
 
 def ask(gate: str, **request: Any) -> Decision:
     """Pause at `gate` (status `pending_<gate>`), showing the approver `request`,
     until an approval row arrives; what they decided. As `pause()`, the node runs
-    again from its first line on resume."""
+    again from its first line on resume.
+
+    At the gate's deadline (its spec's `Deadline`) the system answers instead: a
+    rejection or an approval with `timed_out` set; for `escalate`, the question
+    is asked again at the gate it escalates to (or this one, for approvers of the
+    role it names); for `fail`, `GateTimedOut` fails the run."""
     approval = pause(GateWait(gate, request))
+    while (timeout := timed_out(approval)) is not None and timeout.then == "escalate":
+        escalated = {"from": gate, "deadline": timeout.at.isoformat()}
+        if timeout.role is not None:
+            escalated["role"] = timeout.role
+        gate = timeout.escalate_to or gate
+        approval = pause(GateWait(gate, {**request, ESCALATED: escalated}))
+    if timeout is not None and timeout.then == "fail":
+        raise GateTimedOut(gate, timeout)
     return Decision(
         approved=approval.get("decision", "approved") == "approved",
         comment=approval.get("comment"),
         approver=approval.get("approver"),
         payload=approval.get("payload") or {},
+        timed_out=timeout is not None,
     )
 
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from engine.db.connections import Pool
 from engine.db.queries import QUERIES
+from engine.runtime.deadlines import Deadline
 from engine.runtime.lease import Lease
 from engine.runtime.session import RunSession
 from engine.runtime.store import InvalidInput
@@ -32,6 +33,10 @@ class Gate:
     JSON schema the console renders as a form (a field's `json_schema_extra`
     `{"prefill": key}` fills it from the request's `key`) and which every approval's
     payload is checked against before it is written.
+
+    `deadline`: when the gate stops waiting and what it decides then
+    (`engine.runtime.deadlines`), or a function of the process's settings that
+    gives one (None: the gate waits as long as it takes).
     """
 
     name: str
@@ -39,6 +44,20 @@ class Gate:
     description: str = ""
     shows: Mapping[str, str] = field(default_factory=dict)
     edits: type[BaseModel] | None = None
+    deadline: Deadline | Callable[[Config], Deadline | None] | None = None
+
+    def resolved(self, config: Config) -> "Gate":
+        """This gate with its deadline as `config` sets it."""
+        if self.deadline is None or isinstance(self.deadline, Deadline):
+            return self
+        return replace(self, deadline=self.deadline(config))
+
+    @property
+    def timeout(self) -> Deadline | None:
+        """The deadline of a resolved gate."""
+        if callable(self.deadline):
+            raise RuntimeError(f"gate {self.name!r}: its deadline is not resolved")
+        return self.deadline
 
 
 @dataclass(frozen=True)
@@ -62,6 +81,9 @@ class Workflow:
         names = [gate.name for gate in self.gates]
         if len(set(names)) != len(names):
             raise ValueError(f"workflow {self.name!r}: two gates share a name")
+        for gate in self.gates:
+            if isinstance(gate.deadline, Deadline):
+                _check_escalation(self.name, self.gates, gate.name, gate.deadline)
 
     def gate(self, name: str) -> Gate | None:
         return next((gate for gate in self.gates if gate.name == name), None)
@@ -69,11 +91,12 @@ class Workflow:
     @asynccontextmanager
     async def opened(self, config: Config) -> AsyncIterator["Workflow"]:
         """This workflow with its graph built, for as long as the block runs."""
+        gates = [gate.resolved(config) for gate in self.gates]
         if self.build is None:
-            yield self
+            yield replace(self, gates=gates)
             return
         async with self.build(config) as graph:
-            yield replace(self, graph=graph, build=None)
+            yield replace(self, graph=graph, build=None, gates=gates)
 
     @property
     def compiled(self) -> Graph:
@@ -158,6 +181,27 @@ class RunContext:
     def idempotency_key(self, key: str) -> str:
         """`key` scoped to this run: what providers receive as our idempotency key."""
         return f"{self.run_id}:{key}"
+
+
+def _check_escalation(workflow: str, gates: Sequence[Gate], name: str, deadline: Deadline) -> None:
+    """Refuse an escalation to a gate the workflow does not declare, or one that comes
+    back around: each escalated pause would time out into the next for ever."""
+    seen = [name]
+    while deadline.then == "escalate" and deadline.escalate_to not in (None, seen[-1]):
+        target = next((gate for gate in gates if gate.name == deadline.escalate_to), None)
+        if target is None:
+            raise ValueError(
+                f"workflow {workflow!r}: gate {seen[-1]!r} escalates to {deadline.escalate_to!r}, "
+                "which it does not declare"
+            )
+        if target.name in seen:
+            raise ValueError(
+                f"workflow {workflow!r}: escalation goes round: {' -> '.join([*seen, target.name])}"
+            )
+        seen.append(target.name)
+        if not isinstance(target.deadline, Deadline):
+            return
+        deadline = target.deadline
 
 
 def checked_input(schema: type[BaseModel] | None, payload: Mapping[str, Any]) -> None:

@@ -23,7 +23,7 @@ from engine.runtime import schedules, store
 from engine.runtime.schedule_times import DEFAULT_CATCHUP, DEFAULT_OVERLAP, Timing
 from engine.runtime.workflow import checked_edit, checked_input
 from engine.service.access.guard import Guard, Guarded, identity_of
-from engine.service.access.identities import Role, weak_bootstrap
+from engine.service.access.identities import Role, escalation_refusal, weak_bootstrap
 from engine.service.console import console_router
 from engine.service.health import metrics, schema_ready
 from engine.service.previews import bounded
@@ -269,15 +269,22 @@ def create_app(
                     "approver",
                 )
             name = identity.name
+
+        def check(run: dict[str, Any]) -> None:
+            # 404 before the trigger's 409; 403 for a pause escalated past this
+            # identity's role; 422 for an edit the gate would refuse
+            if refusal := escalation_refusal(identity, run["waiting_for"]):
+                raise _Forbidden(refusal)
+            checked_edit(
+                served.gate(run["workflow"], approval.gate),
+                approval.payload if approval.decision == "approved" else None,
+            )
+
         async with pool.connection() as conn:
             row = await store.approve(
                 conn,
                 run_id,
-                # 404 before the trigger's 409; 422 for an edit the gate would refuse
-                check=lambda run: checked_edit(
-                    served.gate(run["workflow"], approval.gate),
-                    approval.payload if approval.decision == "approved" else None,
-                ),
+                check=check,
                 gate=approval.gate,
                 rejected=approval.decision == "rejected",
                 comment=approval.comment,

@@ -14,15 +14,14 @@ from psycopg.rows import DictRow
 
 from engine import sleep
 from engine.db.connections import Pool, open_pool
-from engine.db.queries import QUERIES
 from engine.runtime import store
-from engine.runtime.claims import Claim, claim_params, load_claims
+from engine.runtime.claims import Claim
 from engine.runtime.daemon import Daemon
 from engine.runtime.executor import Executor
 from engine.runtime.workflow import RunContext, Workflow
 from engine.settings import Settings
 from tests.graphs import record_node
-from tests.helpers import wait_for
+from tests.helpers import claim, wait_for
 
 Conn = AsyncConnection[DictRow]
 VERSIONS = {"workflows": ["timed"], "versions": ["1"]}
@@ -65,23 +64,11 @@ def _timed() -> Workflow:
 
 
 async def _claim(conn: Conn) -> list[Claim]:
-    cursor = await conn.execute(
-        QUERIES["claim_runs"],
-        claim_params(10, "tester", timedelta(seconds=30), VERSIONS),
-        binary=True,
-    )
-    claims, unloadable = await load_claims(cursor)
-    assert unloadable == []
-    return claims
+    return await claim(conn, VERSIONS)
 
 
 async def _claim_when_due(conn: Conn, within: float = 10.0) -> list[Claim]:
-    """The claim's first non-empty answer, polled until `within` seconds pass."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not (claims := await _claim(conn)):
-        assert asyncio.get_running_loop().time() < deadline, "never claimed"
-        await asyncio.sleep(0.05)
-    return claims
+    return await claim(conn, VERSIONS, within=within)
 
 
 async def _park(db_url: str, conn: Conn, nap: float) -> dict[str, Any]:

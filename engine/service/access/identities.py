@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -50,6 +51,21 @@ class Identity:
 
     def allows(self, needed: Role) -> bool:
         return self.role.allows(needed)
+
+
+def escalation_refusal(
+    identity: Identity | None, waiting_for: Mapping[str, Any] | None
+) -> str | None:
+    """Why `identity` may not answer the pause `waiting_for`: one a deadline escalated
+    to a role it does not hold (with no identities, anyone may)."""
+    escalated = (waiting_for or {}).get("escalated")
+    needed = escalated.get("role") if isinstance(escalated, Mapping) else None
+    if identity is None or needed not in list(Role) or identity.allows(Role(needed)):
+        return None
+    return (
+        f"{identity.name} is {identity.role}: the {waiting_for.get('gate') if waiting_for else ''} "
+        f"gate was escalated to the {needed} role at its deadline"
+    )
 
 
 def weak_bootstrap(token: SecretStr | None) -> str | None:

@@ -18,6 +18,7 @@ from engine.db.queries import load_queries
 from engine.db.status import PENDING_LIKE
 from engine.runtime import schedules, store
 from engine.service.access.guard import Guard, identity_of
+from engine.service.access.identities import escalation_refusal
 from engine.service.console.auth import Auth, SignInRefused, remember_approver
 from engine.service.console.forms import parse_approval
 from engine.service.console.pages import Pages, static_files
@@ -136,6 +137,8 @@ def console_router(pool: Pool, guard: Guard, served: App) -> APIRouter:
         try:
             async with pool.connection() as conn:
                 run = await store.get_run(conn, run_id)
+                if refusal := escalation_refusal(identity, run["waiting_for"]):
+                    return pages.error(request, 403, refusal, back=back)
                 approval = parse_approval(
                     form,
                     run["waiting_for"],

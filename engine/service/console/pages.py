@@ -10,6 +10,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from engine.app import App
 from engine.db.status import PENDING_PREFIX
+from engine.runtime.timers import time_left
 from engine.service.access.guard import identity_of
 from engine.service.console import forms, views
 from engine.service.console.auth import Auth, approver_of
@@ -28,7 +29,7 @@ class Pages:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self.env.filters.update(when=when, precise=precise, pretty=pretty, age=age)
+        self.env.filters.update(when=when, precise=precise, pretty=pretty, age=age, left=left)
         self.env.tests.update(link=views.is_link)
         self.env.globals.update(
             media_kind=views.media_kind,
@@ -82,6 +83,11 @@ def when(value: object) -> str:
 def precise(moment: datetime) -> str:
     """UTC to the millisecond: steps a few milliseconds apart stay apart."""
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def left(moment: datetime) -> str:
+    """How long until `moment` (or since), by this server's clock."""
+    return time_left(moment, datetime.now(UTC))
 
 
 def age(minutes: float) -> str:

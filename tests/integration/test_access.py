@@ -9,6 +9,7 @@ import pytest
 from psycopg import AsyncConnection, sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import Jsonb
 from pydantic import SecretStr
 
 from engine.runtime import store
@@ -218,3 +219,33 @@ async def test_with_the_database_gone_health_answers_and_nothing_opens(
             assert time.monotonic() - started < 5
         finally:
             await admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(name))
+
+
+async def test_a_pause_escalated_to_admins_refuses_an_approver(db_url: str, conn: Conn) -> None:
+    _, approver = await create_token(conn, "ann", Role.APPROVER)
+    _, admin = await create_token(conn, "ada", Role.ADMIN)
+    run_id = await waiting_run(conn)
+    escalated = {
+        "gate": "workflow",
+        "pause_id": 1,
+        "escalated": {"from": "workflow", "role": "admin"},
+    }
+    await conn.execute(
+        "UPDATE runs SET waiting_for = %s WHERE run_id = %s", (Jsonb(escalated), run_id)
+    )
+    async with api(db_url) as client:
+        refused = await client.post(
+            f"/runs/{run_id}/approvals",
+            json={"gate": "workflow"},
+            headers={"Authorization": f"Bearer {approver}"},
+        )
+        assert refused.status_code == 403
+        assert refused.json()["error"] == (
+            "ann is approver: the workflow gate was escalated to the admin role at its deadline"
+        )
+        accepted = await client.post(
+            f"/runs/{run_id}/approvals",
+            json={"gate": "workflow"},
+            headers={"Authorization": f"Bearer {admin}"},
+        )
+        assert accepted.status_code == 201 and accepted.json()["approver"] == "ada"

@@ -495,3 +495,26 @@ async def test_the_schedules_page_lists_each_with_its_next_fire_times(
     )
     run_page = await client.get(f"/console/runs/{done.created[0]}")
     assert f"by {running['schedule_id']} for 2026-11-30 00:00:00 UTC" in run_page.text
+
+
+async def test_a_gate_with_a_deadline_shows_it_and_the_time_left(
+    client: httpx.AsyncClient, conn: Conn
+) -> None:
+    due = datetime.now(UTC) + timedelta(hours=2, minutes=30)
+    run_id = await waiting(
+        conn, "workflow", proposal=PROPOSAL, deadline={"at": due.isoformat(), "then": "approve"}
+    )
+    await conn.execute("UPDATE runs SET wake_at = %s WHERE run_id = %s", (due, run_id))
+    stamp = due.strftime("%Y-%m-%d %H:%M:%S UTC")
+    inbox = text((await client.get("/")).text)
+    assert re.search(
+        rf"Deadline {stamp} \(in 2 h (29|30) min\): then the system will approve", inbox
+    )
+    page = text((await client.get(f"/console/runs/{run_id}")).text)
+    assert re.search(rf"Deadline {stamp} \(in 2 h (29|30) min\)", page)
+    escalated = await waiting(
+        conn, "workflow", proposal=PROPOSAL, escalated={"from": "workflow", "role": "admin"}
+    )
+    assert "Escalated from the workflow gate at its deadline: needs the admin role." in text(
+        (await client.get(f"/console/runs/{escalated}")).text
+    )

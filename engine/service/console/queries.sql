@@ -18,7 +18,7 @@ LIMIT %(limit)s;
 -- console_inbox --
 -- Runs waiting at a gate, longest waiting first, each with the approval sent
 -- for it that no worker has taken up yet (if any)
-SELECT r.run_id, r.project, r.status, r.workflow, r.created_at, r.updated_at, r.payload,
+SELECT r.run_id, r.project, r.status, r.workflow, r.created_at, r.updated_at, r.payload, r.wake_at,
        r.waiting_for, sent.id AS sent_id, sent.decision AS sent_decision,
        sent.approver AS sent_by, sent.created_at AS sent_at,
        count(*) OVER () AS waiting_total

@@ -12,7 +12,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,56 +20,22 @@ from engine.app import App
 from engine.db.connections import Pool, open_pool
 from engine.observability.telemetry import DISABLED, Telemetry
 from engine.runtime import schedules, store
-from engine.runtime.schedule_times import DEFAULT_CATCHUP, DEFAULT_OVERLAP, Timing
-from engine.runtime.workflow import checked_edit, checked_input
+from engine.runtime.workflow import checked_edit
+from engine.service import inputs
 from engine.service.access.guard import Guard, Guarded, identity_of
 from engine.service.access.identities import Role, escalation_refusal, weak_bootstrap
 from engine.service.console import console_router
 from engine.service.health import metrics, schema_ready
 from engine.service.previews import bounded
-from engine.service.refusals import RefuseUnholdable, error
+from engine.service.refusals import RefuseUnholdable, error, first_invalid
 from engine.service.webhooks import webhook_router
 from engine.settings import Config
 
-SLUG = store.PROJECT_SLUG.pattern
 SWAGGER_CDN = "https://cdn.jsdelivr.net"
 # Each run of a list shows at most this much of its payload and result; one run, more.
 LISTED_VALUE_BYTES = 4096
 SHOWN_VALUE_BYTES = 64 * 1024
 RUN_VALUES = ("payload", "result", "error", "waiting_for")
-
-
-class NewRun(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    project: str = Field(pattern=SLUG, max_length=63)
-    brief: str | None = Field(default=None, max_length=20_000)
-    payload: dict[str, Any] = Field(default_factory=dict)
-    workflow: str | None = Field(default=None, max_length=100)  # None: the App's first
-    # strict: JSON true or 2.0 is not a priority
-    priority: int = Field(default=0, ge=-1000, le=1000, strict=True)
-    # No daemon claims the run before then (ISO 8601 with its offset; past: at once).
-    # Read as `--not-before` is (store.parse_not_before): an epoch number is refused.
-    not_before: str | None = Field(
-        default=None, max_length=64, json_schema_extra={"format": "date-time"}
-    )
-
-
-class NewSchedule(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    cron: str = Field(max_length=200)
-    timezone: str = Field(max_length=100)
-    project: str = Field(pattern=SLUG, max_length=63)
-    brief: str | None = Field(default=None, max_length=20_000)
-    payload: dict[str, Any] = Field(default_factory=dict)
-    workflow: str | None = Field(default=None, max_length=100)  # None: the App's first
-    overlap: str = Field(default=DEFAULT_OVERLAP, max_length=20)
-    catchup: str = Field(default=DEFAULT_CATCHUP, max_length=20)
-
-
-class BackfillRange(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    start: AwareDatetime = Field(alias="from")
-    end: AwareDatetime = Field(alias="to")
 
 
 class NewApproval(BaseModel):
@@ -163,12 +129,11 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"] if part not in ("body", "query"))
+        field, message = first_invalid(exc.errors())
         return JSONResponse(
             {
-                "error": f"{field or 'body'}: {first['msg']}",
-                "field": field or "body",
+                "error": message,
+                "field": field,
                 "detail": jsonable_encoder(exc.errors(), exclude={"input", "ctx", "url"}),
             },
             status_code=422,
@@ -196,19 +161,9 @@ def create_app(
     async def schedule_not_found(_: Request, exc: Exception) -> JSONResponse:
         return error(404, str(exc), "schedule_id")
 
-    def run_input(new: NewRun | NewSchedule) -> tuple[str, dict[str, Any]]:
-        """The workflow and the input its run starts with, checked as `POST /runs` does."""
-        workflow = new.workflow or served.default_workflow
-        if workflow not in served.by_name:
-            raise store.InvalidInput(f"workflow: no workflow named {workflow!r}")
-        brief = store.storable(new.brief, "brief")
-        payload = {**new.payload, **({"brief": brief} if brief is not None else {})}
-        checked_input(served.by_name[workflow].input_schema, payload)
-        return workflow, payload
-
     @app.post("/runs", status_code=201, dependencies=admin)
-    async def create_run(new: NewRun) -> JSONResponse:
-        workflow, payload = run_input(new)
+    async def create_run(new: inputs.NewRun) -> JSONResponse:
+        workflow, payload = inputs.run_input(served, new)
         start = (
             store.parse_not_before(new.not_before, "not_before")
             if new.not_before is not None
@@ -306,16 +261,10 @@ def create_app(
             return JSONResponse(jsonable_encoder(await store.retry_run(conn, run_id)))
 
     @app.post("/schedules", status_code=201, dependencies=admin)
-    async def create_schedule(new: NewSchedule) -> JSONResponse:
-        timing = Timing.parse(
-            cron=new.cron, timezone=new.timezone, overlap=new.overlap, catchup=new.catchup
-        )
-        workflow, payload = run_input(new)
+    async def create_schedule(new: inputs.NewSchedule) -> JSONResponse:
         async with pool.connection() as conn:
-            row = await schedules.create_schedule(
-                conn, timing=timing, project=new.project, workflow=workflow, payload=payload
-            )
-        return JSONResponse(jsonable_encoder(schedules.view(row)), status_code=201)
+            schedule = await inputs.create_schedule(conn, served, new)
+        return JSONResponse(jsonable_encoder(schedule), status_code=201)
 
     @app.get("/schedules")
     async def list_schedules() -> JSONResponse:
@@ -342,7 +291,7 @@ def create_app(
         return JSONResponse(jsonable_encoder(schedules.view(row)))
 
     @app.post("/schedules/{schedule_id}/backfill", dependencies=admin)
-    async def backfill_schedule(schedule_id: str, span: BackfillRange) -> JSONResponse:
+    async def backfill_schedule(schedule_id: str, span: inputs.BackfillRange) -> JSONResponse:
         async with pool.connection() as conn:
             done = await schedules.backfill(conn, schedule_id, span.start, span.end)
         return JSONResponse(

@@ -3,6 +3,7 @@ field; and the services' one refusal shape. Paths and query strings may carry NU
 (`%00`), which TEXT refuses.
 """
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -20,6 +21,14 @@ def error(status_code: int, message: str, field: str | None = None) -> JSONRespo
     if field is not None:
         body["field"] = field
     return JSONResponse(body, status_code=status_code)
+
+
+def first_invalid(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
+    """A pydantic validation's first error as a refusal names it: (field, "field: why")."""
+    first = errors[0]
+    field = ".".join(str(part) for part in first["loc"] if part not in ("body", "query"))
+    field = field or "body"
+    return field, f"{field}: {first['msg']}"
 
 
 class RefuseUnholdable:

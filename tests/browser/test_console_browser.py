@@ -15,6 +15,7 @@ from playwright.async_api import Page, async_playwright, expect
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
+from engine.runtime import schedules
 from tests.conftest import ROOT
 from tests.stack import Stack, stack
 
@@ -162,3 +163,76 @@ async def test_reject_with_a_comment_then_approve_an_edited_workflow(
         workflow = page.locator('#checkpoint dt:text-is("workflow") + dd .chip')
         await expect(workflow).to_have_text(edited)
         await screenshot(page, "run-edited-workflow")
+
+
+async def test_create_pause_resume_backfill_and_delete_a_schedule(
+    db_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    async with stack(db_url, tmp_path) as s, chromium() as page:
+        await page.goto(f"{s.api}/console/schedules")
+        await expect(page.locator("#schedule-none")).to_be_visible()
+        form = page.locator("#new-schedule")
+        await form.get_by_label("Cron").fill("61 * * * *")
+        await form.get_by_label("Timezone").fill("Europe/Berlin")
+        await form.get_by_label("Project").fill("cats")
+        await form.get_by_label("Overlap").select_option("buffer_one")
+        await form.get_by_label("Brief").fill("Cats in the morning")
+        await form.get_by_role("button", name="Create").click()
+        # Refused on the page, naming the field, with what was typed kept.
+        await expect(form.get_by_role("alert")).to_contain_text(
+            "cron: '61 * * * *' is not a cron expression"
+        )
+        await expect(form.get_by_label("Cron")).to_have_attribute("aria-invalid", "true")
+        await expect(form.get_by_label("Brief")).to_have_value("Cats in the morning")
+        await expect(form.get_by_label("Overlap")).to_have_value("buffer_one")
+        await screenshot(page, "schedules-refused")
+        assert await schedules.list_schedules(conn) == []
+
+        await form.get_by_label("Cron").fill("0 9 * * MON-FRI")
+        await form.get_by_role("button", name="Create").click()
+        await expect(page.locator(".notice")).to_contain_text("Created sch_")
+        [created] = await schedules.list_schedules(conn)
+        sid = created["schedule_id"]
+        assert (created["project"], created["overlap"]) == ("cats", "buffer_one")
+        row = page.locator(f"#schedule-{sid}")
+        upcoming = row.locator(".upcoming")
+        times = [f"{at:%Y-%m-%d %H:%M:%S} UTC" for at in schedules.upcoming(created)]
+        await expect(upcoming).to_have_text(re.compile("\\s*".join(times)))
+        await screenshot(page, "schedules-created")
+
+        # Each change asks once more: opening it sends nothing.
+        await row.get_by_text("Pause", exact=True).click()
+        await expect(row.get_by_text("Stop firing until resumed")).to_be_visible()
+        assert (await schedules.get_schedule(conn, sid))["paused"] is False
+        await row.get_by_role("button", name="Yes, pause").click()
+        await expect(page.locator(".notice")).to_have_text(f"Paused {sid}.")
+        await expect(upcoming).to_have_text("paused")
+        assert (await schedules.get_schedule(conn, sid))["paused"] is True
+
+        await row.get_by_text("Resume", exact=True).click()
+        await row.get_by_role("button", name="Yes, resume").click()
+        await expect(page.locator(".notice")).to_have_text(f"Resumed {sid}.")
+        await expect(upcoming).to_contain_text("UTC")
+        assert (await schedules.get_schedule(conn, sid))["paused"] is False
+
+        await row.get_by_text("Backfill", exact=True).click()
+        await row.get_by_label("From").fill("2026-12-01T00:00+01:00")
+        await row.get_by_label("To").fill("2026-11-30T00:00+01:00")
+        await row.get_by_role("button", name="Start the runs").click()
+        await expect(row.get_by_role("alert")).to_contain_text(
+            "from: 2026-12-01T00:00:00+01:00 is after"
+        )
+        await expect(row.get_by_label("From")).to_have_attribute("aria-invalid", "true")
+        await screenshot(page, "schedules-backfill-refused")
+        await row.get_by_label("To").fill("2026-12-06T23:59+01:00")
+        await row.get_by_role("button", name="Start the runs").click()
+        await expect(page.locator(".notice")).to_have_text(
+            f"Backfilled {sid}: 4 runs started for 4 fire times."  # Tuesday to Friday
+        )
+
+        await row.get_by_text("Delete", exact=True).click()
+        await row.get_by_role("button", name="Yes, delete").click()
+        await expect(page.locator(".notice")).to_have_text(f"Deleted {sid}.")
+        await expect(row).to_have_count(0)
+        await expect(page.locator("#schedule-none")).to_be_visible()
+        assert await schedules.list_schedules(conn) == []

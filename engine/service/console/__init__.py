@@ -3,9 +3,11 @@
 `/` is the approvals inbox; `/console/runs` lists runs and `/console/runs/{id}`
 shows one. Each of these has a `…/live` twin that renders only its changing part,
 which `static/console.js` polls and swaps in piece by piece. `/console/schedules`
-lists the schedules, read only.
+lists the schedules with the form to create one and each one's pause, resume,
+backfill and delete, which call what the API's `/schedules` routes call.
 """
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -17,14 +19,32 @@ from engine.db.connections import Pool
 from engine.db.queries import load_queries
 from engine.db.status import PENDING_LIKE
 from engine.runtime import schedules, store
+from engine.runtime.schedule_times import DEFAULT_CATCHUP, DEFAULT_OVERLAP, OVERLAPS
+from engine.runtime.store import Connection
+from engine.service import inputs
 from engine.service.access.guard import Guard, identity_of
-from engine.service.access.identities import escalation_refusal
+from engine.service.access.identities import Role, escalation_refusal
+from engine.service.console import forms
 from engine.service.console.auth import Auth, SignInRefused, remember_approver
-from engine.service.console.forms import parse_approval
 from engine.service.console.pages import Pages, static_files
-from engine.service.console.views import RunFilter, local_path, timeline, with_query
+from engine.service.console.views import (
+    Done,
+    Refusal,
+    RunFilter,
+    local_path,
+    timeline,
+    with_query,
+)
 
 QUERIES = load_queries(__name__)
+CHANGING_SCHEDULES = "Creating and changing schedules needs the admin role."
+# A schedule's buttons: the action in its path, what the page then says was done, and
+# the API's own call for it.
+SCHEDULE_CHANGES: dict[str, tuple[str, Callable[[Connection, str], Awaitable[object]]]] = {
+    "pause": ("paused", schedules.pause_schedule),
+    "resume": ("resumed", schedules.resume_schedule),
+    "delete": ("deleted", schedules.delete_schedule),
+}
 INBOX_LIMIT = 200
 # A run's page shows its newest webhook events, and their payloads only when small:
 # strangers can send deliveries naming any job.
@@ -129,7 +149,7 @@ def console_router(pool: Pool, guard: Guard, served: App) -> APIRouter:
     async def decide(request: Request, run_id: str) -> Response:
         form = await request.form()
         back = local_path(str(form.get("next", "")), default=f"/console/runs/{run_id}")
-        if not auth.may_approve(request):
+        if not auth.allows(request, Role.APPROVER):
             return pages.error(
                 request, 403, "Approving and rejecting need the approver role.", back=back
             )
@@ -139,7 +159,7 @@ def console_router(pool: Pool, guard: Guard, served: App) -> APIRouter:
                 run = await store.get_run(conn, run_id)
                 if refusal := escalation_refusal(identity, run["waiting_for"]):
                     return pages.error(request, 403, refusal, back=back)
-                approval = parse_approval(
+                approval = forms.parse_approval(
                     form,
                     run["waiting_for"],
                     lambda gate: served.gate(run["workflow"], gate),
@@ -167,11 +187,82 @@ def console_router(pool: Pool, guard: Guard, served: App) -> APIRouter:
             remember_approver(response, request, approval.approver)
         return response
 
-    @router.get("/console/schedules")
-    async def schedules_page(request: Request) -> Response:
+    blank_schedule = {
+        **dict.fromkeys(forms.SCHEDULE_FIELDS, ""),
+        "timezone": "UTC",
+        "workflow": served.default_workflow,
+        "overlap": DEFAULT_OVERLAP,
+        "catchup": DEFAULT_CATCHUP,
+    }
+
+    async def schedules_page(
+        request: Request, status_code: int = 200, refusal: Refusal | None = None
+    ) -> Response:
         async with pool.connection() as conn:
             rows = await schedules.list_schedules(conn)
-        return pages.render(request, "schedules.html", schedules=[schedules.view(r) for r in rows])
+        return pages.render(
+            request,
+            "schedules.html",
+            status_code,
+            schedules=[schedules.view(r) for r in rows],
+            may_change=auth.allows(request, Role.ADMIN),
+            workflows=list(served.by_name),
+            overlaps=OVERLAPS,
+            new=refusal.typed if refusal and refusal.schedule_id is None else blank_schedule,
+            done=Done.parse(request.query_params),
+            refusal=refusal,
+        )
+
+    @router.get("/console/schedules")
+    async def schedules_list(request: Request) -> Response:
+        return await schedules_page(request)
+
+    @router.post("/console/schedules")
+    async def create_schedule(request: Request) -> Response:
+        if not auth.allows(request, Role.ADMIN):
+            return pages.error(request, 403, CHANGING_SCHEDULES, back="/console/schedules")
+        fields = blank_schedule
+        try:
+            fields = forms.typed(await request.form(), forms.SCHEDULE_FIELDS)
+            new = forms.parse_schedule(fields)
+            async with pool.connection() as conn:
+                created = await inputs.create_schedule(conn, served, new)
+        except store.InvalidInput as exc:
+            return await schedules_page(request, 422, Refusal(str(exc), fields))
+        return RedirectResponse(Done("created", created["schedule_id"]).path(), status_code=303)
+
+    @router.post("/console/schedules/{schedule_id}/backfill")
+    async def backfill_schedule(request: Request, schedule_id: str) -> Response:
+        if not auth.allows(request, Role.ADMIN):
+            return pages.error(request, 403, CHANGING_SCHEDULES, back="/console/schedules")
+        fields = dict.fromkeys(forms.BACKFILL_FIELDS, "")
+        try:
+            fields = forms.typed(await request.form(), forms.BACKFILL_FIELDS)
+            span = forms.parse_backfill(fields)
+            async with pool.connection() as conn:
+                done = await schedules.backfill(conn, schedule_id, span.start, span.end)
+        except schedules.ScheduleNotFound as exc:
+            return pages.error(request, 404, str(exc), back="/console/schedules")
+        except store.InvalidInput as exc:
+            return await schedules_page(request, 422, Refusal(str(exc), fields, schedule_id))
+        did = Done("backfilled", schedule_id, len(done.created), len(done.fire_times))
+        return RedirectResponse(did.path(), status_code=303)
+
+    @router.post("/console/schedules/{schedule_id}/{action}")
+    async def change_schedule(request: Request, schedule_id: str, action: str) -> Response:
+        if action not in SCHEDULE_CHANGES:
+            return pages.error(request, 404, f"no schedule action {action!r}")
+        if not auth.allows(request, Role.ADMIN):
+            return pages.error(request, 403, CHANGING_SCHEDULES, back="/console/schedules")
+        done, change = SCHEDULE_CHANGES[action]
+        try:
+            async with pool.connection() as conn:
+                await change(conn, schedule_id)
+        except schedules.ScheduleNotFound as exc:
+            return pages.error(request, 404, str(exc), back="/console/schedules")
+        except store.InvalidInput as exc:  # resuming a schedule that fires no more
+            return pages.error(request, 422, str(exc), back="/console/schedules")
+        return RedirectResponse(Done(done, schedule_id).path(), status_code=303)
 
     @router.get("/console/login")
     async def login_page(request: Request) -> Response:

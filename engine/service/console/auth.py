@@ -37,11 +37,10 @@ class Auth:
     def signed_in(self, request: Request) -> bool:
         return not self.required(request) or identity_of(request) is not None
 
-    def may_approve(self, request: Request) -> bool:
+    def allows(self, request: Request, role: Role) -> bool:
+        """Whether this request may do what needs `role` (with no sign-in: anyone)."""
         identity = identity_of(request)
-        return not self.required(request) or (
-            identity is not None and identity.allows(Role.APPROVER)
-        )
+        return not self.required(request) or (identity is not None and identity.allows(role))
 
     async def sign_in(self, request: Request, response: Response, token: str) -> Identity:
         if (wait := self._guard.refused_sign_in(request, token)) is not None:

@@ -1,23 +1,31 @@
-"""The approval form: drawn from the gate's declared edits, and what an approver sent,
-checked before it reaches the database."""
+"""The console's forms, checked before anything reaches the database: the approval
+form, drawn from the gate's declared edits; the schedule forms, read into the API's
+own bodies (engine/service/inputs.py) so that both refuse alike."""
 
 import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData
 
 from engine.runtime.store import InvalidInput
 from engine.runtime.workflow import Gate, checked_edit
+from engine.service.inputs import BackfillRange, NewSchedule
+from engine.service.refusals import first_invalid
 
 GATE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 MAX_COMMENT = 5_000
 MAX_APPROVER = 200
 MAX_FIELD = 20_000
 
+SCHEDULE_FIELDS = ("cron", "timezone", "project", "brief", "workflow", "overlap", "catchup")
+BACKFILL_FIELDS = ("from", "to")
+
 Kind = Literal["ordered", "choice", "text", "number", "flag", "json"]
+Body = TypeVar("Body", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -185,6 +193,29 @@ def _ordered(form: FormData, field: EditField) -> list[str]:
         return (int(given), offered.index(name))
 
     return sorted(dict.fromkeys(chosen), key=position)
+
+
+def typed(form: FormData, fields: tuple[str, ...]) -> dict[str, str]:
+    """What the form sent for `fields`, as typed: a refused form is shown again with it."""
+    return {name: _text(form, name) for name in fields}
+
+
+def parse_schedule(fields: Mapping[str, str]) -> NewSchedule:
+    """The new-schedule form as `POST /schedules` takes it; a blank field is left out."""
+    return _body(NewSchedule, fields)
+
+
+def parse_backfill(fields: Mapping[str, str]) -> BackfillRange:
+    """The backfill form as `POST /schedules/{id}/backfill` takes it."""
+    return _body(BackfillRange, fields)
+
+
+def _body(model: type[Body], fields: Mapping[str, str]) -> Body:
+    given = {name: value.strip() for name, value in fields.items() if value.strip()}
+    try:
+        return model.model_validate(given)
+    except ValidationError as error:
+        raise InvalidInput(first_invalid(error.errors())[1]) from None
 
 
 def shown(gate: Gate | None, waiting_for: Mapping[str, Any] | None) -> list[tuple[str, Any]]:

@@ -1,5 +1,7 @@
-"""What the pages show, shaped from rows: the runs filter, a run's timeline, media previews."""
+"""What the pages show, shaped from rows and query strings: the runs filter, a run's
+timeline, media previews, what a schedule action did and a form's refusal."""
 
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -13,6 +15,8 @@ PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".avif")
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".m4v", ".ogv")
+SCHEDULE_ACTIONS = ("created", "paused", "resumed", "deleted", "backfilled")
+SCHEDULE_ID = re.compile(r"^sch_[a-z0-9]{1,40}$")
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,47 @@ def _cursor(text: str) -> tuple[datetime, str] | None:
         return (datetime.fromisoformat(at), run_id)
     except ValueError:
         raise InvalidInput("before: not a page cursor (follow the 'Older' link)") from None
+
+
+@dataclass(frozen=True)
+class Done:
+    """What a schedule action did, from the query string it sent the browser back with."""
+
+    action: str  # one of SCHEDULE_ACTIONS
+    schedule_id: str
+    runs: int = 0  # backfilled: the runs it started, of `fire_times` in the range
+    fire_times: int = 0
+
+    @classmethod
+    def parse(cls, params: Mapping[str, str]) -> "Done | None":
+        action, schedule_id = params.get("done", ""), params.get("schedule", "")
+        if action not in SCHEDULE_ACTIONS or not SCHEDULE_ID.match(schedule_id):
+            return None
+        counts = (params.get("runs", ""), params.get("fire_times", ""))
+        runs, fire_times = (int(n) if n.isdigit() and len(n) <= 6 else 0 for n in counts)
+        return cls(action, schedule_id, runs, fire_times)
+
+    def path(self) -> str:
+        counts = {"runs": self.runs, "fire_times": self.fire_times}
+        return with_query(
+            "/console/schedules",
+            done=self.action,
+            schedule=self.schedule_id,
+            **(counts if self.action == "backfilled" else {}),
+        )
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A form refused, shown again on its page with what was typed and the field named."""
+
+    message: str  # "cron: '61 * * * *' is not a cron expression (...)"
+    typed: Mapping[str, str]
+    schedule_id: str | None = None  # whose backfill form; None: the new schedule's
+
+    @property
+    def field(self) -> str:
+        return self.message.split(":", 1)[0]
 
 
 def statuses(gates: Iterable[str]) -> tuple[str, ...]:

@@ -1,0 +1,71 @@
+"""What the API and the console accept to start work: a new run, a new schedule, a
+backfill's range. Each is checked one way, wherever it was sent from (JSON to the
+API, a form in the console): the bodies here, then the workflow's input schema."""
+
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from engine.app import App
+from engine.runtime import schedules, store
+from engine.runtime.schedule_times import DEFAULT_CATCHUP, DEFAULT_OVERLAP, Timing
+from engine.runtime.store import Connection
+from engine.runtime.workflow import checked_input
+
+SLUG = store.PROJECT_SLUG.pattern
+
+
+class NewRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    project: str = Field(pattern=SLUG, max_length=63)
+    brief: str | None = Field(default=None, max_length=20_000)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    workflow: str | None = Field(default=None, max_length=100)  # None: the App's first
+    # strict: JSON true or 2.0 is not a priority
+    priority: int = Field(default=0, ge=-1000, le=1000, strict=True)
+    # No daemon claims the run before then (ISO 8601 with its offset; past: at once).
+    # Read as `--not-before` is (store.parse_not_before): an epoch number is refused.
+    not_before: str | None = Field(
+        default=None, max_length=64, json_schema_extra={"format": "date-time"}
+    )
+
+
+class NewSchedule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cron: str = Field(max_length=200)
+    timezone: str = Field(max_length=100)
+    project: str = Field(pattern=SLUG, max_length=63)
+    brief: str | None = Field(default=None, max_length=20_000)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    workflow: str | None = Field(default=None, max_length=100)  # None: the App's first
+    overlap: str = Field(default=DEFAULT_OVERLAP, max_length=20)
+    catchup: str = Field(default=DEFAULT_CATCHUP, max_length=20)
+
+
+class BackfillRange(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    start: AwareDatetime = Field(alias="from")
+    end: AwareDatetime = Field(alias="to")
+
+
+def run_input(served: App, new: NewRun | NewSchedule) -> tuple[str, dict[str, Any]]:
+    """The workflow and the input its run starts with, checked as `POST /runs` does."""
+    workflow = new.workflow or served.default_workflow
+    if workflow not in served.by_name:
+        raise store.InvalidInput(f"workflow: no workflow named {workflow!r}")
+    brief = store.storable(new.brief, "brief")
+    payload = {**new.payload, **({"brief": brief} if brief is not None else {})}
+    checked_input(served.by_name[workflow].input_schema, payload)
+    return workflow, payload
+
+
+async def create_schedule(conn: Connection, served: App, new: NewSchedule) -> dict[str, Any]:
+    """The schedule `new` asks for, created, with its next fire times (`schedules.view`)."""
+    timing = Timing.parse(
+        cron=new.cron, timezone=new.timezone, overlap=new.overlap, catchup=new.catchup
+    )
+    workflow, payload = run_input(served, new)
+    row = await schedules.create_schedule(
+        conn, timing=timing, project=new.project, workflow=workflow, payload=payload
+    )
+    return schedules.view(row)

@@ -461,6 +461,9 @@ CREATE TABLE public.runs (
     trace_context jsonb,
     schedule_id text,
     schedule_fire_time timestamp with time zone,
+    idempotency_key text,
+    request_digest text,
+    CONSTRAINT runs_idempotency_key_length CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 200))),
     CONSTRAINT runs_project_slug CHECK ((project ~ '^[a-z0-9][a-z0-9_-]{0,62}$'::text))
 );
 
@@ -728,6 +731,12 @@ CREATE INDEX runs_claimable ON public.runs USING btree (priority DESC, created_a
 --
 
 CREATE INDEX runs_gate_deadlines ON public.runs USING btree (wake_at) WHERE ((status ~~ 'pending\_%'::text) AND (wake_at IS NOT NULL));
+
+--
+-- Name: runs_idempotency; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX runs_idempotency ON public.runs USING btree (project, idempotency_key) WHERE (idempotency_key IS NOT NULL);
 
 --
 -- Name: runs_project_created; Type: INDEX; Schema: public; Owner: -

@@ -25,7 +25,7 @@ def main() -> None:
         fail("aborted", 1)
     except UsageError as error:
         fail(error.format_message().replace("\n", " "), 2)
-    except (UsageFailure, store.InvalidInput, MigrationError) as error:
+    except (UsageFailure, store.InvalidInput, store.KeyConflict, MigrationError) as error:
         fail(str(error), 2)
     except (store.RunNotFound, ScheduleNotFound, store.Refused) as error:
         fail(str(error), 1)

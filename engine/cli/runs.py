@@ -38,16 +38,31 @@ def runs_create(
             "(2026-12-03T09:00:00+01:00); a past time starts at once."
         ),
     ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            help="Idempotency key, unique per project: run again with the same key and "
+            "input, it prints the run it created instead of creating another."
+        ),
+    ] = None,
 ) -> None:
     """Queue a run; prints its run_id as the last line."""
     start = store.parse_not_before(not_before, "--not-before") if not_before is not None else None
     name, body = run_input(project, brief, payload, workflow)
-    run = with_db(
-        lambda conn: store.create_run(
-            conn, project=project, payload=body, workflow=name, not_before=start
+    started = with_db(
+        lambda conn: store.start_run(
+            conn,
+            project=project,
+            payload=body,
+            workflow=name,
+            not_before=start,
+            idempotency_key=key,
+            key_field="--key",
         )
     )
-    print(run["run_id"])
+    if not started.created:
+        print(f"--key {key!r} already started this run (status {started.run['status']})")
+    print(started.run["run_id"])
 
 
 def run_input(

@@ -1,10 +1,17 @@
 -- insert_run --
 -- Create a queued run (the NOTIFY trigger wakes the daemons), or one that waits
--- for its timer until %(wake_at)s (a delayed start)
-INSERT INTO runs (run_id, project, status, payload, workflow, priority, wake_at, waiting_for)
+-- for its timer until %(wake_at)s (a delayed start); nothing when the project
+-- already has a run with this idempotency key (migration 0014)
+INSERT INTO runs (run_id, project, status, payload, workflow, priority, wake_at, waiting_for,
+                  idempotency_key, request_digest)
 VALUES (%(run_id)s, %(project)s, %(status)s, %(payload)s, %(workflow)s, %(priority)s,
-        %(wake_at)s, %(waiting_for)s)
+        %(wake_at)s, %(waiting_for)s, %(idempotency_key)s, %(request_digest)s)
+ON CONFLICT (project, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *;
+
+-- run_by_key --
+-- The run a project's idempotency key created
+SELECT * FROM runs WHERE project = %(project)s AND idempotency_key = %(idempotency_key)s;
 
 -- claim_runs --
 -- Take up to %(limit)s runs that have work: queued, abandoned by a dead worker,

@@ -1,5 +1,7 @@
 """Operations on runs for the CLI and the API: create, read, approve, cancel, retry."""
 
+import hashlib
+import json
 import re
 import secrets
 from collections.abc import Callable
@@ -74,6 +76,18 @@ def validate_project(project: str) -> str:
     return project
 
 
+@dataclass(frozen=True)
+class Start:
+    """A run as `start_run` left it: the one it created, or the one its key had."""
+
+    run: dict[str, Any]
+    created: bool
+
+
+class KeyConflict(Refused):
+    """An idempotency key reused for a different request."""
+
+
 async def create_run(
     conn: Connection,
     *,
@@ -83,27 +97,89 @@ async def create_run(
     priority: int = 0,
     not_before: datetime | None = None,
 ) -> dict[str, Any]:
+    """A new run (`start_run` without a key)."""
+    start = await start_run(
+        conn,
+        project=project,
+        payload=payload,
+        workflow=workflow,
+        priority=priority,
+        not_before=not_before,
+    )
+    return start.run
+
+
+async def start_run(
+    conn: Connection,
+    *,
+    project: str,
+    payload: dict[str, Any],
+    workflow: str,
+    priority: int = 0,
+    not_before: datetime | None = None,
+    idempotency_key: str | None = None,
+    key_field: str = "idempotency_key",
+) -> Start:
     """A queued run; with `not_before` in the future, a run that waits for its timer
-    (`waiting_timer` until then) and so is claimed by no daemon before it."""
+    (`waiting_timer` until then) and so is claimed by no daemon before it.
+
+    With `idempotency_key`, at most one run per key and project: the same key asking
+    for the same run again gets the run it created (`created` False); asking for a
+    different one is `KeyConflict`, naming `key_field`."""
     delayed = not_before is not None and not_before > datetime.now(UTC)
+    params = {
+        "project": validate_project(project),
+        "payload": Jsonb(storable(payload, "payload")),
+        "workflow": workflow,
+        "priority": priority,
+        "idempotency_key": _checked_key(idempotency_key, key_field),
+        "request_digest": _digest(payload, workflow, priority, not_before)
+        if idempotency_key is not None
+        else None,
+    }
     cursor = await conn.execute(
         QUERIES["insert_run"],
         {
+            **params,
             "run_id": new_run_id(),
-            "project": validate_project(project),
             "status": Status.WAITING_TIMER if delayed else Status.QUEUED,
-            "payload": Jsonb(storable(payload, "payload")),
-            "workflow": workflow,
-            "priority": priority,
             "wake_at": not_before if delayed else None,
             "waiting_for": Jsonb({"not_before": not_before.isoformat()})
             if delayed and not_before is not None
             else None,
         },
     )
-    row = await cursor.fetchone()
-    assert row is not None
-    return dict(row)
+    if (row := await cursor.fetchone()) is not None:
+        return Start(dict(row), created=True)
+    # The key's run exists (committed: the insert waited for it if it was in flight).
+    existing = await (await conn.execute(QUERIES["run_by_key"], params)).fetchone()
+    assert existing is not None, "a run holds the key: the insert found it"
+    if existing["request_digest"] != params["request_digest"]:
+        raise KeyConflict(
+            f"{key_field}: {idempotency_key!r} already started run {existing['run_id']} "
+            f"of project {project!r} with a different request"
+        )
+    return Start(dict(existing), created=False)
+
+
+def _checked_key(key: str | None, field: str) -> str | None:
+    if key is not None and not (0 < len(key) <= 200 and key.isprintable()):
+        raise InvalidInput(f"{field}: 1 to 200 printable characters, not {key[:40]!r}")
+    return key
+
+
+def _digest(
+    payload: dict[str, Any], workflow: str, priority: int, not_before: datetime | None
+) -> str:
+    """What a request asked for, as one comparable string."""
+    request = {
+        "workflow": workflow,
+        "payload": payload,
+        "priority": priority,
+        "not_before": not_before.astimezone(UTC).isoformat() if not_before else None,
+    }
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def parse_not_before(text: str, field: str) -> datetime:

@@ -157,6 +157,10 @@ def create_app(
     async def refused(_: Request, exc: Exception) -> JSONResponse:
         return error(409, str(exc))
 
+    @app.exception_handler(store.KeyConflict)
+    async def key_conflict(_: Request, exc: Exception) -> JSONResponse:
+        return error(409, str(exc), "idempotency_key")
+
     @app.exception_handler(schedules.ScheduleNotFound)
     async def schedule_not_found(_: Request, exc: Exception) -> JSONResponse:
         return error(404, str(exc), "schedule_id")
@@ -170,15 +174,19 @@ def create_app(
             else None
         )
         async with pool.connection() as conn:
-            run = await store.create_run(
+            started = await store.start_run(
                 conn,
                 project=new.project,
                 payload=payload,
                 workflow=workflow,
                 priority=new.priority,
                 not_before=start,
+                idempotency_key=new.idempotency_key,
             )
-        return JSONResponse(jsonable_encoder(_with_due(run)), status_code=201)
+        # 200: the run this key already created, as it is now.
+        return JSONResponse(
+            jsonable_encoder(_with_due(started.run)), status_code=201 if started.created else 200
+        )
 
     @app.get("/runs")
     async def list_runs(

@@ -28,6 +28,9 @@ class NewRun(BaseModel):
     not_before: str | None = Field(
         default=None, max_length=64, json_schema_extra={"format": "date-time"}
     )
+    # The client's name for this request, unique per project: sent again (a retry),
+    # it answers with the run it created (docs/flow-control.md).
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class NewSchedule(BaseModel):

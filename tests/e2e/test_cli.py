@@ -141,3 +141,24 @@ def test_a_delayed_run_waits_for_its_timer_and_show_says_when_it_is_due(db_url: 
     as_json = json.loads(orchestrator(db_url, "runs", "show", run_id, "--json").stdout)
     # As it was asked for, in its own offset.
     assert as_json["run"]["waiting_for"] == {"not_before": "2036-12-03T09:00:00+01:00"}
+
+
+def test_create_with_a_key_twice_prints_the_same_run_and_a_clash_exits_2(db_url: str) -> None:
+    command = ["runs", "create", "--project", "p", "--brief", "b", "--key", "nightly-1"]
+    first = orchestrator(db_url, *command)
+    assert first.returncode == 0, first.stderr
+    again = orchestrator(db_url, *command)
+    assert again.returncode == 0, again.stderr
+    run_id = first.stdout.splitlines()[-1]
+    assert again.stdout.splitlines() == [
+        "--key 'nightly-1' already started this run (status queued)",
+        run_id,
+    ]
+    clash = orchestrator(
+        db_url, "runs", "create", "--project", "p", "--brief", "c", "--key", "nightly-1"
+    )
+    assert clash.returncode == 2
+    assert clash.stderr == (
+        f"error: --key: 'nightly-1' already started run {run_id} of project 'p' "
+        "with a different request\n"
+    )

@@ -226,18 +226,96 @@ def _edit_checker(
     return lambda run: checked_edit(chosen.gate(run["workflow"], gate), payload)
 
 
+RunArgument = Annotated[
+    str | None, typer.Argument(help="The run; or leave it out and select runs by the options.")
+]
+StatusOption = Annotated[str | None, typer.Option(help="Only runs with this status.")]
+ProjectOption = Annotated[str | None, typer.Option(help="Only runs of this project.")]
+AgeOption = Annotated[
+    str | None, typer.Option(help="Only runs created longer ago than this (45s, 30m, 2h, 7d).")
+]
+DryRunOption = Annotated[bool, typer.Option(help="Say how many runs it would take; change none.")]
+YesOption = Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")]
+
+
 @runs_app.command("cancel")
-def runs_cancel(run_id: Annotated[str, typer.Argument(help="The run.")]) -> None:
-    """Cancel a run that has not ended."""
+def runs_cancel(
+    run_id: RunArgument = None,
+    status: StatusOption = None,
+    project: ProjectOption = None,
+    older_than: AgeOption = None,
+    dry_run: DryRunOption = False,
+    yes: YesOption = False,
+) -> None:
+    """Cancel a run that has not ended, or every live run the options select."""
+    if run_id is None:
+        _bulk("cancel", status, project, older_than, dry_run=dry_run, yes=yes)
+        return
+    _single_only(status, project, older_than, dry_run)
     with_db(lambda conn: store.cancel_run(conn, run_id))
     console.print(f"cancelled {run_id}")
 
 
 @runs_app.command("retry")
-def runs_retry(run_id: Annotated[str, typer.Argument(help="The run.")]) -> None:
-    """Queue a failed run again; it resumes from its last checkpoint, and a step
-    whose provider job failed submits a new job."""
+def runs_retry(
+    run_id: RunArgument = None,
+    status: StatusOption = None,
+    project: ProjectOption = None,
+    older_than: AgeOption = None,
+    dry_run: DryRunOption = False,
+    yes: YesOption = False,
+) -> None:
+    """Queue a failed run again (or every failed run the options select); each resumes
+    from its last checkpoint, and a step whose provider job failed submits a new job."""
+    if run_id is None:
+        _bulk("retry", status, project, older_than, dry_run=dry_run, yes=yes)
+        return
+    _single_only(status, project, older_than, dry_run)
     run = with_db(lambda conn: store.retry_run(conn, run_id))
     reopened = run["reopened_jobs"]
     jobs = f"; {reopened} failed provider job{'s' * (reopened != 1)} will be submitted anew"
     console.print(f"queued {run_id} again{jobs if reopened else ''}")
+
+
+def _single_only(*options: object) -> None:
+    if any(options):
+        raise UsageFailure("RUN_ID: give a run or the options that select runs, not both")
+
+
+def _bulk(
+    operation: str,
+    status: str | None,
+    project: str | None,
+    older_than: str | None,
+    *,
+    dry_run: bool,
+    yes: bool,
+) -> None:
+    """Cancel or retry the runs the options select: their count first, then (unless
+    `--dry-run`) with confirmation, each run checked again as it changes."""
+    app, _ = loaded(Settings())
+    selection = store.bulk_selection(
+        operation,
+        status=status,
+        project=project,
+        older_than=older_than,
+        gates=app.gate_names(),
+        prefix="--",
+    )
+    run_ids = with_db(lambda conn: store.matching_runs(conn, selection))
+    more = " (the most one command takes: run it again for the rest)" * (
+        len(run_ids) == store.BULK_LIMIT
+    )
+    what = f"{len(run_ids)} run{'s' * (len(run_ids) != 1)}{more}"
+    if dry_run or not run_ids:
+        console.print(f"would {operation} {what}" if run_ids else f"no run to {operation}")
+        for run_id in run_ids[:20]:
+            console.print(f"  {run_id}")
+        return
+    if not yes:
+        typer.confirm(f"{operation} {what}?", abort=True)
+    change = store.cancel_runs if operation == "cancel" else store.retry_runs
+    changed = with_db(lambda conn: change(conn, run_ids))
+    done = "cancelled" if operation == "cancel" else "queued again"
+    moved = len(run_ids) - len(changed)
+    console.print(f"{done} {len(changed)} of {what}" + (f"; {moved} had moved on" * bool(moved)))

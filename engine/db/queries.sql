@@ -306,31 +306,44 @@ VALUES (%(run_id)s, %(gate)s, %(approver)s, %(approver_ip)s, %(decision)s, %(com
         %(payload)s, %(pause_id)s)
 RETURNING *;
 
+-- matching_runs --
+-- The runs a bulk operation would change, oldest first: by status, project and
+-- age (each NULL: any; %(live)s: only runs that have not ended), at most %(limit)s
+SELECT run_id FROM runs
+WHERE (%(status)s::text IS NULL OR status = %(status)s)
+  AND (NOT %(live)s OR status NOT IN ('published', 'failed', 'cancelled'))
+  AND (%(project)s::text IS NULL OR project = %(project)s)
+  AND (%(older_than)s::interval IS NULL OR created_at < NOW() - %(older_than)s::interval)
+ORDER BY created_at, run_id
+LIMIT %(limit)s;
+
 -- cancel_run --
--- Stop a live run; the epoch bump fences out a worker still executing it
+-- Stop live runs; the epoch bump fences out a worker still executing one
 UPDATE runs SET
     status = %(cancelled)s, lease_epoch = lease_epoch + 1,
     lease_owner = NULL, lease_expires_at = NULL, wake_at = NULL, updated_at = NOW()
-WHERE run_id = %(run_id)s AND status NOT IN ('published', 'failed', 'cancelled')
+WHERE run_id = ANY(%(run_ids)s::text[]) AND status NOT IN ('published', 'failed', 'cancelled')
 RETURNING *;
 
 -- retry_run --
--- Put a failed run back in the queue; it resumes from its last checkpoint. Its
+-- Put failed runs back in the queue; each resumes from its last checkpoint. Their
 -- failed artifacts (a provider job that failed, or that the provider lost) are
 -- stamped `retried_at`: the step that made one submits a new job rather than
--- asking about the dead one again. Returns the run and how many were stamped.
+-- asking about the dead one again. Returns each run and how many of its were stamped.
 WITH retried AS (
     UPDATE runs SET
         status = %(queued)s, error = NULL, attempt = 0, updated_at = NOW()
-    WHERE run_id = %(run_id)s AND status = %(failed)s
+    WHERE run_id = ANY(%(run_ids)s::text[]) AND status = %(failed)s
     RETURNING *
 ), reopened AS (
     UPDATE artifacts SET metadata = metadata || jsonb_build_object('retried_at', NOW())
     WHERE run_id IN (SELECT run_id FROM retried) AND status = 'failed'
       AND NOT metadata ? 'retried_at'
-    RETURNING id
+    RETURNING run_id
 )
-SELECT retried.*, (SELECT count(*) FROM reopened) AS reopened_jobs FROM retried;
+SELECT retried.*,
+    (SELECT count(*) FROM reopened WHERE reopened.run_id = retried.run_id) AS reopened_jobs
+FROM retried;
 
 -- insert_webhook_event --
 -- Store a provider's delivery once per delivery id, and a validly signed body

@@ -16,7 +16,7 @@ from psycopg.types.json import Jsonb
 
 from engine import settings
 from engine.db.queries import QUERIES
-from engine.db.status import PENDING_PREFIX, STATUS_PARAMS, Status
+from engine.db.status import PENDING_PREFIX, STATUS_PARAMS, TERMINAL, Status, pending
 from engine.runtime.deadlines import SYSTEM_APPROVER
 from engine.runtime.holdable import find_unholdable
 from engine.runtime.timers import aware
@@ -310,12 +310,94 @@ async def retry_run(conn: Connection, run_id: str) -> dict[str, Any]:
 
 
 async def _transition(conn: Connection, query: str, run_id: str, why: str) -> dict[str, Any]:
-    params = {
-        "run_id": run_id,
-        **STATUS_PARAMS,
-    }
-    row = await (await conn.execute(QUERIES[query], params)).fetchone()
-    if row is None:
+    changed = await _change(conn, query, [run_id])
+    if not changed:
         current = await get_run(conn, run_id)
         raise Refused(f"run {run_id} is {current['status']}: {why}")
-    return dict(row)
+    return changed[0]
+
+
+# The most runs one bulk operation changes: more and it says so (run it again).
+BULK_LIMIT = 10_000
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which runs a bulk operation takes: by status, project and age (None: any);
+    `live`: only runs that have not ended."""
+
+    status: str | None = None
+    project: str | None = None
+    older_than: timedelta | None = None
+    live: bool = False
+
+
+def bulk_selection(
+    operation: str,
+    *,
+    status: str | None,
+    project: str | None,
+    older_than: str | None,
+    gates: list[str],
+    prefix: str = "",
+) -> Selection:
+    """The runs `runs cancel` or `runs retry` (`operation`) is asked to take, checked:
+    InvalidInput naming the field (`prefix` + its name) for an unknown or unfitting
+    status, a bad project or age, or, to cancel, no filter at all."""
+    if project is not None:
+        validate_project(project)
+    age = (
+        parse_duration(older_than, f"{prefix}older-than" if prefix else "older_than")
+        if (older_than is not None)
+        else None
+    )
+    live = [s.value for s in Status if s not in TERMINAL] + [pending(g) for g in gates]
+    if status is not None and status not in [*live, *TERMINAL]:
+        raise InvalidInput(
+            f"{prefix}status: {status!r} is not a status; one of {', '.join(sorted(live))}, "
+            f"{', '.join(sorted(TERMINAL))}"
+        )
+    if operation == "retry":
+        if status not in (None, Status.FAILED):
+            raise InvalidInput(f"{prefix}status: only failed runs can be retried, not {status}")
+        return Selection(Status.FAILED, project, age)
+    if status in TERMINAL:
+        raise InvalidInput(
+            f"{prefix}status: {status} runs have ended; only live runs are cancelled"
+        )
+    if status is None and project is None and age is None:
+        raise InvalidInput(
+            f"{prefix}status: give a status, a project or an age: cancelling every live run "
+            "takes at least one"
+        )
+    return Selection(status, project, age, live=True)
+
+
+async def matching_runs(conn: Connection, selection: Selection) -> list[str]:
+    """The ids of the runs `selection` takes, oldest first, at most `BULK_LIMIT`."""
+    cursor = await conn.execute(
+        QUERIES["matching_runs"],
+        {
+            "status": selection.status,
+            "project": selection.project,
+            "older_than": selection.older_than,
+            "live": selection.live,
+            "limit": BULK_LIMIT,
+        },
+    )
+    return [row["run_id"] for row in await cursor.fetchall()]
+
+
+async def cancel_runs(conn: Connection, run_ids: list[str]) -> list[dict[str, Any]]:
+    """Cancel those of `run_ids` that have not ended; the runs cancelled."""
+    return await _change(conn, "cancel_run", run_ids)
+
+
+async def retry_runs(conn: Connection, run_ids: list[str]) -> list[dict[str, Any]]:
+    """Queue again those of `run_ids` that failed; the runs queued."""
+    return await _change(conn, "retry_run", run_ids)
+
+
+async def _change(conn: Connection, query: str, run_ids: list[str]) -> list[dict[str, Any]]:
+    cursor = await conn.execute(QUERIES[query], {"run_ids": run_ids, **STATUS_PARAMS})
+    return [dict(row) for row in await cursor.fetchall()]

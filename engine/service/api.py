@@ -36,6 +36,8 @@ SWAGGER_CDN = "https://cdn.jsdelivr.net"
 LISTED_VALUE_BYTES = 4096
 SHOWN_VALUE_BYTES = 64 * 1024
 RUN_VALUES = ("payload", "result", "error", "waiting_for")
+# A bulk operation answers with this many of the run ids it took, and their count.
+BULK_IDS_SHOWN = 100
 
 
 class NewApproval(BaseModel):
@@ -257,6 +259,42 @@ def create_app(
                 pause_id=approval.pause_id,
             )
         return JSONResponse(jsonable_encoder(row), status_code=201)
+
+    @app.post("/runs/cancel", dependencies=admin)
+    async def cancel_runs(change: inputs.BulkChange) -> JSONResponse:
+        return await bulk("cancel", change)
+
+    @app.post("/runs/retry", dependencies=admin)
+    async def retry_runs(change: inputs.BulkChange) -> JSONResponse:
+        return await bulk("retry", change)
+
+    async def bulk(operation: str, change: inputs.BulkChange) -> JSONResponse:
+        """The runs `change` selects, counted, and unless a dry run changed (each
+        checked again as it changes: `changed` counts those that had not moved on)."""
+        selection = store.bulk_selection(
+            operation,
+            status=change.status,
+            project=change.project,
+            older_than=change.older_than,
+            gates=served.gate_names(),
+        )
+        async with pool.connection() as conn:
+            run_ids = await store.matching_runs(conn, selection)
+            if change.dry_run:
+                changed = []
+            elif operation == "cancel":
+                changed = await store.cancel_runs(conn, run_ids)
+            else:
+                changed = await store.retry_runs(conn, run_ids)
+        shown = run_ids if change.dry_run else [run["run_id"] for run in changed]
+        body = {
+            "matched": len(run_ids),
+            "changed": len(changed),
+            "dry_run": change.dry_run,
+            "limited": len(run_ids) == store.BULK_LIMIT,
+            "run_ids": shown[:BULK_IDS_SHOWN],
+        }
+        return JSONResponse(body)
 
     @app.post("/runs/{run_id}/cancel", dependencies=admin)
     async def cancel(run_id: str) -> JSONResponse:

@@ -33,6 +33,17 @@ class NewRun(BaseModel):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
 
 
+class BulkChange(BaseModel):
+    """`POST /runs/cancel` and `/runs/retry`: which runs (None: any), and whether only
+    to count them."""
+
+    model_config = ConfigDict(extra="forbid")
+    status: str | None = Field(default=None, max_length=64)
+    project: str | None = Field(default=None, max_length=63)
+    older_than: str | None = Field(default=None, max_length=20)  # 45s, 30m, 2h, 7d
+    dry_run: bool = False
+
+
 class NewSchedule(BaseModel):
     model_config = ConfigDict(extra="forbid")
     cron: str = Field(max_length=200)

@@ -162,3 +162,28 @@ def test_create_with_a_key_twice_prints_the_same_run_and_a_clash_exits_2(db_url:
         f"error: --key: 'nightly-1' already started run {run_id} of project 'p' "
         "with a different request\n"
     )
+
+
+async def test_bulk_cancel_counts_first_and_refuses_an_unknown_status(
+    db_url: str, conn: Conn
+) -> None:
+    runs = [
+        (await store.create_run(conn, project="p", payload={}, workflow="production"))["run_id"]
+        for _ in range(3)
+    ]
+    dry = orchestrator(db_url, "runs", "cancel", "--status", "queued", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines()[0] == "would cancel 3 runs"
+    assert sorted(line.strip() for line in dry.stdout.splitlines()[1:]) == sorted(runs)
+    unconfirmed = orchestrator(db_url, "runs", "cancel", "--status", "queued")  # stdin: none
+    assert unconfirmed.returncode == 1
+    bogus = orchestrator(db_url, "runs", "cancel", "--status", "bogus")
+    assert bogus.returncode == 2 and len(bogus.stderr.splitlines()) == 1
+    assert "--status: 'bogus' is not a status" in bogus.stderr
+    both = orchestrator(db_url, "runs", "cancel", runs[0], "--project", "p")
+    assert both.returncode == 2
+    statuses = await (await conn.execute("SELECT DISTINCT status FROM runs")).fetchall()
+    assert [row["status"] for row in statuses] == ["queued"]
+    done = orchestrator(db_url, "runs", "cancel", "--project", "p", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "cancelled 3 of 3 runs"

@@ -13,9 +13,19 @@ that stay constant (50 `queued`, 50 `pending_review` with no approval), and
 connection settings (LIMIT 8, the default concurrency), each time in a
 transaction that is rolled back so every sample sees the same rows; and its
 `EXPLAIN (ANALYZE, BUFFERS)` plan. At 10k rows it runs again with 10,000 runs
-asleep (`waiting_timer`, due in a day; removed afterwards): the claim finds
-due timers from their index, so they should cost it nothing
-(`claim_ms_10k_timers`, against `claim_ms_10k` with none).
+asleep (`waiting_timer`, due in a day) and 100 running schedules, 10 of them due
+(fire times missed a minute ago, within their catch-up window), all removed
+afterwards: the claim finds due timers from their index and reads no schedule,
+so they should cost it nothing (`claim_ms_10k_timers`, against `claim_ms_10k`
+with none).
+
+Poll: what a daemon's poll sends besides, timed with the claim as one sample on
+one connection, rolled back likewise: the firing-pass check
+(`schedules.next_due`), the pass itself when a schedule is due
+(`schedules.fire_due`), the claim, and the next timer (`next_timer`). With
+none (`poll_ms_10k`), with the 10,000 asleep and the 100 schedules none due
+(`poll_ms_10k_timers`: every poll between fire times), and with 10 due
+(`poll_ms_10k_due`: the poll at a fire time, which starts their runs).
 
     python -m bench.scale [--runs 1000] [--samples 500]
 """
@@ -44,14 +54,18 @@ from bench.harness import (
 )
 from bench.harness import summary as percentiles
 from bench.reference import NAME, reference_workflow
+from engine.db.connections import connect as connect_async
 from engine.db.connections import connection_kwargs
 from engine.db.queries import QUERIES
+from engine.runtime import schedules
 from engine.runtime.claims import claim_params
 from engine.settings import Settings
 
 Connection = psycopg.Connection[DictRow]
 LIVE = 100
 SLEEPING = 10_000
+SCHEDULES = 100
+DUE = 10  # of SCHEDULES, in the poll at a fire time
 SIZES = """
 SELECT c.relname AS name, pg_total_relation_size(c.oid) AS bytes
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -127,8 +141,9 @@ def _fill(conn: Connection, total: int) -> None:
 
 
 @contextmanager
-def _sleeping(conn: Connection, runs: int) -> Iterator[None]:
-    """`runs` runs asleep, due in a day, while the block runs."""
+def _sleeping(conn: Connection, runs: int, scheduled: int) -> Iterator[None]:
+    """`runs` runs asleep, due in a day, and `scheduled` schedules running (each a
+    minute, next due in a day: `_due` brings some forward), while the block runs."""
     conn.execute(
         "INSERT INTO runs (run_id, project, status, payload, workflow, wake_at, waiting_for) "
         "SELECT 'run_nap' || i, 'bench', 'waiting_timer', '{}', 'reference', "
@@ -136,12 +151,32 @@ def _sleeping(conn: Connection, runs: int) -> Iterator[None]:
         "FROM generate_series(1, %s) i",
         (runs,),
     )
-    conn.execute("VACUUM ANALYZE runs")
+    conn.execute(
+        "INSERT INTO schedules (schedule_id, cron, timezone, project, workflow, payload, "
+        "overlap, catchup, next_fire_at) SELECT 'sch_bench' || i, '* * * * *', "
+        "'Europe/Berlin', 'bench', 'reference', '{}', 'skip', INTERVAL '5 minutes', "
+        "date_trunc('minute', NOW()) + INTERVAL '1 day' "
+        "FROM generate_series(1, %s) i",
+        (scheduled,),
+    )
+    conn.execute("VACUUM ANALYZE runs, schedules")
     try:
         yield
     finally:
+        conn.execute("DELETE FROM schedules WHERE schedule_id LIKE 'sch_bench%%'")
         conn.execute("DELETE FROM runs WHERE run_id LIKE 'run_nap%%'")
-        conn.execute("VACUUM ANALYZE runs")
+        conn.execute("VACUUM ANALYZE runs, schedules")
+
+
+def _due(conn: Connection, count: int, due: bool) -> None:
+    """`count` of the schedules due (a fire time missed a minute ago, within the
+    catch-up window), or none of them (as a firing pass leaves them)."""
+    conn.execute(
+        "UPDATE schedules SET next_fire_at = date_trunc('minute', NOW()) + "
+        "CASE WHEN %s THEN INTERVAL '-1 minute' ELSE INTERVAL '1 day' END "
+        "WHERE schedule_id IN (SELECT schedule_id FROM schedules ORDER BY 1 LIMIT %s)",
+        (due, count),
+    )
 
 
 def _claim_params() -> dict[str, Any]:
@@ -170,6 +205,30 @@ def claim_latency(url: str, samples: int) -> dict[str, Any]:
     return {**percentiles(times), "plan": [row["QUERY PLAN"] for row in plan]}
 
 
+def poll_latency(url: str, samples: int) -> dict[str, Any]:
+    """A daemon's poll in milliseconds (client-side): the firing pass if one is due,
+    the claim, the next timer."""
+    return asyncio.run(_poll_latency(url, samples))
+
+
+async def _poll_latency(url: str, samples: int) -> dict[str, Any]:
+    params = _claim_params()
+    times, started = [], 0
+    async with await connect_async(url, Settings()) as conn:
+        for _ in range(samples):
+            async with conn.transaction(force_rollback=True):
+                begun = time.perf_counter()
+                now, due_at = await schedules.next_due(conn)
+                if due_at is not None and due_at <= now:
+                    started += (await schedules.fire_due(conn)).started
+                cursor = await conn.execute(QUERIES["claim_runs"], params, binary=True)
+                claimed = await cursor.fetchall()
+                await (await conn.execute(QUERIES["next_timer"])).fetchone()
+                times.append((time.perf_counter() - begun) * 1000)
+            assert len(claimed) == params["limit"], claimed
+    return {**percentiles(times), "runs_started_per_poll": round(started / samples, 2)}
+
+
 def measure(admin_url: str, runs: int, samples: int) -> dict[str, Any]:
     with scratch_database(admin_url) as url, connect(url) as conn:
         result = bytes_per_run(conn, url, runs)
@@ -180,7 +239,7 @@ def measure(admin_url: str, runs: int, samples: int) -> dict[str, Any]:
             "ELSE 'pending_review' END, '{}', 'reference' FROM generate_series(1, %s) i",
             (LIVE,),
         )
-        claims = {}
+        claims, polls = {}, {}
         for label, total in (("10k", 10_000), ("1m", 1_000_000)):
             started = time.monotonic()
             _fill(conn, total)
@@ -191,11 +250,28 @@ def measure(admin_url: str, runs: int, samples: int) -> dict[str, Any]:
                 "fill_s": round(fill_s, 1),
             }
             if label == "10k":
-                with _sleeping(conn, SLEEPING):
+                polls["10k"] = {**poll_latency(url, samples), "rows": total}
+                with _sleeping(conn, SLEEPING, SCHEDULES):
+                    _due(conn, DUE, due=True)
+                    asleep = {"rows": total + SLEEPING, "sleeping": SLEEPING}
                     claims["10k_timers"] = {
                         **claim_latency(url, samples),
-                        "rows": total + SLEEPING,
-                        "sleeping": SLEEPING,
+                        **asleep,
+                        "schedules": SCHEDULES,
+                        "due": DUE,
+                    }
+                    polls["10k_due"] = {
+                        **poll_latency(url, samples),
+                        **asleep,
+                        "schedules": SCHEDULES,
+                        "due": DUE,
+                    }
+                    _due(conn, DUE, due=False)
+                    polls["10k_timers"] = {
+                        **poll_latency(url, samples),
+                        **asleep,
+                        "schedules": SCHEDULES,
+                        "due": 0,
                     }
     return {
         **result,
@@ -205,6 +281,11 @@ def measure(admin_url: str, runs: int, samples: int) -> dict[str, Any]:
         "claim_ms_1m": claims["1m"]["p50"],
         "claim_1m_vs_10k": round(claims["1m"]["p50"] / claims["10k"]["p50"], 2),
         "claim_detail": claims,
+        "poll_ms_10k": polls["10k"]["p50"],
+        "poll_ms_10k_timers": polls["10k_timers"]["p50"],
+        "poll_10k_timers_vs_none": round(polls["10k_timers"]["p50"] / polls["10k"]["p50"], 2),
+        "poll_ms_10k_due": polls["10k_due"]["p50"],
+        "poll_detail": polls,
     }
 
 

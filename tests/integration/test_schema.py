@@ -92,13 +92,15 @@ async def test_a_second_approval_for_the_same_gate_is_refused(conn: Conn) -> Non
 
 
 async def _paused(conn: Conn, gate: str, pause_id: int) -> str:
-    """A run paused at `gate`, as `pause_run` leaves it, at pause `pause_id`."""
-    run = await store.create_run(conn, project="p", payload={}, workflow="production")
+    """A run paused at `gate`, as `pause_run` leaves it, at pause `pause_id` (written by
+    hand: the schema may be older than the code's insert)."""
+    run_id = store.new_run_id()
     await conn.execute(
-        "UPDATE runs SET status = %s, waiting_for = %s WHERE run_id = %s",
-        (f"pending_{gate}", Jsonb({"gate": gate, "pause_id": pause_id}), run["run_id"]),
+        "INSERT INTO runs (run_id, project, status, waiting_for, workflow) "
+        "VALUES (%s, 'p', %s, %s, 'production')",
+        (run_id, f"pending_{gate}", Jsonb({"gate": gate, "pause_id": pause_id})),
     )
-    return str(run["run_id"])
+    return run_id
 
 
 async def _approval(conn: Conn, approval_id: int) -> dict[str, Any]:

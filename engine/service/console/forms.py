@@ -17,7 +17,7 @@ MAX_COMMENT = 5_000
 MAX_APPROVER = 200
 MAX_FIELD = 20_000
 
-Kind = Literal["ordered", "choice", "text", "number", "flag", "json"]
+Kind = Literal["ordered", "choice", "text", "time", "number", "flag", "json"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,8 @@ def _kind(prop: Mapping[str, Any], schema: Mapping[str, Any]) -> tuple[Kind, tup
         return "ordered", tuple(items["enum"])
     if _strings(prop.get("enum")):
         return "choice", tuple(prop["enum"])
+    if prop.get("type") == "string" and prop.get("format") == "date-time":
+        return "time", ()
     kinds: dict[object, Kind] = {
         "string": "text",
         "integer": "number",
@@ -71,7 +73,14 @@ def _kind(prop: Mapping[str, Any], schema: Mapping[str, Any]) -> tuple[Kind, tup
 
 
 def _resolved(prop: Mapping[str, Any], schema: Mapping[str, Any]) -> Mapping[str, Any]:
-    """`prop` with a local `$ref` (pydantic's `$defs`) followed, keeping its own keys."""
+    """`prop` with a local `$ref` (pydantic's `$defs`) followed, keeping its own keys; an
+    optional field (`X | None`: `anyOf` X and null) as X, which an empty box leaves unset."""
+    options = prop.get("anyOf")
+    if isinstance(options, list):
+        given = [option for option in options if option != {"type": "null"}]
+        if len(given) == 1 and len(options) == 2 and isinstance(given[0], Mapping):
+            rest = {key: value for key, value in prop.items() if key != "anyOf"}
+            return {**_resolved(given[0], schema), **rest}
     ref = prop.get("$ref")
     if isinstance(ref, str) and ref.startswith("#/$defs/"):
         return {**schema.get("$defs", {}).get(ref.removeprefix("#/$defs/"), {}), **prop}
@@ -152,6 +161,8 @@ def _value(form: FormData, field: EditField) -> Any:
     text = _text(form, key).strip()
     if len(text) > MAX_FIELD:
         raise InvalidInput(f"payload.{field.name}: at most {MAX_FIELD} characters")
+    if not text and field.value is None:  # an empty box for a field without a value
+        return None
     if field.kind == "number":
         try:
             return json.loads(text) if text else None

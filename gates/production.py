@@ -1,16 +1,23 @@
-"""The production graph's gates: approve the workflow, approve publishing."""
+"""The production graph's gates: approve the workflow, approve publishing (at once, or
+at the time the approver gives)."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from langgraph.types import Command
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from engine import Config, Deadline, Gate, ask
 from gates.settings import GateSettings, OnDeadline
-from personas.state import CREW, Persona, ProductionState, next_step
+from personas.state import CREW, PUBLISHER_HOLD, Persona, ProductionState, next_step
+from providers.upload_post import LONGEST_SCHEDULE
 
 WORKFLOW_GATE = "workflow"
 PUBLISH_GATE = "publish"
+# A publish_at longer ago than this is a mistyped day or offset, not a slow approval:
+# refused at approval rather than posted at once.
+STALE_PUBLISH_AT = timedelta(hours=1)
+EXAMPLE_TIME = "2027-06-01T09:00:00+02:00"
 
 
 def _rejected(state: ProductionState, gate: str, comment: str | None) -> Command[str]:
@@ -46,11 +53,45 @@ def workflow_gate(state: ProductionState) -> Command[str]:
     return Command(goto=next_step(approved), update={"workflow": workflow, "done": []})
 
 
+def publish_time(value: object) -> datetime | None:
+    """When to publish, as an approval's payload says: None (at once), or an ISO 8601
+    time with its UTC offset at most as far ahead as upload-post schedules; ValueError
+    naming publish_at otherwise."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"publish_at: give an ISO 8601 time such as {EXAMPLE_TIME}, not {value!r}")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"publish_at: {value[:40]!r} is not an ISO 8601 time (e.g. {EXAMPLE_TIME})"
+        ) from None
+    if moment.utcoffset() is None:
+        raise ValueError(f"publish_at: {value} has no UTC offset; give one (e.g. {EXAMPLE_TIME})")
+    if moment - datetime.now(UTC) > LONGEST_SCHEDULE:
+        raise ValueError(
+            f"publish_at: {value} is more than {LONGEST_SCHEDULE.days} days away "
+            "(upload-post schedules posts at most that far ahead)"
+        )
+    return moment
+
+
 def publish_gate(state: ProductionState) -> Command[str]:
-    decision = ask(PUBLISH_GATE, render=state.get("render", {}))
-    if not decision.approved:
-        return _rejected(state, PUBLISH_GATE, decision.comment)
-    return Command(goto="publisher", update={"publish_approved": True})
+    problem: dict[str, str] = {}
+    while True:
+        decision = ask(PUBLISH_GATE, render=state.get("render", {}), **problem)
+        if not decision.approved:
+            return _rejected(state, PUBLISH_GATE, decision.comment)
+        try:
+            # Checked at approval already; this catches a payload inserted by plain SQL.
+            publish_at = publish_time(decision.payload.get("publish_at"))
+        except ValueError as error:
+            problem = {"problem": str(error)}
+            continue
+        break
+    when = publish_at.astimezone(UTC).isoformat() if publish_at is not None else None
+    return Command(goto=PUBLISHER_HOLD, update={"publish_approved": True, "publish_at": when})
 
 
 class WorkflowEdit(BaseModel):
@@ -68,6 +109,26 @@ class WorkflowEdit(BaseModel):
     def _runnable(cls, workflow: list[Persona]) -> list[Persona]:
         valid_workflow(workflow)
         return workflow
+
+
+class PublishEdit(BaseModel):
+    """What an approver may set at the publish gate: when the post goes out."""
+
+    model_config = ConfigDict(extra="forbid")
+    publish_at: AwareDatetime | None = Field(
+        default=None,
+        title=f"Publish at (ISO 8601 with its offset, e.g. {EXAMPLE_TIME}; empty: now)",
+    )
+
+    @field_validator("publish_at", mode="before")
+    @classmethod
+    def _when(cls, value: Any) -> datetime | None:
+        moment = publish_time(value)
+        if moment is not None and datetime.now(UTC) - moment > STALE_PUBLISH_AT:
+            raise ValueError(
+                f"publish_at: {value} is more than an hour ago; leave it out to publish now"
+            )
+        return moment
 
 
 def _deadline(
@@ -117,9 +178,11 @@ GATES = (
     Gate(
         PUBLISH_GATE,
         title="Approve publishing",
-        description="The render goes to the run's platforms through upload-post once approved; "
-        "a rejection sends the run back to Brendan with the comment.",
-        shows={"render": "The render to publish"},
+        description="The render goes to the run's platforms through upload-post once approved, "
+        "at once or at the time set below; a rejection sends the run back to Brendan with "
+        "the comment.",
+        shows={"render": "The render to publish", "problem": "The last approval was refused"},
+        edits=PublishEdit,
         deadline=publish_deadline,
     ),
 )

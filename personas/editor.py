@@ -49,6 +49,9 @@ class ShotstackRenderStep:
     async def find(self, state: ProductionState, ctx: RunContext, key: str) -> str | None:
         return None  # Shotstack cannot look a render up by our key: render again
 
+    def settled(self, state: ProductionState, job_id: str) -> Job | None:
+        return None  # a render is done when the provider says so
+
     async def check(self, job_id: str, ctx: RunContext) -> Job:
         render = await self.shotstack.get_render(job_id, run_id=ctx.run_id)
         return Job(

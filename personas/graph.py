@@ -1,4 +1,5 @@
-"""The composition root: Brendan, the workflow gate, the crew, the publish gate."""
+"""The composition root: Brendan, the workflow gate, the crew, the publish gate and the
+publisher's hold until the approved time."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,7 +19,7 @@ from personas.model import load_chat_model
 from personas.provider_step import WaitPolicy, add_provider_step
 from personas.publisher import UploadPostStep
 from personas.settings import PersonaSettings
-from personas.state import CREW, ProductionState, next_step
+from personas.state import CREW, PUBLISHER, PUBLISHER_HOLD, ProductionState, next_step
 from providers.clients import ProviderClients
 from providers.settings import ProviderSettings
 
@@ -58,13 +59,20 @@ async def production_graph(config: Config) -> AsyncIterator[Graph]:
             "script_writer", make_script_writer(load_chat_model(personas, "script_writer"))
         )
         builder.add_conditional_edges("script_writer", next_step)
+        publisher = UploadPostStep(
+            clients.upload_post,
+            settings.upload_post_user,
+            frozenset(settings.upload_post_schedulable_platforms),
+        )
         for step in (
             KieImageStep(clients.kie, callback + "kie"),
             ShotstackRenderStep(clients.shotstack, callback + "shotstack"),
-            UploadPostStep(clients.upload_post, settings.upload_post_user),
+            publisher,
         ):
             add_provider_step(builder, step, policy)
-        builder.add_node("publish_gate", publish_gate, destinations=("brendan", "publisher"))
+        builder.add_node("publish_gate", publish_gate, destinations=("brendan", PUBLISHER_HOLD))
+        builder.add_node(PUBLISHER_HOLD, publisher.hold)
+        builder.add_edge(PUBLISHER_HOLD, PUBLISHER)
         builder.add_edge(START, "brendan")
         builder.add_edge("brendan", "workflow_gate")
         yield builder.compile()

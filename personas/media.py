@@ -25,6 +25,9 @@ class KieImageStep:
     async def find(self, state: ProductionState, ctx: RunContext, key: str) -> str | None:
         return None  # kie.ai cannot look a task up by our key: generate again
 
+    def settled(self, state: ProductionState, job_id: str) -> Job | None:
+        return None  # an image is done when the provider says so
+
     async def check(self, job_id: str, ctx: RunContext) -> Job:
         task = await self.kie.gpt4o_image_record_info(job_id, run_id=ctx.run_id)
         return Job(

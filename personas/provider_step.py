@@ -3,7 +3,9 @@
 Three nodes per step, so that each wake-up is a fresh node execution:
 - `<persona>` submits the job once: an artifact with our idempotency key is
   recorded before the call and the provider's job id after it, so a re-executed
-  node reuses the job (or asks the provider whether it got the request);
+  node reuses the job (or asks the provider whether it got the request). A job
+  the provider's acceptance settles (a post upload-post will make later) is
+  done here, with no wait;
 - `<persona>_wait` pauses the run with `interrupt()` (status `waiting_provider`,
   no lease held, `wake_at` for the poll fallback) until a webhook or the timer;
 - `<persona>_collect` asks the provider for the job; not done yet → wait again,
@@ -70,6 +72,10 @@ class ProviderStep(Protocol):
 
     async def check(self, job_id: str, ctx: RunContext) -> Job: ...
 
+    def settled(self, state: ProductionState, job_id: str) -> Job | None:
+        """The job's outcome when the provider taking it is all the step waits for;
+        None: wait for the job to finish."""
+
     def finished(self, state: ProductionState, artifact: dict[str, Any]) -> dict[str, Any]:
         """The state update once the job succeeded (`artifact` is its result row)."""
 
@@ -86,7 +92,7 @@ def add_provider_step(
     persona = step.persona
     wait_node, collect_node = f"{persona}_wait", f"{persona}_collect"
 
-    async def submit(state: ProductionState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    async def submit(state: ProductionState, runtime: Runtime[RunContext]) -> Command[str]:
         ctx = runtime.context
         key, recorded, replaced = await _current_attempt(ctx, f"{persona}:{round_of(state)}")
         resubmission = _resubmission(replaced)
@@ -108,13 +114,17 @@ def add_provider_step(
             recorded = await _record(
                 ctx, step, key, status="submitted", provider_job_id=job_id, metadata=resubmission
             )
-        job = {
+        job_ref = {
             "job_id": job_id,
             "submitted_at": recorded["created_at"].isoformat(),
             "key": key,
             **resubmission,
         }
-        return {"jobs": {**state.get("jobs", {}), persona: job}}
+        jobs = {"jobs": {**state.get("jobs", {}), persona: job_ref}}
+        settled = step.settled(state, job_id)
+        if settled is None:
+            return Command(goto=wait_node, update=jobs)
+        return await _finished(ctx, step, state, key, job_id, settled, resubmission, jobs)
 
     def wait(state: ProductionState) -> dict[str, Any]:
         job = state["jobs"][persona]
@@ -157,23 +167,37 @@ def add_provider_step(
                 metadata={**resubmission, "error": str(failure)},
             )
             raise failure
-        artifact = await _record(
-            ctx,
-            step,
-            key,
-            status="done",
-            provider_job_id=job_ref["job_id"],
-            url=job.url,
-            metadata={**job.metadata, **resubmission},
-        )
-        update = {"done": [*state.get("done", []), persona], **step.finished(state, artifact)}
-        return Command(goto=next_step({**state, **update}), update=update)  # type: ignore[typeddict-item]
+        return await _finished(ctx, step, state, key, job_ref["job_id"], job, resubmission)
 
-    builder.add_node(persona, submit)
+    builder.add_node(persona, submit, destinations=(wait_node,))
     builder.add_node(wait_node, wait)
     builder.add_node(collect_node, collect, destinations=(wait_node, persona))
-    builder.add_edge(persona, wait_node)
     builder.add_edge(wait_node, collect_node)
+
+
+async def _finished(
+    ctx: RunContext,
+    step: ProviderStep,
+    state: ProductionState,
+    key: str,
+    job_id: str,
+    job: Job,
+    resubmission: dict[str, Any],
+    update: dict[str, Any] | None = None,
+) -> Command[str]:
+    """Record the job's result and go on to the next persona."""
+    artifact = await _record(
+        ctx,
+        step,
+        key,
+        status="done",
+        provider_job_id=job_id,
+        url=job.url,
+        metadata={**job.metadata, **resubmission},
+    )
+    done = {"done": [*state.get("done", []), step.persona], **step.finished(state, artifact)}
+    update = {**(update or {}), **done}
+    return Command(goto=next_step({**state, **update}), update=update)  # type: ignore[typeddict-item]
 
 
 async def _record(

@@ -10,6 +10,7 @@ from engine import RunContext
 Persona = Literal["script_writer", "media", "editor", "publisher"]
 CREW: tuple[Persona, ...] = get_args(Persona)
 PUBLISHER = "publisher"
+PUBLISHER_HOLD = "publisher_hold"  # waits until the approved publish_at, when it must
 
 
 class ProductionState(TypedDict, total=False):
@@ -20,6 +21,8 @@ class ProductionState(TypedDict, total=False):
     workflow: list[str]  # the approved workflow
     done: list[str]  # personas of the approved workflow that have finished
     publish_approved: bool
+    publish_at: str | None  # the publish gate's approved time (ISO, UTC); None: at once
+    scheduled_for: str | None  # the time upload-post is to post at (the hold decided)
     platforms: list[str]  # where the publisher posts (from the payload)
     jobs: dict[str, dict[str, Any]]  # persona -> the provider job it waits for
     script: str

@@ -22,6 +22,21 @@ class ProviderSettings(BaseSettings):
     upload_post_api_key: SecretStr | None = None
     upload_post_webhook_secret: SecretStr | None = None
     upload_post_user: str = "orchestrator"
+    upload_post_schedulable_platforms: list[str] = Field(
+        # The platforms of upload-post's video upload, whose `scheduled_date` it documents.
+        default=[
+            "tiktok",
+            "instagram",
+            "youtube",
+            "linkedin",
+            "facebook",
+            "x",
+            "threads",
+            "pinterest",
+            "bluesky",
+        ],
+        description="platforms upload-post posts at a scheduled_date; for others the run waits",
+    )
     provider_timeout: PositiveFloat = Field(default=30.0, description="seconds per HTTP request")
     provider_max_attempts: PositiveInt = 5
     provider_poll_interval: PositiveFloat = Field(

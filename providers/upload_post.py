@@ -3,10 +3,14 @@
 Posting is public and cannot be undone, so every upload carries our own
 `request_id` (form field, `X-Request-Id` and `Idempotency-Key`): a re-executed
 publish step first asks `status(request_id)` whether the post already exists.
+
+An upload given a `scheduled_date` is held by upload-post and posted at that time
+(ISO 8601 in UTC, e.g. `2026-12-31T23:45:00Z`; in the future, at most 365 days ahead).
 """
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -16,6 +20,8 @@ from providers.http import Credentials, ProviderHTTP, RetryPolicy, dig
 from providers.settings import ProviderSettings
 
 DONE_STATUSES = frozenset({"completed", "failed"})
+# How far ahead upload-post takes a `scheduled_date`.
+LONGEST_SCHEDULE = timedelta(days=365)
 
 
 @dataclass(frozen=True)
@@ -97,12 +103,15 @@ class UploadPostClient:
         title: str,
         description: str | None = None,
         request_id: str,
+        scheduled_date: datetime | None = None,
         run_id: str | None = None,
     ) -> Upload:
         form = [("user", user), *(("platform[]", platform) for platform in platforms)]
         form += [("video", video_url), ("title", title)]
         if description is not None:
             form.append(("description", description))
+        if scheduled_date is not None:
+            form.append(("scheduled_date", schedule_text(scheduled_date)))
         form += [("request_id", request_id), ("async_upload", "true")]
         answer = await self.http.request(
             "POST",
@@ -133,6 +142,16 @@ class UploadPostClient:
             raise self.http.error("status", f"answer for request {request_id} has no status")
         results = _platform_results(dig(answer, "results"))
         return UploadStatus(request_id=request_id, status=status, results=results)
+
+
+def schedule_text(moment: datetime) -> str:
+    """`moment` as upload-post's `scheduled_date` takes it: UTC, whole seconds, `Z`.
+    A fraction of a second is rounded up, so the post never goes out before `moment`."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"scheduled_date: {moment.isoformat()} has no UTC offset")
+    utc = moment.astimezone(UTC)
+    whole = utc.replace(microsecond=0) + (timedelta(seconds=1) if utc.microsecond else timedelta(0))
+    return whole.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _platform_results(value: object) -> tuple[PlatformResult, ...]:

@@ -1,11 +1,14 @@
-"""Waiting on the database with a deadline, and daemons as real subprocesses."""
+"""Waiting on the database with a deadline, daemons as real subprocesses, the sandbox
+providers in the test's event loop."""
 
 import asyncio
+import contextlib
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -17,9 +20,17 @@ from psycopg.rows import DictRow
 
 from engine.db.queries import QUERIES
 from engine.runtime.claims import Claim, claim_params, load_claims
+from providers.sandbox import SandboxConfig, serve
+from providers.settings import ProviderSettings
 from tests.conftest import ROOT, orchestrator_env
 
 Rows = list[dict[str, Any]]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 async def wait_for(
@@ -146,8 +157,6 @@ class DaemonProcess:
 
 def start_api(db: str, log_dir: Path, **settings: object) -> tuple[DaemonProcess, str]:
     """`orchestrator api` in a subprocess on a free port, once it answers `/readyz`."""
-    from tests.stack import free_port
-
     port = free_port()
     process = DaemonProcess(db, log_dir, "api", ("api",), api_port=port, **settings)
     base = f"http://127.0.0.1:{port}"
@@ -179,3 +188,23 @@ def daemons(db_url: str, log_dir: Path) -> Iterator[Callable[..., DaemonProcess]
     finally:
         for process in started:
             process.close()
+
+
+@contextlib.asynccontextmanager
+async def sandbox_serving() -> AsyncIterator[ProviderSettings]:
+    """The sandbox providers on a free port, in this event loop."""
+    settings = ProviderSettings(sandbox_port=free_port())
+    server = asyncio.create_task(serve(SandboxConfig(), port=settings.sandbox_port))
+    try:
+        async with httpx.AsyncClient() as probe:
+            for _ in range(500):
+                with contextlib.suppress(httpx.TransportError):
+                    await probe.get(f"http://127.0.0.1:{settings.sandbox_port}/_sandbox/config")
+                    break
+                assert not server.done(), server
+                await asyncio.sleep(0.02)
+        yield settings
+    finally:
+        server.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server

@@ -1,7 +1,6 @@
 """The whole system as real processes: sandbox providers, API and daemons, over HTTP."""
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -11,16 +10,10 @@ from typing import Any
 
 import httpx
 
-from tests.helpers import DaemonProcess, daemons
+from tests.helpers import DaemonProcess, daemons, free_port
 
 KIE_SECRET = "kie-webhook-secret-for-tests"
 UPLOAD_POST_SECRET = "upload-post-webhook-secret-for-tests"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

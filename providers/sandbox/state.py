@@ -26,9 +26,9 @@ class Phase(StrEnum):
 
 @dataclass(frozen=True)
 class Timing:
-    """When a job was submitted and how it will end; its phase is computed when asked."""
+    """When work on a job starts and how it will end; its phase is computed when asked."""
 
-    submitted_at: float  # time.monotonic()
+    submitted_at: float  # time.monotonic(); later than the submission for a scheduled post
     created_at: datetime
     latency: float
     ending: Phase | None  # SUCCEEDED or FAILED; None: the job never finishes
@@ -60,9 +60,12 @@ class JobSettings:
     # can kill its caller while the provider has acted but the caller doesn't know.
     response_delay: float = 0.0
 
-    def timing(self) -> Timing:
+    def timing(self, starts_in: float = 0.0) -> Timing:
+        """How a job submitted now ends; it starts `starts_in` seconds from now (a
+        scheduled post), so it is queued until then."""
         ending = None if self.never_finish else Phase.FAILED if self.fail_jobs else Phase.SUCCEEDED
-        return Timing(time.monotonic(), datetime.now(UTC), self.job_latency, ending)
+        start = datetime.now(UTC) + timedelta(seconds=starts_in)
+        return Timing(time.monotonic() + starts_in, start, self.job_latency, ending)
 
 
 @dataclass(kw_only=True)

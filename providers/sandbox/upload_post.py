@@ -2,6 +2,12 @@
 
 The caller's `request_id` names the upload, so sending one again answers the
 first upload instead of posting twice. Every answer carries rate-limit headers.
+
+A `scheduled_date` (ISO 8601; without an offset it is UTC, as upload-post reads it
+without a `timezone`) must lie in the future and at most 365 days ahead, else the
+upload is refused; such an upload answers 202 with a scheduler `job_id`, stays
+`pending` until that time, then posts. Its status answer echoes the
+`scheduled_date` as received, so tests can see what the caller sent.
 """
 
 import hashlib
@@ -9,10 +15,11 @@ import hmac
 import math
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from starlette.datastructures import FormData, UploadFile
 
 from providers.sandbox.config import SandboxConfig
@@ -42,6 +49,7 @@ STATUSES = {
 }
 RATE_LIMIT = 100  # requests per window; reported, never enforced (a fault answers 429)
 RATE_WINDOW = 60  # seconds
+LONGEST_SCHEDULE = timedelta(days=365)
 
 
 class UploadPostRoute(ProviderRoute):
@@ -98,6 +106,7 @@ class Upload(Job):
     description: str | None
     video: str
     posts: list[Post]
+    scheduled_date: str | None = None  # as the caller sent it
 
     def results(self, ending: Phase | None) -> list[dict[str, Any]]:
         """Each platform's result once the upload has ended as `ending`."""
@@ -118,13 +127,21 @@ class Upload(Job):
 router = APIRouter(prefix="/upload-post/api", route_class=UploadPostRoute)
 
 
-@router.post("/upload", name="upload")
-async def upload(request: Request, state: Sandbox) -> dict[str, Any]:
+@router.post("/upload", name="upload", response_model=None)
+async def upload(request: Request, state: Sandbox) -> dict[str, Any] | JSONResponse:
     async with request.form() as form:
         request_id = request_id_of(request, form) or new_id()
         upload = state.find(Upload, request_id)
         if upload is None:
             upload = new_upload(state, request_id, form)
+    if upload.scheduled_date is not None:
+        scheduled = {
+            "success": True,
+            "request_id": upload.id,
+            "job_id": f"scheduler_{upload.id}",
+            "scheduled_date": upload.scheduled_date,
+        }
+        return JSONResponse(scheduled, status_code=202)
     # The answer a synchronous upload gives once done: how the upload will end.
     results = upload.results(upload.timing.ending)
     return {
@@ -144,12 +161,15 @@ async def upload_status(request: Request, state: Sandbox) -> dict[str, Any]:
         return {"success": True, "request_id": request_id, "status": "not_found", "results": []}
     phase = upload.phase()
     done = phase in (Phase.SUCCEEDED, Phase.FAILED)
-    return {
+    answer = {
         "success": True,
         "request_id": request_id,
         "status": STATUSES[phase],
         "results": upload.results(phase) if done else [],
     }
+    if upload.scheduled_date is not None:
+        answer["scheduled_date"] = upload.scheduled_date
+    return answer
 
 
 def new_upload(state: SandboxState, request_id: str, form: FormData) -> Upload:
@@ -162,20 +182,40 @@ def new_upload(state: SandboxState, request_id: str, form: FormData) -> Upload:
     unknown = [platform for platform in platforms if platform not in PLATFORMS]
     if unknown:
         raise Refusal(INVALID, f"unsupported platform: {', '.join(unknown)}")
+    scheduled_date = text(form, "scheduled_date")
+    starts_in = seconds_until(scheduled_date) if scheduled_date is not None else 0.0
     upload = Upload(
         id=request_id,
-        timing=state.settings.timing(),
+        timing=state.settings.timing(starts_in),
         user=user,
         title=title,
         description=text(form, "description"),
         video=video_name,
         posts=[new_post(platform, user) for platform in dict.fromkeys(platforms)],
+        scheduled_date=scheduled_date,
     )
     state.add(upload)
     if state.config.upload_post_webhook_url is not None:
         config = state.config
         state.webhooks.schedule(upload.timing.finishes_at, lambda: webhooks(upload, config))
     return upload
+
+
+def seconds_until(scheduled_date: str) -> float:
+    """How far ahead a `scheduled_date` lies; a refusal, as upload-post's, for one that
+    is not ISO 8601, not in the future or more than 365 days ahead."""
+    try:
+        moment = datetime.fromisoformat(scheduled_date)
+    except ValueError:
+        raise Refusal(INVALID, "scheduled_date must be an ISO-8601 date/time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # no `timezone` field: upload-post reads UTC
+    ahead = moment - datetime.now(UTC)
+    if ahead <= timedelta(0):
+        raise Refusal(INVALID, f"scheduled_date {scheduled_date} must be in the future")
+    if ahead > LONGEST_SCHEDULE:
+        raise Refusal(INVALID, f"scheduled_date {scheduled_date} is more than 365 days ahead")
+    return ahead.total_seconds()
 
 
 def new_post(platform: str, user: str) -> Post:

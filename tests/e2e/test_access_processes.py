@@ -11,8 +11,8 @@ from psycopg.rows import DictRow
 from engine.service.access.identities import Role, create_token
 from tests.access import TOKEN, api, waiting_run
 from tests.conftest import orchestrator
-from tests.helpers import daemons
-from tests.stack import _until_up, free_port
+from tests.helpers import daemons, free_port
+from tests.stack import _until_up
 
 Conn = AsyncConnection[DictRow]
 

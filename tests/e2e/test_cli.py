@@ -83,6 +83,26 @@ async def test_an_approval_the_trigger_refuses_exits_1_with_its_message(
     assert result.stderr == "error: approval refused: run run_nope does not exist (gate workflow)\n"
 
 
+async def test_a_bad_publish_at_exits_2_naming_it_and_writes_nothing(
+    db_url: str, conn: Conn
+) -> None:
+    run = await store.create_run(conn, project="p", payload={}, workflow="production")
+    await conn.execute(
+        "UPDATE runs SET status = 'pending_publish' WHERE run_id = %s", (run["run_id"],)
+    )
+    payload = json.dumps({"publish_at": "2026-12-03T09:00:00"})
+    result = orchestrator(
+        db_url, "runs", "approve", run["run_id"], "--gate", "publish", "--payload", payload
+    )
+    assert result.returncode == 2, result
+    assert result.stderr == (
+        "error: payload.publish_at: Value error, publish_at: 2026-12-03T09:00:00 has no UTC "
+        "offset; give one (e.g. 2027-06-01T09:00:00+02:00)\n"
+    )
+    count = await (await conn.execute("SELECT count(*) AS n FROM hitl_approvals")).fetchone()
+    assert count == {"n": 0}
+
+
 def test_create_prints_the_run_id_last_and_list_shows_it(db_url: str) -> None:
     created = orchestrator(db_url, "runs", "create", "--project", "p", "--brief", "b")
     assert created.returncode == 0, created.stderr

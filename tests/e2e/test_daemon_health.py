@@ -9,8 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import daemons
-from tests.stack import free_port
+from tests.helpers import daemons, free_port
 
 
 async def _datagrams(sock: socket.socket, until: str, within: float = 30.0) -> list[str]:

@@ -3,6 +3,7 @@
 Webhooks, not the timer, wake runs here: the poll fallback is set to a minute.
 """
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -249,3 +250,37 @@ async def test_a_publish_nobody_can_confirm_waits_at_the_reconcile_gate(
         assert response.status_code == 201, response.text
         await wait_for(conn, STATUS, (run_id,), until=_status_is("published"), within=60)
         assert await _calls(s, run_id, "upload") == 1
+
+
+async def test_a_publish_held_until_its_time_posts_once_across_kills_in_and_after_the_sleep(
+    db_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    async with stack(db_url, tmp_path, lease_ttl=2) as s:
+        sleeper = s.daemon("sleeper")
+        # upload-post cannot schedule reddit: the run itself sleeps until publish_at.
+        response = await s.http.post(
+            f"{s.api}/runs",
+            json={"project": "cats", "brief": "boxes", "payload": {"platforms": ["reddit"]}},
+        )
+        assert response.status_code == 201, response.text
+        run_id = response.json()["run_id"]
+        await _approve(s, conn, run_id, "workflow")
+        await wait_for(conn, STATUS, (run_id,), until=_status_is("pending_publish"), within=60)
+        publish_at = datetime.now(UTC) + timedelta(seconds=4)
+        response = await s.http.post(
+            f"{s.api}/runs/{run_id}/approvals",
+            json={"gate": "publish", "payload": {"publish_at": publish_at.isoformat()}},
+        )
+        assert response.status_code == 201, response.text
+        await wait_for(conn, STATUS, (run_id,), until=_status_is("waiting_timer"), within=60)
+        sleeper.kill()  # killed during the sleep
+        # The next daemon wakes the run at its time and posts; it dies before the answer.
+        await s.configure_sandbox(response_delay=5)
+        waker = s.daemon("waker")
+        await s.wait_for_call(run_id, "upload")
+        waker.kill()
+        await s.configure_sandbox(response_delay=0)
+        s.daemon("heir")
+        await wait_for(conn, STATUS, (run_id,), until=_status_is("published"), within=60)
+        (upload,) = await s.sandbox_calls(run_id=run_id, operation="upload")
+    assert datetime.fromisoformat(upload["at"]) >= publish_at, "posted before its time"

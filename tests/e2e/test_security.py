@@ -27,7 +27,7 @@ def _status_is(status: str) -> Callable[[list[dict[str, Any]]], bool]:
 async def test_a_full_run_with_every_secret_set_leaks_none(
     db_url: str, conn: Conn, tmp_path: Path
 ) -> None:
-    from tests.stack import free_port
+    from tests.helpers import free_port
 
     sandbox = f"http://127.0.0.1:{free_port()}"
     settings: dict[str, object] = {

@@ -198,6 +198,35 @@ async def test_bad_input_is_refused_with_the_field_named(
     assert await approvals(conn) == []
 
 
+async def test_the_publish_gate_takes_a_publish_at_from_its_form(
+    client: httpx.AsyncClient, conn: Conn
+) -> None:
+    run_id = await waiting(conn, "publish", render={"url": RENDER})
+    inbox = await client.get("/")
+    assert 'name="edit.publish_at"' in inbox.text
+    assert "Publish at (ISO 8601 with its offset" in text(inbox.text)
+    naive = form(gate="publish", edit="1", **{"edit.publish_at": "2026-12-03T09:00"})
+    refused = await client.post(f"/console/runs/{run_id}/approvals", data=naive)
+    assert refused.status_code == 422
+    assert "payload.publish_at: Value error, publish_at: 2026-12-03T09:00 has no UTC offset" in (
+        text(refused.text)
+    )
+    assert await approvals(conn) == []
+    at = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0).isoformat()
+    timed = form(gate="publish", edit="1", **{"edit.publish_at": f" {at} "})
+    assert (await client.post(f"/console/runs/{run_id}/approvals", data=timed)).status_code == 303
+    assert (await approvals(conn))[0]["payload"] == {"publish_at": at}
+
+
+async def test_an_empty_publish_at_approves_publishing_at_once(
+    client: httpx.AsyncClient, conn: Conn
+) -> None:
+    run_id = await waiting(conn, "publish", render={"url": RENDER})
+    empty = form(gate="publish", edit="1", **{"edit.publish_at": ""})
+    assert (await client.post(f"/console/runs/{run_id}/approvals", data=empty)).status_code == 303
+    assert (await approvals(conn))[0]["payload"] is None
+
+
 async def test_approving_a_run_that_is_not_waiting_shows_the_refusal(
     client: httpx.AsyncClient, conn: Conn
 ) -> None:

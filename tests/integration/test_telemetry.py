@@ -32,11 +32,8 @@ from engine.service.health import health_app
 from engine.settings import Settings
 from providers.http import RetryPolicy
 from providers.kie import KieClient
-from providers.sandbox import SandboxConfig, serve
-from providers.settings import ProviderSettings
 from tests.graphs import ledger_workflow
-from tests.helpers import wait_for
-from tests.stack import free_port
+from tests.helpers import sandbox_serving, wait_for
 
 Conn = AsyncConnection[DictRow]
 STATUS = "SELECT status FROM runs WHERE run_id = %s"
@@ -181,26 +178,6 @@ def probe_workflow(kie: KieClient) -> Workflow:
     builder.add_node("media", media)
     builder.add_edge(START, "media")
     return Workflow("probe", "probe-1", builder.compile())
-
-
-@contextlib.asynccontextmanager
-async def sandbox_serving() -> AsyncIterator[ProviderSettings]:
-    """The sandbox providers on a free port, in this event loop."""
-    settings = ProviderSettings(sandbox_port=free_port())
-    server = asyncio.create_task(serve(SandboxConfig(), port=settings.sandbox_port))
-    try:
-        async with httpx.AsyncClient() as probe:
-            for _ in range(500):
-                with contextlib.suppress(httpx.TransportError):
-                    await probe.get(f"http://127.0.0.1:{settings.sandbox_port}/_sandbox/config")
-                    break
-                assert not server.done(), server
-                await asyncio.sleep(0.02)
-        yield settings
-    finally:
-        server.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await server
 
 
 async def test_a_provider_request_is_a_client_span_under_its_node(

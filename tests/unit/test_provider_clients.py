@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from email.utils import formatdate
 from typing import Any, TypeVar
 
@@ -436,6 +437,40 @@ async def test_upload_post_sends_a_multipart_form_and_reports_each_platform(
     assert by_platform["tiktok"].success and by_platform["tiktok"].publish_id == "p-1"
     assert not by_platform["instagram"].success
     assert by_platform["instagram"].error == "aspect ratio not allowed"
+
+
+async def test_a_scheduled_upload_sends_scheduled_date_in_utc_never_early(
+    server: ScriptedServer, clients: ProviderClients
+) -> None:
+    # upload-post's answer to a scheduled upload: 202, a scheduler job, no results yet.
+    accepted = {"success": True, "job_id": "scheduler_1", "scheduled_date": "…"}
+    server.script(Reply(202, accepted), Reply(202, accepted))
+    paris = timezone(timedelta(hours=1))
+    for moment in (
+        datetime(2026, 12, 3, 9, 0, 0, tzinfo=paris),
+        datetime(2026, 12, 3, 9, 0, 0, 1, tzinfo=paris),  # a microsecond past: the next second
+    ):
+        upload = await clients.upload_post.upload(
+            user="cats",
+            platforms=["tiktok"],
+            video_url="https://cdn.example/v.mp4",
+            title="t",
+            request_id="run_5:publish",
+            scheduled_date=moment,
+        )
+        assert upload.success and upload.results == ()
+    sent = [dict(call.form)["scheduled_date"] for call in server.calls]
+    assert sent == ["2026-12-03T08:00:00Z", "2026-12-03T08:00:01Z"]
+    with pytest.raises(ValueError, match="has no UTC offset"):
+        await clients.upload_post.upload(
+            user="cats",
+            platforms=["tiktok"],
+            video_url="v",
+            title="t",
+            request_id="r",
+            scheduled_date=datetime(2026, 12, 3, 9),
+        )
+    assert len(server.calls) == 2, "a naive time is never sent"
 
 
 async def test_upload_post_status_by_request_id(

@@ -11,6 +11,7 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
@@ -96,12 +97,16 @@ async def poll(
         await asyncio.sleep(0.02)
 
 
-def upload_form(request_id: str | None, *platforms: str) -> list[tuple[str, tuple[None, bytes]]]:
+def upload_form(
+    request_id: str | None, *platforms: str, scheduled_date: str | None = None
+) -> list[tuple[str, tuple[None, bytes]]]:
     """The multipart fields as our client sends them (a repeated `platform[]`)."""
     fields = [("user", "ann"), ("video", "https://example.com/v.mp4"), ("title", "Cats")]
     fields += [("platform[]", platform) for platform in platforms]
     if request_id is not None:
         fields.append(("request_id", request_id))
+    if scheduled_date is not None:
+        fields.append(("scheduled_date", scheduled_date))
     return [(name, (None, value.encode())) for name, value in fields]
 
 
@@ -257,6 +262,53 @@ async def test_upload_post_round_trip(client: httpx.AsyncClient) -> None:
     assert {result["platform"]: result["post_id"] for result in status["results"]} == {
         platform: result["post_id"] for platform, result in body["results"].items()
     }
+
+
+def utc_text(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def test_a_scheduled_upload_is_held_until_its_date_then_posted(
+    client: httpx.AsyncClient,
+) -> None:
+    due = datetime.now(UTC) + timedelta(seconds=1.5)
+    response = await client.post(
+        "/upload-post/api/upload",
+        files=upload_form("req-s", "tiktok", scheduled_date=due.isoformat()),
+        headers=UPLOAD_POST,
+    )
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["success"] and body["job_id"] and body["scheduled_date"] == due.isoformat()
+    held = await upload_status(client, "req-s")
+    assert (held["status"], held["scheduled_date"]) == ("pending", due.isoformat())
+    posted = await poll(lambda: upload_status(client, "req-s"), lambda s: s["status"] != "pending")
+    assert datetime.now(UTC) >= due
+    # Asked while the post goes out, or after: it is never `pending` again.
+    assert posted["status"] in ("in_progress", "completed")
+    done = await poll(lambda: upload_status(client, "req-s"), lambda s: s["status"] == "completed")
+    assert [result["platform"] for result in done["results"]] == ["tiktok"]
+
+
+@pytest.mark.parametrize(
+    ("scheduled_date", "message"),
+    [
+        ("next tuesday", "scheduled_date must be an ISO-8601 date/time"),
+        (utc_text(datetime.now(UTC) - timedelta(minutes=1)), "must be in the future"),
+        (utc_text(datetime.now(UTC) + timedelta(days=366)), "is more than 365 days ahead"),
+    ],
+)
+async def test_a_bad_scheduled_date_is_refused_and_posts_nothing(
+    client: httpx.AsyncClient, scheduled_date: str, message: str
+) -> None:
+    response = await client.post(
+        "/upload-post/api/upload",
+        files=upload_form("req-bad", "tiktok", scheduled_date=scheduled_date),
+        headers=UPLOAD_POST,
+    )
+    assert response.status_code == 400
+    assert response.json()["success"] is False and message in response.json()["message"]
+    assert (await upload_status(client, "req-bad"))["status"] == "not_found"
 
 
 async def test_the_call_log_records_keys_and_run_ids(client: httpx.AsyncClient) -> None:

@@ -24,7 +24,7 @@ MAX_FIELD = 20_000
 SCHEDULE_FIELDS = ("cron", "timezone", "project", "brief", "workflow", "overlap", "catchup")
 BACKFILL_FIELDS = ("from", "to")
 
-Kind = Literal["ordered", "choice", "text", "number", "flag", "json"]
+Kind = Literal["ordered", "choice", "text", "time", "number", "flag", "json"]
 Body = TypeVar("Body", bound=BaseModel)
 
 
@@ -69,6 +69,8 @@ def _kind(prop: Mapping[str, Any], schema: Mapping[str, Any]) -> tuple[Kind, tup
         return "ordered", tuple(items["enum"])
     if _strings(prop.get("enum")):
         return "choice", tuple(prop["enum"])
+    if prop.get("type") == "string" and prop.get("format") == "date-time":
+        return "time", ()
     kinds: dict[object, Kind] = {
         "string": "text",
         "integer": "number",
@@ -79,7 +81,14 @@ def _kind(prop: Mapping[str, Any], schema: Mapping[str, Any]) -> tuple[Kind, tup
 
 
 def _resolved(prop: Mapping[str, Any], schema: Mapping[str, Any]) -> Mapping[str, Any]:
-    """`prop` with a local `$ref` (pydantic's `$defs`) followed, keeping its own keys."""
+    """`prop` with a local `$ref` (pydantic's `$defs`) followed, keeping its own keys; an
+    optional field (`X | None`: `anyOf` X and null) as X, which an empty box leaves unset."""
+    options = prop.get("anyOf")
+    if isinstance(options, list):
+        given = [option for option in options if option != {"type": "null"}]
+        if len(given) == 1 and len(options) == 2 and isinstance(given[0], Mapping):
+            rest = {key: value for key, value in prop.items() if key != "anyOf"}
+            return {**_resolved(given[0], schema), **rest}
     ref = prop.get("$ref")
     if isinstance(ref, str) and ref.startswith("#/$defs/"):
         return {**schema.get("$defs", {}).get(ref.removeprefix("#/$defs/"), {}), **prop}
@@ -160,6 +169,8 @@ def _value(form: FormData, field: EditField) -> Any:
     text = _text(form, key).strip()
     if len(text) > MAX_FIELD:
         raise InvalidInput(f"payload.{field.name}: at most {MAX_FIELD} characters")
+    if not text and field.value is None:  # an empty box for a field without a value
+        return None
     if field.kind == "number":
         try:
             return json.loads(text) if text else None

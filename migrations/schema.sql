@@ -505,6 +505,8 @@ CREATE TABLE public.webhook_events (
     raw_body bytea,
     job_id text,
     body_sha256 bytea,
+    callback_key text,
+    CONSTRAINT webhook_events_callback_key_length CHECK ((length(callback_key) <= 300)),
     CONSTRAINT webhook_events_signature_status_check CHECK ((signature_status = ANY (ARRAY['valid'::text, 'invalid'::text, 'unsigned'::text, 'verified_by_fetch'::text])))
 );
 
@@ -779,6 +781,12 @@ CREATE INDEX schedules_buffered ON public.schedules USING btree (buffered_fire_a
 --
 
 CREATE INDEX schedules_due ON public.schedules USING btree (next_fire_at) WHERE (NOT paused);
+
+--
+-- Name: webhook_events_callback_key; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX webhook_events_callback_key ON public.webhook_events USING btree (provider, callback_key) WHERE (callback_key IS NOT NULL);
 
 --
 -- Name: webhook_events_received; Type: INDEX; Schema: public; Owner: -

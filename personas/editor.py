@@ -43,11 +43,16 @@ class ShotstackRenderStep:
     artifact_type: str = "render"
 
     async def submit(self, state: ProductionState, ctx: RunContext, key: str) -> str:
-        edit = build_edit(state, self.callback_url)
+        edit = build_edit(state, ctx.callback_url(self.callback_url, key))
         return await self.shotstack.render(edit, idempotency_key=key, run_id=ctx.run_id)
 
     async def find(self, state: ProductionState, ctx: RunContext, key: str) -> str | None:
-        return None  # Shotstack cannot look a render up by our key: render again
+        # Shotstack cannot look a render up by our key; its callback names it.
+        return await ctx.callback_job(self.provider, key)
+
+    @property
+    def calls_back(self) -> bool:
+        return True
 
     def settled(self, state: ProductionState, job_id: str) -> Job | None:
         return None  # a render is done when the provider says so

@@ -48,6 +48,7 @@ async def production_graph(config: Config) -> AsyncIterator[Graph]:
     policy = WaitPolicy(
         poll_interval=timedelta(seconds=settings.provider_poll_interval),
         job_timeout=timedelta(seconds=settings.provider_job_timeout),
+        adopt_window=timedelta(seconds=settings.provider_adopt_window),
     )
     async with ProviderClients(settings) as clients:
         builder = StateGraph(ProductionState, context_schema=RunContext)

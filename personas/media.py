@@ -19,11 +19,19 @@ class KieImageStep:
 
     async def submit(self, state: ProductionState, ctx: RunContext, key: str) -> str:
         return await self.kie.gpt4o_image_generate(
-            prompt(state), callback_url=self.callback_url, idempotency_key=key, run_id=ctx.run_id
+            prompt(state),
+            callback_url=ctx.callback_url(self.callback_url, key),
+            idempotency_key=key,
+            run_id=ctx.run_id,
         )
 
     async def find(self, state: ProductionState, ctx: RunContext, key: str) -> str | None:
-        return None  # kie.ai cannot look a task up by our key: generate again
+        # kie.ai cannot look a task up by our key; its callback names it.
+        return await ctx.callback_job(self.provider, key)
+
+    @property
+    def calls_back(self) -> bool:
+        return True
 
     def settled(self, state: ProductionState, job_id: str) -> Job | None:
         return None  # an image is done when the provider says so

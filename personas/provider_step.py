@@ -3,7 +3,9 @@
 Three nodes per step, so that each wake-up is a fresh node execution:
 - `<persona>` submits the job once: an artifact with our idempotency key is
   recorded before the call and the provider's job id after it, so a re-executed
-  node reuses the job (or asks the provider whether it got the request). A job
+  node reuses the job (or asks the provider whether it got the request; a
+  provider that calls back, with our key in the callback URL, is waited for, up
+  to the policy's `adopt_window`, and the job its callback names adopted). A job
   the provider's acceptance settles (a post upload-post will make later) is
   done here, with no wait;
 - `<persona>_wait` pauses the run with `interrupt()` (status `waiting_provider`,
@@ -33,6 +35,8 @@ from personas.state import ProductionState, next_step, round_of
 from providers.errors import PermanentProviderError
 
 log = logging.getLogger(__name__)
+# When the submit the artifact records began (the adoption window counts from it).
+SUBMITTING_AT = "submitting_at"
 
 
 class ProviderJobFailed(RuntimeError):
@@ -70,6 +74,12 @@ class ProviderStep(Protocol):
     async def find(self, state: ProductionState, ctx: RunContext, key: str) -> str | None:
         """The job an interrupted earlier submit started, if the provider can tell."""
 
+    @property
+    def calls_back(self) -> bool:
+        """Whether the provider calls back with our key: a submit cut off may then
+        have made a job that only its callback names (`find` reads it), so the step
+        waits for it before submitting again."""
+
     async def check(self, job_id: str, ctx: RunContext) -> Job: ...
 
     def settled(self, state: ProductionState, job_id: str) -> Job | None:
@@ -84,6 +94,9 @@ class ProviderStep(Protocol):
 class WaitPolicy:
     poll_interval: timedelta
     job_timeout: timedelta
+    # How long after a cut-off submit began to wait for the provider's callback about
+    # it before submitting again (a job that long unheard of was never made).
+    adopt_window: timedelta = timedelta(minutes=15)
 
 
 def add_provider_step(
@@ -100,7 +113,7 @@ def add_provider_step(
         if recorded is not None and job_id is None:
             # An earlier execution called the provider but died before hearing back.
             await ctx.ensure_held()
-            job_id = await step.find(state, ctx, ctx.idempotency_key(key))
+            job_id = await _found(step, state, ctx, key, recorded, policy)
         if job_id is None:
             if resubmission:
                 log.warning(
@@ -108,7 +121,8 @@ def add_provider_step(
                     resubmission["because"],
                     extra={"action": "provider_resubmit", "persona": persona, **resubmission},
                 )
-            recorded = await _record(ctx, step, key, status="submitting", metadata=resubmission)
+            intent = {**resubmission, SUBMITTING_AT: datetime.now(UTC).isoformat()}
+            recorded = await _record(ctx, step, key, status="submitting", metadata=intent)
             job_id = await step.submit(state, ctx, ctx.idempotency_key(key))
         if recorded is None or recorded["provider_job_id"] != job_id:
             recorded = await _record(
@@ -173,6 +187,41 @@ def add_provider_step(
     builder.add_node(wait_node, wait)
     builder.add_node(collect_node, collect, destinations=(wait_node, persona))
     builder.add_edge(wait_node, collect_node)
+
+
+async def _found(
+    step: ProviderStep,
+    state: ProductionState,
+    ctx: RunContext,
+    key: str,
+    intent: dict[str, Any],
+    policy: WaitPolicy,
+) -> str | None:
+    """The job a submit cut off before hearing back made, if the provider can tell. A
+    provider that calls back may still name it: the run waits for that callback
+    (paused, holding no worker, asking again every poll interval) until
+    `adopt_window` after that submit began; nothing by then: it made no job."""
+    idempotency_key = ctx.idempotency_key(key)
+    began = datetime.fromisoformat(
+        intent["metadata"].get(SUBMITTING_AT, intent["created_at"].isoformat())
+    )
+    while (job_id := await step.find(state, ctx, idempotency_key)) is None and step.calls_back:
+        left = began + policy.adopt_window - datetime.now(UTC)
+        if left <= timedelta(0):
+            log.warning(
+                "no callback about a cut-off submit: submitting again",
+                extra={"action": "provider_unadopted", "persona": step.persona, "key": key},
+            )
+            return None
+        wake_at = datetime.now(UTC) + min(policy.poll_interval, left)
+        waiting = {"persona": step.persona, "adopting": idempotency_key}
+        pause(ProviderWait(step.provider, None, wake_at, waiting))
+    if job_id is not None:
+        log.info(
+            "adopted the job a cut-off submit made",
+            extra={"action": "provider_adopted", "persona": step.persona, "job_id": job_id},
+        )
+    return job_id
 
 
 async def _finished(

@@ -83,6 +83,10 @@ class UploadPostStep:
         }
         return Job(done=True, succeeded=True, metadata=metadata)
 
+    @property
+    def calls_back(self) -> bool:
+        return False  # `find` asks upload-post by our key: its answer is final
+
     async def find(self, state: ProductionState, ctx: RunContext, key: str) -> str | None:
         try:
             status = await self.upload_post.status(key, run_id=ctx.run_id)

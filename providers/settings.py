@@ -45,6 +45,11 @@ class ProviderSettings(BaseSettings):
     provider_job_timeout: PositiveFloat = Field(
         default=3600.0, description="seconds before a provider job that never ends fails the run"
     )
+    provider_adopt_window: PositiveFloat = Field(
+        default=900.0,
+        description="seconds a step whose submit was cut off waits for the provider's callback "
+        "about it (kie.ai, Shotstack) before submitting again",
+    )
     sandbox_port: int = Field(
         default=8100, ge=1, le=65535, description="the sandbox provider server's loopback port"
     )

@@ -139,7 +139,14 @@ async def run_chaos(
     rng = random.Random(seed)
     report = ChaosReport(runs=runs, daemons=daemons)
     started = time.monotonic()
-    settings = {"lease_ttl": 3, "poll_interval": 0.5, "concurrency": 8, "provider_poll_interval": 2}
+    settings = {
+        "lease_ttl": 3,
+        "poll_interval": 0.5,
+        "concurrency": 8,
+        "provider_poll_interval": 2,
+        # The sandbox finishes a job in seconds: a callback not here by then never comes.
+        "provider_adopt_window": 20,
+    }
     async with stack(db_url, log_dir, **settings) as s:
         workers: list[DaemonProcess] = [s.daemon(f"d{i}-0") for i in range(daemons)]
         async with await _connect(db_url) as conn:

@@ -77,6 +77,8 @@ async def stack(db_url: str, log_dir: Path, **settings: object) -> AsyncIterator
         "upload_post_webhook_secret": UPLOAD_POST_SECRET,
         # Long enough that a run left to the timer would fail the test: webhooks wake runs.
         "provider_poll_interval": 60,
+        # The sandbox finishes a job in seconds: a callback not here by then never comes.
+        "provider_adopt_window": 15,
         "provider_max_attempts": 3,
         **settings,
     }

@@ -56,7 +56,9 @@ WITH no_flush_wait AS (
          OR (r.status = %(waiting_provider)s AND (r.wake_at <= NOW() OR EXISTS (
                 SELECT 1 FROM webhook_events e
                 WHERE e.run_id = r.run_id AND e.processed_at IS NULL
-                  AND e.job_id = r.waiting_for ->> 'job_id'
+                  AND (e.job_id = r.waiting_for ->> 'job_id'
+                       OR (e.callback_key = r.waiting_for ->> 'adopting'
+                           AND e.job_id IS NOT NULL))
                   AND e.signature_status IN ('valid', 'verified_by_fetch'))))
          OR (r.status LIKE %(pending_like)s AND EXISTS (
                 SELECT 1 FROM hitl_approvals a
@@ -106,7 +108,9 @@ WITH no_flush_wait AS (
     -- Events about the job a run waits for are hints (the persona asks the
     -- provider for the job's state), so they are spent here: a worker dying now
     -- costs a wait for wake_at, no more. Events about a job the run is not (yet)
-    -- waiting for stay, and wake it when it does.
+    -- waiting for stay, and wake it when it does. A run waiting to adopt the job
+    -- of a cut-off submit (`adopting` its key, migration 0015) is woken by the
+    -- callback carrying that key, and leaves it unspent: it then waits on the job.
     UPDATE webhook_events e SET processed_at = NOW()
     FROM claimed
     WHERE e.run_id = claimed.run_id AND e.processed_at IS NULL
@@ -348,24 +352,39 @@ FROM retried;
 -- insert_webhook_event --
 -- Store a provider's delivery once per delivery id, and a validly signed body
 -- once whatever delivery id it comes with (migration 0010), tied to the run
--- whose artifact names the job; returns nothing for a replayed delivery
+-- whose artifact names the job, or whose artifact's idempotency key the callback
+-- URL carried (migration 0015); returns nothing for a replayed delivery
 INSERT INTO webhook_events (provider, signature_status, delivery_id, headers, payload, raw_body,
-                            job_id, body_sha256, run_id)
+                            job_id, body_sha256, callback_key, run_id)
 VALUES (%(provider)s, %(signature_status)s, %(delivery_id)s, %(headers)s, %(payload)s,
-        %(raw_body)s, %(job_id)s, %(body_sha256)s,
-        (SELECT run_id FROM artifacts
-         WHERE provider = %(provider)s AND provider_job_id = %(job_id)s LIMIT 1))
+        %(raw_body)s, %(job_id)s, %(body_sha256)s, %(callback_key)s,
+        COALESCE(
+            (SELECT run_id FROM artifacts
+             WHERE provider = %(provider)s AND provider_job_id = %(job_id)s LIMIT 1),
+            (SELECT run_id FROM artifacts
+             WHERE provider = %(provider)s AND idempotency_key = %(callback_key)s)))
 ON CONFLICT DO NOTHING
 RETURNING id, run_id, signature_status;
 
 -- webhook_job_known --
--- Whether a live run has an artifact naming this provider job: only then is a
+-- Whether a live run has an artifact naming this provider job, or one still
+-- submitting under the idempotency key the callback URL carried: only then is a
 -- callback worth verifying with a request that carries our key
 SELECT EXISTS (
     SELECT 1 FROM artifacts a JOIN runs r ON r.run_id = a.run_id
-    WHERE a.provider = %(provider)s AND a.provider_job_id = %(job_id)s
+    WHERE a.provider = %(provider)s
+      AND (a.provider_job_id = %(job_id)s
+           OR (a.idempotency_key = %(callback_key)s AND a.provider_job_id IS NULL))
       AND r.status NOT IN ('published', 'failed', 'cancelled')
 ) AS known;
+
+-- callback_job --
+-- The job a verified callback about this run's idempotency key names: the
+-- provider accepted a submit whose answer we never recorded (migration 0015)
+SELECT job_id FROM webhook_events
+WHERE provider = %(provider)s AND callback_key = %(callback_key)s AND run_id = %(run_id)s
+  AND job_id IS NOT NULL AND signature_status IN ('valid', 'verified_by_fetch')
+ORDER BY id LIMIT 1;
 
 -- webhook_event_raw --
 -- A slice of a delivery's bytes as stored (the raw body, else the payload's

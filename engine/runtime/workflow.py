@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlencode
 
 from langgraph.pregel import Pregel
 from psycopg.types.json import Jsonb
@@ -19,6 +20,8 @@ from engine.runtime.store import InvalidInput
 from engine.settings import Config
 
 Graph = Pregel[Any, Any, Any, Any]
+# The query parameter of a callback URL that names the job's idempotency key.
+CALLBACK_KEY = "key"
 # Builds a workflow's graph from the process's settings and owns what it opened
 # (HTTP clients, model clients) until the process stops.
 GraphBuilder = Callable[[Config], AbstractAsyncContextManager[Graph]]
@@ -177,6 +180,25 @@ class RunContext:
             )
             row = await cursor.fetchone()
         return dict(row) if row else None
+
+    def callback_url(self, base: str, idempotency_key: str) -> str:
+        """`base` (where a provider calls back) naming the job's `idempotency_key`, so
+        that a callback about a job whose id was never recorded (the worker died
+        between the provider accepting it and hearing back) can still be matched
+        to it: `callback_job` then finds it."""
+        joined = "&" if "?" in base else "?"
+        return f"{base}{joined}{urlencode({CALLBACK_KEY: idempotency_key})}"
+
+    async def callback_job(self, provider: str, idempotency_key: str) -> str | None:
+        """The job of `provider` that a verified callback carrying `idempotency_key`
+        names, if one came."""
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                QUERIES["callback_job"],
+                {"provider": provider, "callback_key": idempotency_key, "run_id": self.run_id},
+            )
+            row = await cursor.fetchone()
+        return str(row["job_id"]) if row else None
 
     def idempotency_key(self, key: str) -> str:
         """`key` scoped to this run: what providers receive as our idempotency key."""

@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 from engine.db.connections import Pool
 from engine.db.queries import QUERIES
 from engine.runtime.holdable import Unholdable, parse_json
+from engine.runtime.workflow import CALLBACK_KEY
 from engine.service.refusals import error
 from engine.settings import Settings
 from engine.verifiers import Verifier
@@ -28,6 +29,7 @@ ADVANCING = frozenset({"valid", "verified_by_fetch"})
 # Never stored: credentials a misconfigured provider (or an attacker) might send.
 _UNSTORED_HEADERS = frozenset({"authorization", "cookie", "x-api-key"})
 RAW_CHUNK = 256 * 1024
+MAX_CALLBACK_KEY = 300
 
 
 class RateLimit:
@@ -80,9 +82,15 @@ def webhook_router(pool: Pool, verifiers: Mapping[str, Verifier], settings: Sett
             await _store(pool, provider, "invalid", None, None, headers, None, body)
             return error(400, f"body is not storable JSON: {exc}", "body")
 
+        # Our callback URLs carry the job's idempotency key (`RunContext.callback_url`);
+        # a longer one is none of ours.
+        callback_key = request.query_params.get(CALLBACK_KEY)
+        if callback_key is not None and len(callback_key) > MAX_CALLBACK_KEY:
+            callback_key = None
+
         async def known(job_id: str) -> bool:
             async with pool.connection() as conn:
-                params = {"provider": provider, "job_id": job_id}
+                params = {"provider": provider, "job_id": job_id, "callback_key": callback_key}
                 row = await (await conn.execute(QUERIES["webhook_job_known"], params)).fetchone()
             return bool(row and row["known"])
 
@@ -97,6 +105,7 @@ def webhook_router(pool: Pool, verifiers: Mapping[str, Verifier], settings: Sett
             payload,
             None,
             hashlib.sha256(body).digest() if verification.status == "valid" else None,
+            callback_key,
         )
         if stored is None:
             return JSONResponse({"status": "duplicate"}, status_code=200)
@@ -173,6 +182,7 @@ async def _store(
     payload: object,
     raw_body: bytes | None,
     body_sha256: bytes | None = None,
+    callback_key: str | None = None,
 ) -> dict[str, Any] | None:
     async with pool.connection() as conn, conn.transaction():
         cursor = await conn.execute(
@@ -186,6 +196,7 @@ async def _store(
                 "raw_body": raw_body,
                 "job_id": job_id,
                 "body_sha256": body_sha256,
+                "callback_key": callback_key,
             },
         )
         row = await cursor.fetchone()

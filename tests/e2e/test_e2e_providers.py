@@ -94,9 +94,10 @@ async def test_a_run_goes_from_brief_to_published_through_the_providers(
 @pytest.mark.parametrize(
     ("gate", "persona", "operation", "most_submits"),
     [
-        # kie.ai cannot look a task up by our key: a call cut off mid-flight may be
-        # sent again, but never once its job id is recorded.
-        ("workflow", "media", "gpt4o_image_generate", 2),
+        # kie.ai and Shotstack cannot look a job up by our key, but their callback
+        # names it: a call cut off mid-flight waits for it and adopts the job.
+        ("workflow", "media", "gpt4o_image_generate", 1),
+        ("workflow", "editor", "render", 1),
         # upload-post can: a publish cut off mid-flight is found, never posted twice.
         ("publish", "publisher", "upload", 1),
     ],

@@ -1,0 +1,2 @@
+DROP INDEX webhook_events_callback_key;
+ALTER TABLE webhook_events DROP COLUMN callback_key;

@@ -73,8 +73,12 @@ def schedules_list(
         "schedule_id", "cron", "timezone", "project", "workflow", "overlap", "catchup", "next"
     )
     for row in rows:
-        zone = schedules.timing_of(row).zone
-        upcoming = [f"{at.astimezone(zone):%Y-%m-%d %H:%M:%S%z}" for at in schedules.upcoming(row)]
+        shown = schedules.view(row)
+        if "problem" in shown:
+            upcoming = [shown["problem"]]
+        else:
+            zone = schedules.timing_of(row).zone
+            upcoming = [f"{at.astimezone(zone):%Y-%m-%d %H:%M:%S%z}" for at in shown["upcoming"]]
         table.add_row(
             row["schedule_id"],
             row["cron"],

@@ -52,6 +52,20 @@ class Timing:
         prefix: str = "",
     ) -> "Timing":
         """Raise `InvalidInput` naming the field (`prefix` + its name: `--cron`, `cron`)."""
+        window = parse_duration(catchup, f"{prefix}catchup")
+        if window < timedelta(seconds=1):
+            raise InvalidInput(f"{prefix}catchup: {catchup!r} is shorter than 1s")
+        timing = cls.checked(cron, timezone, overlap, window, prefix)
+        if timing.next_after(datetime.now(UTC)) is None:
+            raise InvalidInput(f"{prefix}cron: {cron!r} never fires again")
+        return timing
+
+    @classmethod
+    def checked(
+        cls, cron: str, timezone: str, overlap: str, catchup: timedelta, prefix: str = ""
+    ) -> "Timing":
+        """A timing whose cron, timezone and overlap every computation takes (a stored
+        row written by hand may hold others); `InvalidInput` naming the field."""
         try:
             croniter(cron)
         except (CroniterError, ValueError, KeyError) as error:
@@ -61,13 +75,7 @@ class Timing:
         zone(timezone, f"{prefix}timezone")
         if overlap not in OVERLAPS:
             raise InvalidInput(f"{prefix}overlap: {overlap!r} is not one of {', '.join(OVERLAPS)}")
-        window = parse_duration(catchup, f"{prefix}catchup")
-        if window < timedelta(seconds=1):
-            raise InvalidInput(f"{prefix}catchup: {catchup!r} is shorter than 1s")
-        timing = cls(cron, timezone, overlap, window)
-        if timing.next_after(datetime.now(UTC)) is None:
-            raise InvalidInput(f"{prefix}cron: {cron!r} never fires again")
-        return timing
+        return cls(cron, timezone, overlap, catchup)
 
     @property
     def zone(self) -> ZoneInfo:

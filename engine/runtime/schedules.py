@@ -42,7 +42,17 @@ class ScheduleNotFound(LookupError):
 
 
 def timing_of(schedule: dict[str, Any]) -> Timing:
-    return Timing(schedule["cron"], schedule["timezone"], schedule["overlap"], schedule["catchup"])
+    """Its timing; `InvalidInput` naming the schedule when its row (written by hand)
+    holds a cron, timezone or overlap no schedule is created with."""
+    try:
+        return Timing.checked(
+            schedule["cron"], schedule["timezone"], schedule["overlap"], schedule["catchup"]
+        )
+    except InvalidInput as error:
+        raise InvalidInput(
+            f"schedule {schedule['schedule_id']}: its stored {error} (fix the row or delete "
+            "the schedule)"
+        ) from None
 
 
 def upcoming(schedule: dict[str, Any], count: int = UPCOMING) -> list[datetime]:
@@ -54,8 +64,13 @@ def upcoming(schedule: dict[str, Any], count: int = UPCOMING) -> list[datetime]:
 
 
 def view(schedule: dict[str, Any]) -> dict[str, Any]:
-    """A schedule as the CLI's JSON and the API show it: with its next fire times."""
-    return {**schedule, "upcoming": upcoming(schedule)}
+    """A schedule as the CLI's JSON and the API show it: with its next fire times, or
+    (a row no schedule could be created with) none and the problem."""
+    try:
+        timing_of(schedule)  # a paused row too: it may be resumed
+        return {**schedule, "upcoming": upcoming(schedule)}
+    except InvalidInput as error:
+        return {**schedule, "upcoming": [], "problem": str(error)}
 
 
 async def _now(conn: Connection) -> datetime:
@@ -215,11 +230,11 @@ async def fire_due(conn: Connection, now: datetime | None = None) -> Fired:
 
 async def _fire(conn: Connection, schedule: dict[str, Any]) -> tuple[int, int]:
     """One locked schedule's pass: (runs started, fire times skipped)."""
-    timing = timing_of(schedule)
     context = {"schedule_id": schedule["schedule_id"]}
     try:
+        timing = timing_of(schedule)
         owed = due(timing, schedule["next_fire_at"], schedule["now"], FIRES_PER_PASS)
-    except Unschedulable as error:  # one broken row must not stop the others firing
+    except (Unschedulable, InvalidInput) as error:  # one broken row must not stop the others
         log.error(
             "schedule paused: its times cannot be computed: %s",
             error,

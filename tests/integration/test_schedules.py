@@ -283,3 +283,30 @@ async def test_bad_backfill_ranges_get_422(client: httpx.AsyncClient, conn: Conn
         assert response.json()["field"] == field, (span, response.json())
     count = await (await conn.execute("SELECT count(*) AS n FROM runs")).fetchone()
     assert count == {"n": 0}
+
+
+async def test_a_row_written_by_hand_with_a_bad_timezone_is_shown_and_refused_not_a_500(
+    client: httpx.AsyncClient, conn: Conn
+) -> None:
+    schedule = await every_second(conn)
+    schedule_id = schedule["schedule_id"]
+    await conn.execute(
+        "UPDATE schedules SET timezone = 'Mars/Olympus', paused = true WHERE schedule_id = %s",
+        (schedule_id,),
+    )
+    problem = f"schedule {schedule_id}: its stored timezone: 'Mars/Olympus' is not an IANA timezone"
+    for path in ("/schedules", f"/schedules/{schedule_id}"):
+        shown = await client.get(path)
+        assert shown.status_code == 200
+        body = shown.json()[0] if isinstance(shown.json(), list) else shown.json()
+        assert body["upcoming"] == []
+        assert body["problem"].startswith(problem)
+    resumed = await client.post(f"/schedules/{schedule_id}/resume")
+    assert resumed.status_code == 422 and resumed.json()["error"].startswith(problem)
+    backfilled = await client.post(
+        f"/schedules/{schedule_id}/backfill",
+        json={"from": "2026-12-01T00:00:00Z", "to": "2026-12-01T00:00:05Z"},
+    )
+    assert backfilled.status_code == 422
+    page = await client.get("/console/schedules")
+    assert page.status_code == 200 and "Mars/Olympus" in page.text

@@ -461,6 +461,8 @@ CREATE TABLE public.runs (
     trace_context jsonb,
     schedule_id text,
     schedule_fire_time timestamp with time zone,
+    forked_from text,
+    forked_from_checkpoint text,
     CONSTRAINT runs_project_slug CHECK ((project ~ '^[a-z0-9][a-z0-9_-]{0,62}$'::text))
 );
 

@@ -463,6 +463,8 @@ CREATE TABLE public.runs (
     schedule_fire_time timestamp with time zone,
     idempotency_key text,
     request_digest text,
+    forked_from text,
+    forked_from_checkpoint text,
     CONSTRAINT runs_idempotency_key_length CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 200))),
     CONSTRAINT runs_project_slug CHECK ((project ~ '^[a-z0-9][a-z0-9_-]{0,62}$'::text))
 );

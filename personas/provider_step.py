@@ -32,9 +32,13 @@ from langgraph.types import Command
 
 from engine import ProviderWait, RunContext, pause
 from personas.state import ProductionState, next_step, round_of
-from providers.errors import PermanentProviderError
+from providers.errors import PermanentProviderError, ProviderError
 
 log = logging.getLogger(__name__)
+# An intent: the submit began and its answer is not recorded yet.
+SUBMITTING = "submitting"
+# The provider refused the submit outright (4xx): it made no job.
+REFUSED = "refused"
 # When the submit the artifact records began (the adoption window counts from it).
 SUBMITTING_AT = "submitting_at"
 
@@ -110,7 +114,7 @@ def add_provider_step(
         key, recorded, replaced = await _current_attempt(ctx, f"{persona}:{round_of(state)}")
         resubmission = _resubmission(replaced)
         job_id = recorded["provider_job_id"] if recorded else None
-        if recorded is not None and job_id is None:
+        if recorded is not None and job_id is None and recorded["status"] == SUBMITTING:
             # An earlier execution called the provider but died before hearing back.
             await ctx.ensure_held()
             job_id = await _found(step, state, ctx, key, recorded, policy)
@@ -122,8 +126,15 @@ def add_provider_step(
                     extra={"action": "provider_resubmit", "persona": persona, **resubmission},
                 )
             intent = {**resubmission, SUBMITTING_AT: datetime.now(UTC).isoformat()}
-            recorded = await _record(ctx, step, key, status="submitting", metadata=intent)
-            job_id = await step.submit(state, ctx, ctx.idempotency_key(key))
+            recorded = await _record(ctx, step, key, status=SUBMITTING, metadata=intent)
+            try:
+                job_id = await step.submit(state, ctx, ctx.idempotency_key(key))
+            except ProviderError as error:
+                if error.status_code is not None and error.status_code < 500:
+                    # It answered that it took nothing: the next attempt need not
+                    # wait for a job it might have made.
+                    await _record(ctx, step, key, status=REFUSED, metadata=intent)
+                raise
         if recorded is None or recorded["provider_job_id"] != job_id:
             recorded = await _record(
                 ctx, step, key, status="submitted", provider_job_id=job_id, metadata=resubmission

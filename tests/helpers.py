@@ -208,3 +208,16 @@ async def sandbox_serving() -> AsyncIterator[ProviderSettings]:
         server.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await server
+
+
+async def run_checksums(conn: AsyncConnection[DictRow], run_id: str) -> dict[str, Any]:
+    """Row count and content checksum of one run's rows in every table of `TABLES`."""
+    snapshot = {}
+    for table in TABLES:
+        column = "thread_id" if table.startswith("checkpoint") else "run_id"
+        query = sql.SQL(
+            "SELECT count(*) AS n, md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), ''))"
+            " AS sum FROM {} t WHERE {} = %s"
+        ).format(sql.Identifier(table), sql.Identifier(column))
+        snapshot[table] = await (await conn.execute(query, (run_id,))).fetchone()
+    return snapshot

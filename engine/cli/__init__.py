@@ -9,13 +9,13 @@ from pydantic import ValidationError
 # Typer vendors click; its usage errors are only reachable here.
 from typer._click.exceptions import UsageError
 
-from engine.cli import db, runs, schedules, services, tokens
+from engine.cli import db, history, runs, schedules, services, tokens
 from engine.cli.common import UsageFailure, app, fail, run_async
 from engine.db.migrations import MigrationError
 from engine.runtime import store
 from engine.runtime.schedules import ScheduleNotFound
 
-__all__ = ["app", "db", "main", "run_async", "runs", "schedules", "services", "tokens"]
+__all__ = ["app", "db", "history", "main", "run_async", "runs", "schedules", "services", "tokens"]
 
 
 def main() -> None:

@@ -349,6 +349,119 @@ SELECT retried.*,
     (SELECT count(*) FROM reopened WHERE reopened.run_id = retried.run_id) AS reopened_jobs
 FROM retried;
 
+-- history_page --
+-- A page of run %(run_id)s's checkpoints in its own namespace, newest first: the
+-- newest %(limit)s older than checkpoint %(before)s (none: from the newest), each
+-- with the tasks whose writes made it (stored on its parent: a few, by path), and
+-- how many checkpoints older than %(before)s the run has in all. Checkpoint ids
+-- are uuid6: they sort by time.
+SELECT c.checkpoint_id, c.parent_checkpoint_id,
+    CASE WHEN c.metadata ->> 'step' ~ '^-?[0-9]{1,9}$' THEN (c.metadata ->> 'step')::int END AS step,
+    c.metadata ->> 'source' AS source, c.checkpoint ->> 'ts' AS ts,
+    c.checkpoint -> 'updated_channels' AS updated,
+    ARRAY(SELECT DISTINCT w.task_path FROM checkpoint_writes w
+          WHERE w.thread_id = c.thread_id AND w.checkpoint_ns = ''
+            AND w.checkpoint_id = c.parent_checkpoint_id AND w.task_path <> ''
+          ORDER BY w.task_path LIMIT 20) AS tasks,
+    (SELECT count(*) FROM checkpoints o
+     WHERE o.thread_id = %(run_id)s AND o.checkpoint_ns = ''
+       AND (%(before)s::text IS NULL OR o.checkpoint_id < %(before)s::text)) AS total
+FROM checkpoints c
+WHERE c.thread_id = %(run_id)s AND c.checkpoint_ns = ''
+  AND (%(before)s::text IS NULL OR c.checkpoint_id < %(before)s::text)
+ORDER BY c.checkpoint_id DESC
+LIMIT %(limit)s;
+
+-- history_writes --
+-- What tasks wrote at checkpoints %(checkpoint_ids)s of run %(run_id)s: their
+-- writes to the state and their interrupts (not LangGraph's other channels), the
+-- first %(shown)s of each checkpoint with how many writes to the state it has; a
+-- value only when it is at most %(max_bytes)s bytes
+SELECT checkpoint_id, task_path, channel, type, size, total,
+    CASE WHEN size <= %(max_bytes)s THEN blob END AS blob
+FROM (
+    SELECT checkpoint_id, task_path, channel, type, blob, octet_length(blob) AS size,
+        row_number() OVER (PARTITION BY checkpoint_id ORDER BY task_path, task_id, idx) AS n,
+        count(*) FILTER (WHERE channel <> %(interrupt)s) OVER (PARTITION BY checkpoint_id)
+            AS total
+    FROM checkpoint_writes
+    WHERE thread_id = %(run_id)s AND checkpoint_ns = ''
+      AND checkpoint_id = ANY(%(checkpoint_ids)s::text[])
+      AND (channel = %(interrupt)s
+           OR (left(channel, 7) <> 'branch:' AND left(channel, 2) <> '__'))
+) numbered
+WHERE n <= %(shown)s
+ORDER BY checkpoint_id, n;
+
+-- fork_source --
+-- The run a fork is made from, locked against a claim (which skips locked runs)
+-- and retention until the fork's transaction ends: its checkpoints stay as read
+SELECT run_id, status FROM runs WHERE run_id = %(run_id)s FOR SHARE;
+
+-- fork_point --
+-- The checkpoint of run %(run_id)s a fork starts from: %(checkpoint_id)s, or its latest
+SELECT checkpoint_id, CASE WHEN metadata ->> 'step' ~ '^-?[0-9]{1,9}$' THEN (metadata ->> 'step')::int END AS step
+FROM checkpoints
+WHERE thread_id = %(run_id)s AND checkpoint_ns = ''
+  AND (%(checkpoint_id)s::text IS NULL OR checkpoint_id = %(checkpoint_id)s::text)
+ORDER BY checkpoint_id DESC
+LIMIT 1;
+
+-- insert_fork --
+-- A queued run continuing from checkpoint %(checkpoint_id)s of run %(source)s: its
+-- project, workflow, graph version (the checkpoints are that graph's), payload and priority
+INSERT INTO runs (run_id, project, status, payload, workflow, graph_version, priority,
+                  forked_from, forked_from_checkpoint)
+SELECT %(run_id)s, project, %(queued)s, payload, workflow, graph_version, priority,
+    run_id, %(checkpoint_id)s
+FROM runs WHERE run_id = %(source)s
+RETURNING *;
+
+-- copy_thread --
+-- Copy run %(source)s's checkpoint %(checkpoint_id)s and its ancestors (its own
+-- namespace) to thread %(fork)s, with the blobs they name and their pending
+-- writes; of the fork point's own writes only those of no task other than a
+-- resume, so that the step after it runs again (docs/design.md, "History and forks").
+-- UNION, not UNION ALL: a cycle of parents (only plain SQL could make one) ends.
+WITH RECURSIVE chain AS (
+    SELECT checkpoint_id, parent_checkpoint_id FROM checkpoints
+    WHERE thread_id = %(source)s AND checkpoint_ns = '' AND checkpoint_id = %(checkpoint_id)s
+    UNION
+    SELECT c.checkpoint_id, c.parent_checkpoint_id
+    FROM checkpoints c JOIN chain ON c.checkpoint_id = chain.parent_checkpoint_id
+    WHERE c.thread_id = %(source)s AND c.checkpoint_ns = ''
+), copied AS (
+    INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
+                             checkpoint, metadata)
+    SELECT %(fork)s, '', c.checkpoint_id, c.parent_checkpoint_id, c.checkpoint, c.metadata
+    FROM checkpoints c
+    WHERE c.thread_id = %(source)s AND c.checkpoint_ns = ''
+      AND c.checkpoint_id IN (SELECT checkpoint_id FROM chain)
+    RETURNING checkpoint
+), blobs AS (
+    INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob)
+    SELECT %(fork)s, '', b.channel, b.version, b.type, b.blob
+    FROM checkpoint_blobs b
+    WHERE b.thread_id = %(source)s AND b.checkpoint_ns = ''
+      AND (b.channel, b.version) IN (
+          SELECT v.key, v.value FROM copied, jsonb_each_text(copied.checkpoint -> 'channel_versions') v)
+), writes AS (
+    INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path,
+                                   idx, channel, type, blob)
+    SELECT %(fork)s, '', w.checkpoint_id, w.task_id, w.task_path, w.idx, w.channel, w.type, w.blob
+    FROM checkpoint_writes w
+    WHERE w.thread_id = %(source)s AND w.checkpoint_ns = ''
+      AND w.checkpoint_id IN (SELECT checkpoint_id FROM chain)
+      AND (w.checkpoint_id <> %(checkpoint_id)s
+           OR (w.task_id = %(null_task)s AND w.channel <> %(resume)s))
+)
+SELECT count(*) AS checkpoints FROM copied;
+
+-- insert_fork_mirror --
+-- The fork's readable state: that of the checkpoint it starts from
+INSERT INTO orchestration_checkpoints (run_id, state, updated_at, checkpoint_id, step)
+VALUES (%(run_id)s, %(state)s::jsonb, NOW(), %(checkpoint_id)s, %(step)s);
+
 -- insert_webhook_event --
 -- Store a provider's delivery once per delivery id, and a validly signed body
 -- once whatever delivery id it comes with (migration 0010), tied to the run

@@ -26,6 +26,7 @@ from engine.service.access.guard import Guard, Guarded, identity_of
 from engine.service.access.identities import Role, escalation_refusal, weak_bootstrap
 from engine.service.console import console_router
 from engine.service.health import metrics, schema_ready
+from engine.service.history import history_router
 from engine.service.previews import bounded
 from engine.service.refusals import RefuseUnholdable, error, first_invalid
 from engine.service.webhooks import webhook_router
@@ -369,6 +370,7 @@ def create_app(
         return await metrics(telemetry, pool)
 
     app.include_router(webhook_router(pool, verifiers, settings))
+    app.include_router(history_router(pool, admin))
     app.include_router(console_router(pool, guard, served))
     return app
 

@@ -62,7 +62,7 @@ async def test_bad_arguments_exit_2_with_one_line_and_change_nothing(
     assert count is not None and count["n"] == 0
 
 
-@pytest.mark.parametrize("command", [["show"], ["cancel"], ["retry"]])
+@pytest.mark.parametrize("command", [["show"], ["cancel"], ["retry"], ["history"], ["fork"]])
 def test_a_missing_run_exits_1_naming_it(db_url: str, command: list[str]) -> None:
     result = orchestrator(db_url, "runs", *command, "run_doesnotexist")
     assert result.returncode == 1

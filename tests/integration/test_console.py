@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
@@ -331,15 +332,32 @@ async def test_the_run_page_shows_state_artifacts_and_a_timeline(
         " VALUES (%s, %s, 'cp-2', 2)",
         (run_id, Jsonb({"values": {"script": "Cats love boxes", "workflow": ["editor"]}})),
     )
-    for n, (step, seconds, channels) in enumerate(
-        [(-1, 1, ["__start__"]), (0, 2, ["brief", "branch:to:editor"]), (1, 30, ["render"])]
+    # Each checkpoint is made by what its parent's tasks wrote (as LangGraph stores it).
+    serde = JsonPlusSerializer()
+    for n, (step, seconds, channels, made_by) in enumerate(
+        [
+            (-1, 1, ["__start__"], None),
+            (0, 2, ["brief", "branch:to:editor"], ("__start__", "brief", "Why cats sit in boxes")),
+            (1, 30, ["render"], ("editor", "render", {"url": RENDER})),
+        ]
     ):
+        checkpoint_id, parent = f"1f000000-0000-6000-800{n}-000000000000", None
+        if made_by is not None:
+            parent = f"1f000000-0000-6000-800{n - 1}-000000000000"
+            node, channel, value = made_by
+            kind, blob = serde.dumps_typed(value)
+            await conn.execute(
+                "INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, task_id,"
+                " task_path, idx, channel, type, blob) VALUES (%s, '', %s, %s, %s, 0, %s, %s, %s)",
+                (run_id, parent, f"task-{n}", f"~__pregel_pull, {node}", channel, kind, blob),
+            )
         await conn.execute(
-            "INSERT INTO checkpoints (thread_id, checkpoint_id, checkpoint, metadata)"
-            " VALUES (%s, %s, %s, %s)",
+            "INSERT INTO checkpoints (thread_id, checkpoint_id, parent_checkpoint_id, checkpoint,"
+            " metadata) VALUES (%s, %s, %s, %s, %s)",
             (
                 run_id,
-                f"1f000000-0000-6000-800{n}-000000000000",
+                checkpoint_id,
+                parent,
                 Jsonb({"ts": at(seconds).isoformat(), "updated_channels": channels}),
                 Jsonb({"step": step, "source": "input" if step < 0 else "loop"}),
             ),
@@ -378,14 +396,16 @@ async def test_the_run_page_shows_state_artifacts_and_a_timeline(
     timeline = shown[shown.index("Timeline") :]
     order = [
         "Run created",
-        "step -1 · input",
-        "step 0 wrote brief → editor",
+        "step -1 · input 1f000000-0000-6000-8000-000000000000",
+        "step 0 · __start__ wrote brief → editor 1f000000-0000-6000-8001-000000000000",
         "Rejected at the publish gate by ann",
         "Webhook from shotstack · verified_by_fetch job job-7",
-        "step 1 · editor wrote render",
+        "step 1 · editor wrote render 1f000000-0000-6000-8002-000000000000",
     ]
     positions = [timeline.index(phrase) for phrase in order]
     assert positions == sorted(positions), timeline
+    assert f'"editor.render": {{ "url": "{RENDER}" }}' in shown  # what it wrote, on demand
+    assert shown.count("Fork from here") == 3  # one per checkpoint
 
     live = await client.get(f"/console/runs/{run_id}/live")
     assert "<html" not in live.text and 'id="timeline"' in live.text

@@ -36,7 +36,7 @@ Connection = AsyncConnection[DictRow]
 class Role(StrEnum):
     VIEWER = "viewer"  # reads runs, pages and approvals
     APPROVER = "approver"  # and approves or rejects at gates
-    ADMIN = "admin"  # and creates, cancels and retries runs
+    ADMIN = "admin"  # and creates, cancels, retries and forks runs
 
     def allows(self, needed: "Role") -> bool:
         order = list(Role)

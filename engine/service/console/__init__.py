@@ -17,8 +17,10 @@ from psycopg.rows import DictRow
 from engine.app import App
 from engine.db.connections import Pool
 from engine.db.queries import load_queries
-from engine.db.status import PENDING_LIKE
+from engine.db.status import PENDING_LIKE, Status
 from engine.runtime import schedules, store
+from engine.runtime.forks import CheckpointNotFound, fork_run
+from engine.runtime.history import run_history
 from engine.runtime.schedule_times import DEFAULT_CATCHUP, DEFAULT_OVERLAP, OVERLAPS
 from engine.runtime.store import Connection
 from engine.service import inputs
@@ -49,6 +51,7 @@ INBOX_LIMIT = 200
 # A run's page shows its newest webhook events, and their payloads only when small:
 # strangers can send deliveries naming any job.
 EVENTS_LIMIT = 50
+CHECKPOINTS_SHOWN = 50  # the newest, in the timeline; `GET /runs/{id}/history` pages them all
 EVENT_PREVIEW_BYTES = 64 * 1024
 
 
@@ -111,7 +114,7 @@ def console_router(pool: Pool, guard: Guard, served: App) -> APIRouter:
                 cursor = await conn.execute(QUERIES[query], {"run_id": run_id, **params})
                 return await cursor.fetchall()
 
-            steps = await rows("console_steps")
+            history = await run_history(conn, run_id, limit=CHECKPOINTS_SHOWN)
             approvals = await rows("console_approvals")
             events = await rows(
                 "console_webhook_events", limit=EVENTS_LIMIT, max_bytes=EVENT_PREVIEW_BYTES
@@ -120,8 +123,11 @@ def console_router(pool: Pool, guard: Guard, served: App) -> APIRouter:
             "run": view.run,
             "checkpoint": view.checkpoint,
             "artifacts": view.artifacts,
-            "timeline": timeline(view.run, steps, approvals, events),
+            "timeline": timeline(view.run, history.entries, approvals, events),
+            "checkpoints_hidden": history.earlier,
             "events_hidden": (events[0]["total"] - len(events)) if events else 0,
+            # Forking is refused while the run runs: no button that could only fail.
+            "may_fork": auth.allows(request, Role.ADMIN) and view.run["status"] != Status.RUNNING,
             "sent": next((a for a in approvals if a["consumed_at"] is None), None),
             "next": f"/console/runs/{run_id}",
             "notice": None,
@@ -186,6 +192,25 @@ def console_router(pool: Pool, guard: Guard, served: App) -> APIRouter:
         if identity is None:
             remember_approver(response, request, approval.approver)
         return response
+
+    @router.post("/console/runs/{run_id}/fork")
+    async def fork(request: Request, run_id: str) -> Response:
+        back = f"/console/runs/{run_id}"
+        if not auth.allows(request, Role.ADMIN):
+            return pages.error(request, 403, "Forking a run needs the admin role.", back=back)
+        checkpoint_id = (await request.form()).get("checkpoint_id")
+        if not isinstance(checkpoint_id, str) or not checkpoint_id:
+            return pages.error(request, 422, "checkpoint_id: which checkpoint to fork", back=back)
+        try:
+            async with pool.connection() as conn:
+                forked = await fork_run(conn, run_id, checkpoint_id)
+        except (store.RunNotFound, CheckpointNotFound) as exc:
+            return pages.error(request, 404, str(exc), back=back)
+        except store.InvalidInput as exc:
+            return pages.error(request, 422, str(exc), back=back)
+        except store.Refused as exc:
+            return pages.error(request, 409, str(exc), back=back)
+        return RedirectResponse(f"/console/runs/{forked['run_id']}", status_code=303)
 
     blank_schedule = {
         **dict.fromkeys(forms.SCHEDULE_FIELDS, ""),

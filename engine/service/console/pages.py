@@ -33,6 +33,7 @@ class Pages:
         self.env.tests.update(link=views.is_link)
         self.env.globals.update(
             media_kind=views.media_kind,
+            written=views.written,
             pruned=pruned,
             gate_spec=served.gate,
             edit_fields=forms.edit_fields,

@@ -32,15 +32,6 @@ WHERE r.status LIKE %(pending_like)s
 ORDER BY r.updated_at ASC, r.run_id
 LIMIT %(limit)s;
 
--- console_steps --
--- The run's checkpoint history from LangGraph's own table (thread_id is the
--- run id); checkpoint ids are uuid6, so they sort by time
-SELECT checkpoint_id, (metadata ->> 'step')::int AS step, metadata ->> 'source' AS source,
-       (checkpoint ->> 'ts')::timestamptz AS at, checkpoint -> 'updated_channels' AS updated
-FROM checkpoints
-WHERE thread_id = %(run_id)s AND checkpoint_ns = ''
-ORDER BY checkpoint_id;
-
 -- console_approvals --
 -- Every approval and rejection of a run, oldest first
 SELECT id, gate, decision, approver, approver_ip, comment, payload, created_at, consumed_at,

@@ -2,13 +2,14 @@
 timeline, media previews, what a schedule action did and a form's refusal."""
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from engine.db.status import PENDING_PREFIX, STATUS_PARAMS, Status
+from engine.runtime import history
 from engine.runtime.store import PROJECT_SLUG, InvalidInput, parse_duration
 
 PAGE_SIZE = 50
@@ -151,36 +152,33 @@ class Entry:
 
     at: datetime
     kind: str  # created | step | approval | event
-    row: Mapping[str, Any]
+    row: Any  # the run, a checkpoint (`history.Entry`), an approval or a webhook event
 
 
 def timeline(
     run: Mapping[str, Any],
-    steps: Iterable[Mapping[str, Any]],
+    checkpoints: Iterable[history.Entry],
     approvals: Iterable[Mapping[str, Any]],
     events: Iterable[Mapping[str, Any]],
 ) -> list[Entry]:
     """Checkpoints in their order, approvals and webhook events placed among them by time."""
     entries = [Entry(run["created_at"], "created", run)]
     last: datetime = run["created_at"]
-    for step in described(steps):
-        last = step["at"] or last  # LangGraph writes `ts`; carry the previous time if not
-        entries.append(Entry(last, "step", step))
+    for checkpoint in checkpoints:
+        last = checkpoint.at or last  # LangGraph writes `ts`; carry the previous time if not
+        entries.append(Entry(last, "step", checkpoint))
     entries += [Entry(a["created_at"], "approval", a) for a in approvals]
     entries += [Entry(e["received_at"], "event", e) for e in events]
     return sorted(entries, key=lambda entry: entry.at)  # stable: ties keep the order above
 
 
-def described(steps: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Each checkpoint with the node(s) that produced it, the state keys they wrote and
-    the node(s) that run next, read from LangGraph's `updated_channels`."""
-    ran: list[str] = []
-    for step in steps:
-        channels = step.get("updated") or []
-        following = [c.removeprefix("branch:to:") for c in channels if c.startswith("branch:to:")]
-        wrote = [c for c in channels if not c.startswith(("branch:", "__"))]
-        yield {**step, "ran": ran, "wrote": wrote, "next": following}
-        ran = following
+def written(checkpoint: history.Entry) -> dict[str, Any]:
+    """What a checkpoint's nodes wrote, by `node.channel`: the value, or its size when it
+    is too large to show."""
+    return {
+        f"{w.node}.{w.channel}": w.value if w.shown else f"({w.size} bytes, not shown)"
+        for w in checkpoint.writes
+    }
 
 
 def media_kind(url: object) -> str | None:

@@ -1,9 +1,9 @@
 """The operator console: server-rendered pages over the same store as the API.
 
 `/` is the approvals inbox; `/console/runs` lists runs and `/console/runs/{id}`
-shows one. Each of these has a `…/live` twin that renders only its changing part,
-which `static/console.js` polls and swaps in piece by piece. `/console/schedules`
-lists the schedules, read only.
+shows one, with its notifications and how each was delivered. Each of these has a
+`…/live` twin that renders only its changing part, which `static/console.js` polls
+and swaps in piece by piece. `/console/schedules` lists the schedules, read only.
 """
 
 from typing import Any
@@ -21,7 +21,13 @@ from engine.service.access.guard import Guard, identity_of
 from engine.service.console.auth import Auth, SignInRefused, remember_approver
 from engine.service.console.forms import parse_approval
 from engine.service.console.pages import Pages, static_files
-from engine.service.console.views import RunFilter, local_path, timeline, with_query
+from engine.service.console.views import (
+    RunFilter,
+    local_path,
+    notifications,
+    timeline,
+    with_query,
+)
 
 QUERIES = load_queries(__name__)
 INBOX_LIMIT = 200
@@ -95,10 +101,13 @@ def console_router(pool: Pool, guard: Guard, served: App) -> APIRouter:
             events = await rows(
                 "console_webhook_events", limit=EVENTS_LIMIT, max_bytes=EVENT_PREVIEW_BYTES
             )
+            notified = notifications(await rows("console_notifications"))
         return {
             "run": view.run,
             "checkpoint": view.checkpoint,
-            "artifacts": view.artifacts,
+            # Notifications have a section of their own, with their deliveries.
+            "artifacts": [a for a in view.artifacts if a["type"] != "notification"],
+            "notifications": notified,
             "timeline": timeline(view.run, steps, approvals, events),
             "events_hidden": (events[0]["total"] - len(events)) if events else 0,
             "sent": next((a for a in approvals if a["consumed_at"] is None), None),

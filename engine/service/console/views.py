@@ -126,6 +126,24 @@ def timeline(
     return sorted(entries, key=lambda entry: entry.at)  # stable: ties keep the order above
 
 
+def notifications(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The run's notifications, each with its deliveries (one per channel), from
+    `console_notifications`' rows (one per delivery)."""
+    found: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        if row["id"] not in found:
+            due = row["metadata"].get("due_at")
+            found[row["id"]] = {
+                **{key: row[key] for key in ("id", "status", "metadata")},
+                "due_at": datetime.fromisoformat(due) if isinstance(due, str) else None,
+                "deliveries": [],
+            }
+        notification = found[row["id"]]
+        if row["channel"] is not None:
+            notification["deliveries"].append(row)
+    return list(found.values())
+
+
 def described(steps: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
     """Each checkpoint with the node(s) that produced it, the state keys they wrote and
     the node(s) that run next, read from LangGraph's `updated_channels`."""

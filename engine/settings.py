@@ -174,6 +174,12 @@ class Settings(BaseSettings):
         """`ORCHESTRATOR_PREPARE_THRESHOLD=` (empty) turns prepared statements off."""
         return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
 
+    @field_validator("notify_urls", "notify_webhook_url", "notify_webhook_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """A channel setting left empty (`ORCHESTRATOR_NOTIFY_WEBHOOK_URL=`) is no channel."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @property
     def public_base_url(self) -> str:
         """Where this service is reached: providers deliver webhooks under it

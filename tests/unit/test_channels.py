@@ -29,6 +29,7 @@ def test_every_apprise_url_and_the_webhook_is_a_channel_named_without_its_secret
     # Stable: the next start names them alike (the outbox's rows say which channel).
     assert _channels(notify_urls=SLACK) == names[:1]
     assert _channels() == []
+    assert _channels(notify_urls=" ", notify_webhook_url="", notify_webhook_secret="") == []
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,10 @@ killed; another daemon delivers each once. A daemon killed mid-send leaves a del
 that goes out again under the same id, for the receiver to drop.
 """
 
+import asyncio
 import base64
 import json
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from standardwebhooks import Webhook
 
 from engine.runtime import store
 from tests.conftest import orchestrator
-from tests.helpers import daemons, wait_for
+from tests.helpers import DaemonProcess, daemons, wait_for
 from tests.scripted_http import Reply, ScriptedServer, serve_scripted
 
 Conn = AsyncConnection[DictRow]
@@ -24,13 +26,21 @@ SECRET = "whsec_" + base64.b64encode(b"e2e-notifications-secret-32-byte").decode
 APPRISE, WEBHOOK = "/apprise", "/webhook"
 RUNS = 10
 NOTIFIED = "SELECT idempotency_key, status FROM artifacts WHERE type = 'notification'"
+IN_FLIGHT = (
+    "SELECT count(*) AS n FROM notification_deliveries WHERE delivered_at IS NULL"
+    " AND gave_up_at IS NULL AND next_attempt_at > last_attempt_at + interval '2 seconds'"
+)
 
 
-def _settings(receiver: ScriptedServer, apprise: bool = True) -> dict[str, object]:
+def _settings(
+    receiver: ScriptedServer, apprise: bool = True, timeout: float = 5
+) -> dict[str, object]:
+    # An attempt that times out may still have been delivered, and is sent again: the
+    # timeout is long enough for a loaded machine, so that only the kills send twice.
     settings: dict[str, object] = {
         "notify_webhook_url": receiver.url + WEBHOOK,
         "notify_webhook_secret": SECRET,
-        "notify_timeout": 1,
+        "notify_timeout": timeout,
         "notify_backoff": 0.2,
         "notify_backoff_max": 0.5,
         "notify_max_attempts": 1000,
@@ -52,6 +62,23 @@ def _accepted_hooks(receiver: ScriptedServer) -> Counter[str]:
     return accepted
 
 
+async def _kill_between_attempts(conn: Conn, sender: DaemonProcess, within: float = 30) -> None:
+    """SIGKILL `sender` while none of its attempts is out: stopped (SIGSTOP), it starts
+    none, and the database says each one it made has its answer recorded (an attempt
+    under way holds its delivery for the timeout and 5 s, a failed one waits 0.5 s at
+    most). So no request of its is still on the way to the receiver."""
+    deadline = time.monotonic() + within
+    while True:
+        sender.pause()
+        row = await (await conn.execute(IN_FLIGHT)).fetchone()
+        if row == {"n": 0}:
+            sender.kill()
+            return
+        sender.resume()
+        assert time.monotonic() < deadline, "the sender never paused between attempts"
+        await asyncio.sleep(0.02)
+
+
 async def test_deliveries_owed_when_their_sender_is_sigkilled_are_delivered_once_each_by_another(
     db_url: str, conn: Conn, tmp_path: Path
 ) -> None:
@@ -70,7 +97,7 @@ async def test_deliveries_owed_when_their_sender_is_sigkilled_are_delivered_once
             until=lambda rows: rows[0]["failing"] == rows[0]["owed"] == 2 * RUNS,
             within=60,
         )
-        doomed.kill()
+        await _kill_between_attempts(conn, doomed)
         receiver.standing = {APPRISE: Reply(200), WEBHOOK: Reply(200)}
         start("heir", **_settings(receiver))
         rows = await wait_for(
@@ -101,14 +128,15 @@ async def test_a_sender_killed_mid_send_is_followed_by_the_same_delivery_under_t
         run_id = (await store.create_run(conn, project="cats", payload={}, workflow="ledger"))[
             "run_id"
         ]
-        doomed = start("doomed", **_settings(receiver, apprise=False))
+        # The send out at the kill is sent again once its hold (timeout and 5 s) is over.
+        doomed = start("doomed", **_settings(receiver, apprise=False, timeout=3))
         await wait_for(
             conn,
             "SELECT count(*) AS n FROM notification_deliveries",
             until=lambda rows: rows[0]["n"] == 1 and len(receiver.calls) == 1,
         )
         doomed.kill()
-        start("heir", **_settings(receiver, apprise=False))
+        start("heir", **_settings(receiver, apprise=False, timeout=3))
         await wait_for(
             conn, NOTIFIED, until=lambda rows: [r["status"] for r in rows] == ["delivered"]
         )

@@ -61,7 +61,9 @@ def _settings(server: ScriptedServer, **change: Any) -> Settings:
         "notify_urls": SecretStr(f"json://ann:{PASSWORD}@{host}{APPRISE}"),
         "notify_webhook_url": SecretStr(server.url + WEBHOOK),
         "notify_webhook_secret": SecretStr(SECRET),
-        "notify_timeout": 2,
+        # An attempt timed out may still have been delivered, and goes again: long
+        # enough for a loaded machine.
+        "notify_timeout": 5,
         "notify_backoff": 0.2,
         "notify_backoff_max": 1,
         "notify_max_attempts": 3,

@@ -4,8 +4,9 @@ Every daemon runs one (`Notifier.serve`, a side task of its TaskGroup). Its rout
 hands each notification, once due, to this daemon's channels: one delivery row per
 channel, in one statement (`route_notifications`). Each channel then has a sender of
 its own, so a slow or dead one holds up no other: it claims the deliveries owed to
-it (`FOR UPDATE SKIP LOCKED`, each attempt counted and leased as it starts), sends
-them, and marks each delivered right after its send, or failed, to be tried again
+it (`FOR UPDATE SKIP LOCKED`, each attempt counted and leased as it starts), keeps
+up to SENDS_AT_ONCE attempts out, claiming more as each ends, and marks each
+delivery delivered right after its send, or failed, to be tried again
 after a backoff, or given up after `notify_max_attempts` or `notify_max_age`. A
 sender killed mid-attempt leaves the delivery to the next claim once its lease
 (`notify_timeout` and a margin) is over: at least once, every time under the
@@ -30,7 +31,7 @@ from engine.settings import Settings
 log = logging.getLogger(__name__)
 
 ROUTE_BATCH = 100  # notifications handed to the channels per statement
-SEND_BATCH = 20  # deliveries a channel's sender claims, and sends at once
+SENDS_AT_ONCE = 20  # attempts a channel's sender has out at a time
 LEASE_MARGIN = 5.0  # seconds past an attempt's timeout before its delivery is claimable again
 # Seconds at least between two routing passes when one is due already: what another
 # daemon is routing at that moment is not asked for again at once.
@@ -74,7 +75,7 @@ class Notifier:
             self._recorded.clear()
             wait = self._settings.poll_interval
             try:
-                full, due_in = await self.route()
+                full, due_in = await self._route()
             except psycopg.Error as error:  # the next turn tries again
                 log.warning(
                     "routing notifications failed: %s", error, extra={"action": "notify_failed"}
@@ -86,7 +87,7 @@ class Notifier:
                     wait = min(wait, max(ROUTE_SPACING, due_in))
             await _wait(self._recorded, wait)
 
-    async def route(self) -> tuple[bool, float | None]:
+    async def _route(self) -> tuple[bool, float | None]:
         """Hand the due notifications to the channels; whether a batch was full, and the
         seconds until the next one falls due (None: none waits)."""
         async with self._pool.connection() as conn:
@@ -119,36 +120,47 @@ class Notifier:
         return len(routed) == ROUTE_BATCH, row["seconds"] if row is not None else None
 
     async def _send_forever(self, channel: Channel) -> None:
-        routed = self._routed[channel.name]
-        while True:
-            routed.clear()
-            try:
-                full = await self.send_owed(channel)
-            except psycopg.Error as error:
-                log.warning(
-                    "claiming deliveries failed: %s",
-                    error,
-                    extra={"action": "notify_failed", "channel": channel.name},
-                )
-                full = False
-            if not full:
-                await _wait(routed, self._settings.poll_interval)
+        """Keep up to SENDS_AT_ONCE attempts out on `channel`, claiming more as each
+        ends: a slow attempt holds up no delivery behind it."""
+        wake = self._routed[channel.name]
+        out: set[int] = set()  # the deliveries whose attempt is under way
+        async with asyncio.TaskGroup() as attempts:
+            while True:
+                wake.clear()
+                free = SENDS_AT_ONCE - len(out)
+                claimed = await self._claim(channel, free) if free else []
+                for delivery in claimed:
+                    out.add(delivery["id"])
+                    attempts.create_task(self._attempt(channel, delivery, out))
+                if not claimed or len(claimed) < free:  # nothing more owed now
+                    await _wait(wake, self._settings.poll_interval)
 
-    async def send_owed(self, channel: Channel) -> bool:
-        """Claim and send what is owed on `channel` now; whether the batch was full."""
+    async def _claim(self, channel: Channel, limit: int) -> list[dict[str, Any]]:
         lease = timedelta(seconds=self._settings.notify_timeout + LEASE_MARGIN)
-        async with self._pool.connection() as conn:
-            cursor = await conn.execute(
-                QUERIES["claim_deliveries"],
-                {"channel": channel.name, "limit": SEND_BATCH, "lease": lease, **self._limits},
+        try:
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute(
+                    QUERIES["claim_deliveries"],
+                    {"channel": channel.name, "limit": limit, "lease": lease, **self._limits},
+                )
+                return [dict(row) for row in await cursor.fetchall()]
+        except psycopg.Error as error:  # the next turn tries again
+            log.warning(
+                "claiming deliveries failed: %s",
+                error,
+                extra={"action": "notify_failed", "channel": channel.name},
             )
-            claimed = await cursor.fetchall()
-        async with asyncio.TaskGroup() as sends:
-            for delivery in claimed:
-                sends.create_task(self._attempt(channel, dict(delivery)))
-        return len(claimed) == SEND_BATCH
+            return []
 
-    async def _attempt(self, channel: Channel, delivery: dict[str, Any]) -> None:
+    async def _attempt(self, channel: Channel, delivery: dict[str, Any], out: set[int]) -> None:
+        try:
+            await self._settle(channel, delivery)
+        finally:
+            out.discard(delivery["id"])
+            self._routed[channel.name].set()  # a place is free: claim again
+
+    async def _settle(self, channel: Channel, delivery: dict[str, Any]) -> None:
+        """Send one claimed delivery (unless it expired) and record how it went."""
         if delivery["expired"]:
             await self._failed(channel, delivery, None, give_up=True)
             return

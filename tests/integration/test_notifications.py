@@ -288,8 +288,8 @@ async def test_a_failing_channel_is_retried_given_up_and_reported_while_the_othe
 async def test_a_hung_channel_holds_up_neither_the_other_channel_nor_the_run(
     db_url: str, conn: Conn, server: ScriptedServer
 ) -> None:
-    server.standing = {APPRISE: Reply(200), WEBHOOK: Reply(200, delay=4)}
-    settings = _settings(server, notify_timeout=2, notify_max_attempts=1)
+    server.standing = {APPRISE: Reply(200), WEBHOOK: Reply(200, delay=5)}
+    settings = _settings(server, notify_timeout=3, notify_max_attempts=1)
     run_id = await _new_run(conn)
     async with _daemon(db_url, settings):
         await _status(conn, run_id, "pending_review")
@@ -309,6 +309,9 @@ async def test_a_hung_channel_holds_up_neither_the_other_channel_nor_the_run(
     # channel had delivered both before either webhook gave up.
     assert published_at < hung[0]["gave_up_at"]
     assert all(d["delivered_at"] < h["gave_up_at"] for d, h in zip(other, hung, strict=True))
+    # Nor does the hung attempt hold up the next one on its own channel.
+    first, second = [call.received_at for call in server.calls if call.path == WEBHOOK]
+    assert second - first < settings.notify_timeout
 
 
 async def test_reminders_due_are_sent_while_the_run_waits_and_skipped_once_it_left_the_pause(

@@ -124,7 +124,8 @@ class Settings(BaseSettings):
     )
     public_url: str | None = Field(
         default=None,
-        description="where providers reach our webhooks; default http://api_host:api_port",
+        description="where people and providers reach this service (console links in "
+        "notifications, provider webhooks); default http://api_host:api_port",
     )
     max_body_bytes: PositiveInt = Field(default=1_048_576, description="largest request body")
     webhook_rate: PositiveFloat = Field(
@@ -164,6 +165,34 @@ class Settings(BaseSettings):
     metrics_interval: PositiveFloat = Field(
         default=15.0, description="seconds between the queries behind the run-count gauges"
     )
+    # Notifications (docs/time.md#notifications): checked when a daemon starts.
+    notify_urls: SecretStr | None = Field(
+        default=None,
+        description="Apprise URLs (slack://, mailto://, json://...), comma- or space-separated; "
+        "each is a channel every notification goes to",
+    )
+    notify_webhook_url: SecretStr | None = Field(
+        default=None,
+        description="a URL every notification is POSTed to, signed (Standard Webhooks)",
+    )
+    notify_webhook_secret: SecretStr | None = Field(
+        default=None, description="the webhook's signing secret: whsec_ and base64 of 24-64 bytes"
+    )
+    notify_timeout: PositiveFloat = Field(
+        default=10.0, description="seconds one delivery attempt may take"
+    )
+    notify_max_attempts: PositiveInt = Field(
+        default=12, description="attempts of a delivery before it is given up"
+    )
+    notify_backoff: PositiveFloat = Field(
+        default=10.0, description="seconds before a failed delivery's second attempt; doubles"
+    )
+    notify_backoff_max: PositiveFloat = Field(
+        default=3600.0, description="seconds at most between two attempts of a delivery"
+    )
+    notify_max_age: PositiveFloat = Field(
+        default=86400.0, description="seconds after its event a delivery is given up, sent or not"
+    )
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     log_format: Literal["auto", "json", "text"] = Field(
         default="auto", description="auto: JSON lines, or text when stderr is a terminal"
@@ -175,9 +204,16 @@ class Settings(BaseSettings):
         """`ORCHESTRATOR_PREPARE_THRESHOLD=` (empty) turns prepared statements off."""
         return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
 
+    @field_validator("notify_urls", "notify_webhook_url", "notify_webhook_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """A channel setting left empty (`ORCHESTRATOR_NOTIFY_WEBHOOK_URL=`) is no channel."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @property
-    def callback_base_url(self) -> str:
-        """Where providers deliver webhooks (`/webhooks/{provider}` under it)."""
+    def public_base_url(self) -> str:
+        """Where this service is reached: providers deliver webhooks under it
+        (`/webhooks/{provider}`), notifications link to the console under it."""
         return (self.public_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
 
 

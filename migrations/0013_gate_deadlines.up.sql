@@ -38,6 +38,7 @@ BEGIN
     END IF;
     pause := (waiting ->> 'pause_id')::bigint;
     IF by_system THEN
+        NEW.pause_id := coalesce(NEW.pause_id, pause);
         IF current_status IS DISTINCT FROM 'pending_' || NEW.gate
            OR NOT coalesce(waiting ? 'deadline', false) OR due IS NULL OR due > NOW()
            OR NEW.pause_id IS DISTINCT FROM pause

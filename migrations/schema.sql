@@ -31,6 +31,7 @@ BEGIN
     END IF;
     pause := (waiting ->> 'pause_id')::bigint;
     IF by_system THEN
+        NEW.pause_id := coalesce(NEW.pause_id, pause);
         IF current_status IS DISTINCT FROM 'pending_' || NEW.gate
            OR NOT coalesce(waiting ? 'deadline', false) OR due IS NULL OR due > NOW()
            OR NEW.pause_id IS DISTINCT FROM pause
@@ -163,6 +164,63 @@ BEGIN
 END $$;
 
 --
+-- Name: orchestrator_notify_run_change(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.orchestrator_notify_run_change() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    who      TEXT := format('Run %s (%s)', NEW.run_id, NEW.project);
+    gate     TEXT;
+    pause    TEXT;
+    deadline JSONB;
+    details  JSONB;
+    reminder JSONB;
+    n        INT := 0;
+    due      TIMESTAMPTZ;
+BEGIN
+    IF NEW.status LIKE 'pending\_%' THEN
+        gate := substr(NEW.status, length('pending_') + 1);
+        pause := coalesce(NEW.waiting_for ->> 'pause_id', NEW.lease_epoch::text);
+        deadline := NEW.waiting_for -> 'deadline';
+        details := jsonb_build_object('gate', gate, 'pause_id', NEW.waiting_for -> 'pause_id',
+                                      'deadline', deadline);
+        PERFORM orchestrator_record_notification(NEW, 'gate', 'gate:' || pause, NOW(),
+            format('%s waits for a decision at gate %s', who, gate)
+                || coalesce(' (deadline ' || (deadline ->> 'at') || ')', '') || '.',
+            details);
+        IF jsonb_typeof(deadline -> 'reminders') = 'array' THEN
+            FOR reminder IN SELECT value FROM jsonb_array_elements(deadline -> 'reminders') LOOP
+                n := n + 1;
+                BEGIN
+                    due := (reminder #>> '{}')::timestamptz;
+                EXCEPTION WHEN data_exception THEN
+                    RAISE WARNING 'notification left out: run % at gate %: reminder % (%) is not a time',
+                        NEW.run_id, gate, n, reminder;
+                    CONTINUE;
+                END;
+                PERFORM orchestrator_record_notification(NEW, 'reminder',
+                    format('reminder:%s:%s', pause, n), due,
+                    format('Reminder: %s still waits for a decision at gate %s', who, gate)
+                        || coalesce(' (deadline ' || (deadline ->> 'at') || ')', '') || '.',
+                    details || jsonb_build_object('reminder', n));
+            END LOOP;
+        END IF;
+    ELSIF NEW.status = 'failed' THEN
+        PERFORM orchestrator_record_notification(NEW, 'failed', 'failed:' || NEW.lease_epoch,
+            NOW(),
+            format('%s failed: %s', who,
+                   coalesce(left(NEW.error ->> 'message', 300), 'no error recorded')),
+            '{}'::jsonb);
+    ELSIF NEW.status = 'published' THEN
+        PERFORM orchestrator_record_notification(NEW, 'published',
+            'published:' || NEW.lease_epoch, NOW(), format('%s published.', who), '{}'::jsonb);
+    END IF;
+    RETURN NULL;
+END $$;
+
+--
 -- Name: orchestrator_notify_schedule(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -171,6 +229,28 @@ CREATE FUNCTION public.orchestrator_notify_schedule() RETURNS trigger
     AS $$
 BEGIN
     PERFORM pg_notify('orchestrator_schedules_v1', NEW.schedule_id);
+    RETURN NULL;
+END $$;
+
+--
+-- Name: orchestrator_notify_timeout(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.orchestrator_notify_timeout() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    run runs;
+BEGIN
+    SELECT * INTO run FROM runs WHERE run_id = NEW.run_id;
+    PERFORM orchestrator_record_notification(run, 'timeout',
+        'timeout:' || coalesce(NEW.pause_id::text, 'approval-' || NEW.id), NOW(),
+        format('Run %s (%s): nobody decided at gate %s', run.run_id, run.project, NEW.gate)
+            || coalesce(' by ' || (NEW.payload #>> '{timed_out,at}'), '')
+            || format('; the gate %s it', NEW.decision)
+            || coalesce(' (then: ' || (NEW.payload #>> '{timed_out,then}') || ')', '') || '.',
+        jsonb_build_object('gate', NEW.gate, 'pause_id', NEW.pause_id, 'decision', NEW.decision,
+                           'timed_out', NEW.payload -> 'timed_out'));
     RETURN NULL;
 END $$;
 
@@ -224,6 +304,84 @@ BEGIN
     ON CONFLICT (run_id) DO UPDATE SET
         state = EXCLUDED.state, updated_at = EXCLUDED.updated_at,
         checkpoint_id = EXCLUDED.checkpoint_id, step = EXCLUDED.step;
+END $$;
+
+--
+-- Name: runs; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.runs (
+    run_id text NOT NULL,
+    project text NOT NULL,
+    status text DEFAULT 'queued'::text NOT NULL,
+    payload jsonb DEFAULT '{}'::jsonb NOT NULL,
+    result jsonb,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    workflow text DEFAULT 'production'::text NOT NULL,
+    graph_version text,
+    error jsonb,
+    attempt integer DEFAULT 0 NOT NULL,
+    lease_owner text,
+    lease_expires_at timestamp with time zone,
+    lease_epoch bigint DEFAULT 0 NOT NULL,
+    wake_at timestamp with time zone,
+    waiting_for jsonb,
+    priority integer DEFAULT 0 NOT NULL,
+    trace_context jsonb,
+    schedule_id text,
+    schedule_fire_time timestamp with time zone,
+    idempotency_key text,
+    request_digest text,
+    forked_from text,
+    forked_from_checkpoint text,
+    CONSTRAINT runs_idempotency_key_length CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 200))),
+    CONSTRAINT runs_project_slug CHECK ((project ~ '^[a-z0-9][a-z0-9_-]{0,62}$'::text))
+);
+
+--
+-- Name: orchestrator_record_notification(public.runs, text, text, timestamp with time zone, text, jsonb); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.orchestrator_record_notification(p_run public.runs, p_event text, p_key text, p_due timestamp with time zone, p_message text, p_details jsonb) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    made BIGINT;
+BEGIN
+    INSERT INTO artifacts (run_id, type, metadata, idempotency_key, status)
+    VALUES (p_run.run_id, 'notification',
+            jsonb_strip_nulls(jsonb_build_object(
+                'event', p_event, 'project', p_run.project, 'due_at', p_due,
+                'message', p_message, 'path', '/console/runs/' || p_run.run_id) || p_details),
+            p_run.run_id || ':notification:' || p_key, 'pending')
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id INTO made;
+    IF made IS NOT NULL THEN
+        INSERT INTO notification_outbox (artifact_id, due_at) VALUES (made, p_due);
+        PERFORM pg_notify('orchestrator_notifications_v1', '');
+    END IF;
+END $$;
+
+--
+-- Name: orchestrator_settle_notification(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.orchestrator_settle_notification() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM 1 FROM artifacts WHERE id = NEW.artifact_id FOR UPDATE;
+    UPDATE artifacts a SET status = s.status
+    FROM (SELECT CASE
+                     WHEN bool_and(delivered_at IS NOT NULL) THEN 'delivered'
+                     WHEN bool_and(delivered_at IS NOT NULL OR gave_up_at IS NOT NULL)
+                         THEN 'undelivered'
+                     ELSE 'sending'
+                 END AS status
+          FROM notification_deliveries WHERE artifact_id = NEW.artifact_id) s
+    WHERE a.id = NEW.artifact_id AND a.status IS DISTINCT FROM s.status;
+    RETURN NULL;
 END $$;
 
 --
@@ -415,6 +573,50 @@ CREATE SEQUENCE public.hitl_approvals_id_seq
 ALTER SEQUENCE public.hitl_approvals_id_seq OWNED BY public.hitl_approvals.id;
 
 --
+-- Name: notification_deliveries; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.notification_deliveries (
+    id bigint NOT NULL,
+    artifact_id bigint NOT NULL,
+    channel text NOT NULL,
+    due_at timestamp with time zone NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    next_attempt_at timestamp with time zone NOT NULL,
+    last_attempt_at timestamp with time zone,
+    delivered_at timestamp with time zone,
+    last_error text,
+    gave_up_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+--
+-- Name: notification_deliveries_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+CREATE SEQUENCE public.notification_deliveries_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+--
+-- Name: notification_deliveries_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: -
+--
+
+ALTER SEQUENCE public.notification_deliveries_id_seq OWNED BY public.notification_deliveries.id;
+
+--
+-- Name: notification_outbox; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.notification_outbox (
+    artifact_id bigint NOT NULL,
+    due_at timestamp with time zone NOT NULL
+);
+
+--
 -- Name: orchestration_checkpoints; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -434,39 +636,6 @@ CREATE TABLE public.orchestrator_migrations (
     version integer NOT NULL,
     name text NOT NULL,
     applied_at timestamp with time zone DEFAULT now() NOT NULL
-);
-
---
--- Name: runs; Type: TABLE; Schema: public; Owner: -
---
-
-CREATE TABLE public.runs (
-    run_id text NOT NULL,
-    project text NOT NULL,
-    status text DEFAULT 'queued'::text NOT NULL,
-    payload jsonb DEFAULT '{}'::jsonb NOT NULL,
-    result jsonb,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    workflow text DEFAULT 'production'::text NOT NULL,
-    graph_version text,
-    error jsonb,
-    attempt integer DEFAULT 0 NOT NULL,
-    lease_owner text,
-    lease_expires_at timestamp with time zone,
-    lease_epoch bigint DEFAULT 0 NOT NULL,
-    wake_at timestamp with time zone,
-    waiting_for jsonb,
-    priority integer DEFAULT 0 NOT NULL,
-    trace_context jsonb,
-    schedule_id text,
-    schedule_fire_time timestamp with time zone,
-    idempotency_key text,
-    request_digest text,
-    forked_from text,
-    forked_from_checkpoint text,
-    CONSTRAINT runs_idempotency_key_length CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 200))),
-    CONSTRAINT runs_project_slug CHECK ((project ~ '^[a-z0-9][a-z0-9_-]{0,62}$'::text))
 );
 
 --
@@ -548,6 +717,12 @@ ALTER TABLE ONLY public.artifacts ALTER COLUMN id SET DEFAULT nextval('public.ar
 ALTER TABLE ONLY public.hitl_approvals ALTER COLUMN id SET DEFAULT nextval('public.hitl_approvals_id_seq'::regclass);
 
 --
+-- Name: notification_deliveries id; Type: DEFAULT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.notification_deliveries ALTER COLUMN id SET DEFAULT nextval('public.notification_deliveries_id_seq'::regclass);
+
+--
 -- Name: webhook_events id; Type: DEFAULT; Schema: public; Owner: -
 --
 
@@ -615,6 +790,27 @@ ALTER TABLE ONLY public.console_sessions
 
 ALTER TABLE ONLY public.hitl_approvals
     ADD CONSTRAINT hitl_approvals_pkey PRIMARY KEY (id);
+
+--
+-- Name: notification_deliveries notification_deliveries_artifact_id_channel_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.notification_deliveries
+    ADD CONSTRAINT notification_deliveries_artifact_id_channel_key UNIQUE (artifact_id, channel);
+
+--
+-- Name: notification_deliveries notification_deliveries_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.notification_deliveries
+    ADD CONSTRAINT notification_deliveries_pkey PRIMARY KEY (id);
+
+--
+-- Name: notification_outbox notification_outbox_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.notification_outbox
+    ADD CONSTRAINT notification_outbox_pkey PRIMARY KEY (artifact_id);
 
 --
 -- Name: orchestration_checkpoints orchestration_checkpoints_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -725,6 +921,18 @@ CREATE INDEX hitl_approvals_run ON public.hitl_approvals USING btree (run_id, cr
 CREATE INDEX hitl_approvals_unconsumed ON public.hitl_approvals USING btree (run_id, gate) WHERE (consumed_at IS NULL);
 
 --
+-- Name: notification_deliveries_owed; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX notification_deliveries_owed ON public.notification_deliveries USING btree (channel, next_attempt_at) WHERE ((delivered_at IS NULL) AND (gave_up_at IS NULL));
+
+--
+-- Name: notification_outbox_due; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX notification_outbox_due ON public.notification_outbox USING btree (due_at);
+
+--
 -- Name: runs_claimable; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -827,10 +1035,34 @@ CREATE TRIGGER hitl_approvals_check BEFORE INSERT ON public.hitl_approvals FOR E
 CREATE TRIGGER hitl_approvals_notify AFTER INSERT ON public.hitl_approvals FOR EACH ROW EXECUTE FUNCTION public.orchestrator_notify_approval();
 
 --
+-- Name: hitl_approvals hitl_approvals_notify_timeout; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER hitl_approvals_notify_timeout AFTER INSERT ON public.hitl_approvals FOR EACH ROW WHEN ((new.approver = 'system'::text)) EXECUTE FUNCTION public.orchestrator_notify_timeout();
+
+--
+-- Name: notification_deliveries notification_deliveries_settle; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER notification_deliveries_settle AFTER UPDATE OF delivered_at, gave_up_at ON public.notification_deliveries FOR EACH ROW WHEN (((old.delivered_at IS DISTINCT FROM new.delivered_at) OR (old.gave_up_at IS DISTINCT FROM new.gave_up_at))) EXECUTE FUNCTION public.orchestrator_settle_notification();
+
+--
+-- Name: runs runs_notify_insert; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER runs_notify_insert AFTER INSERT ON public.runs FOR EACH ROW WHEN (((new.status ~~ 'pending\_%'::text) OR (new.status = ANY (ARRAY['failed'::text, 'published'::text])))) EXECUTE FUNCTION public.orchestrator_notify_run_change();
+
+--
 -- Name: runs runs_notify_queued; Type: TRIGGER; Schema: public; Owner: -
 --
 
 CREATE TRIGGER runs_notify_queued AFTER INSERT OR UPDATE OF status ON public.runs FOR EACH ROW WHEN ((new.status = 'queued'::text)) EXECUTE FUNCTION public.orchestrator_notify_run();
+
+--
+-- Name: runs runs_notify_update; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER runs_notify_update AFTER UPDATE OF status, waiting_for ON public.runs FOR EACH ROW WHEN ((((new.status ~~ 'pending\_%'::text) OR (new.status = ANY (ARRAY['failed'::text, 'published'::text]))) AND ((old.status IS DISTINCT FROM new.status) OR ((old.waiting_for -> 'pause_id'::text) IS DISTINCT FROM (new.waiting_for -> 'pause_id'::text))))) EXECUTE FUNCTION public.orchestrator_notify_run_change();
 
 --
 -- Name: runs runs_void_approvals; Type: TRIGGER; Schema: public; Owner: -
@@ -864,6 +1096,20 @@ ALTER TABLE ONLY public.console_sessions
 
 ALTER TABLE ONLY public.hitl_approvals
     ADD CONSTRAINT hitl_approvals_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.runs(run_id) ON DELETE CASCADE;
+
+--
+-- Name: notification_deliveries notification_deliveries_artifact_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.notification_deliveries
+    ADD CONSTRAINT notification_deliveries_artifact_id_fkey FOREIGN KEY (artifact_id) REFERENCES public.artifacts(id) ON DELETE CASCADE;
+
+--
+-- Name: notification_outbox notification_outbox_artifact_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.notification_outbox
+    ADD CONSTRAINT notification_outbox_artifact_id_fkey FOREIGN KEY (artifact_id) REFERENCES public.artifacts(id) ON DELETE CASCADE;
 
 --
 -- Name: orchestration_checkpoints orchestration_checkpoints_run_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -

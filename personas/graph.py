@@ -44,7 +44,7 @@ async def production_graph(config: Config) -> AsyncIterator[Graph]:
     """The graph, with the chat models and one HTTP client for the daemon's lifetime,
     shared by every run and closed when the daemon stops."""
     settings, personas = config[ProviderSettings], config[PersonaSettings]
-    callback = config.engine.callback_base_url + "/webhooks/"
+    callback = config.engine.public_base_url + "/webhooks/"
     policy = WaitPolicy(
         poll_interval=timedelta(seconds=settings.provider_poll_interval),
         job_timeout=timedelta(seconds=settings.provider_job_timeout),

@@ -43,17 +43,22 @@ class Call:
     body: bytes
     form: list[tuple[str, str]]
     received_at: float  # time.monotonic()
+    status: int  # what it was answered
 
 
 class ScriptedServer:
     def __init__(self) -> None:
         self.replies: deque[Reply] = deque()
+        # What a path answers once the script is used up (receivers of notifications
+        # that fail, or hang, until a test says otherwise).
+        self.standing: dict[str, Reply] = {}
         self.calls: list[Call] = []
         self.url = ""
         self.app = Starlette(routes=[Route("/{path:path}", self._answer, methods=METHODS)])
 
     def reset(self) -> None:
         self.replies.clear()
+        self.standing.clear()
         self.calls.clear()
 
     def script(self, *replies: Reply) -> None:
@@ -69,6 +74,12 @@ class ScriptedServer:
                     (name, value if isinstance(value, str) else f"<file {value.filename}>")
                     for name, value in parsed.multi_items()
                 ]
+        if self.replies:
+            reply = self.replies.popleft()
+        else:
+            reply = self.standing.get(
+                request.url.path, Reply(418, {"message": "no scripted reply left"})
+            )
         self.calls.append(
             Call(
                 method=request.method,
@@ -78,11 +89,9 @@ class ScriptedServer:
                 body=body,
                 form=form,
                 received_at=received_at,
+                status=reply.status,
             )
         )
-        if not self.replies:
-            return JSONResponse({"message": "no scripted reply left"}, status_code=418)
-        reply = self.replies.popleft()
         if reply.delay:
             await asyncio.sleep(reply.delay)
         return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)

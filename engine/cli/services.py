@@ -112,12 +112,17 @@ async def _serve(
 ) -> None:
     # LangGraph and FastAPI take a second to import: only the services pay for them.
     from engine.observability.telemetry import DISABLED, setup
+    from engine.runtime.channels import channels_from
     from engine.runtime.daemon import Daemon
     from engine.service.api import create_app
     from engine.service.health import health_app
     from engine.service.serving import serve_http
 
     settings = config.engine
+    try:  # checked before anything starts: a bad channel stops the daemon with one line
+        channels = channels_from(settings) if daemon else []
+    except ValueError as error:
+        raise UsageFailure(str(error)) from None
     url = database_url(settings) if needs_database else ""
     if needs_database:
         await _check_schema(url, settings, migrate_first=migrate_first)
@@ -146,7 +151,7 @@ async def _serve(
                 )
             if daemon:
                 async with open_pool(url, settings) as pool:
-                    worker = Daemon(url, pool, settings, workflows, telemetry)
+                    worker = Daemon(url, pool, settings, workflows, telemetry, channels)
                     if settings.health_port:
                         vitals = health_app(worker, pool, worker.stale_after, telemetry)
                         http.append(

@@ -693,3 +693,94 @@ SET next_fire_at = COALESCE(%(next_fire_at)s::timestamptz, next_fire_at),
     paused = %(next_fire_at)s::timestamptz IS NULL,
     buffered_fire_at = %(buffered_fire_at)s, updated_at = now()
 WHERE schedule_id = %(schedule_id)s;
+
+-- route_notifications --
+-- Hand up to %(limit)s notifications that are due to the channels %(channels)s (the
+-- ones this daemon has): one delivery each, in one statement, so a daemon dying here
+-- leaves them in the outbox for the next. A reminder whose run no longer waits at
+-- that pause is skipped; with no channel, a notification is only recorded.
+WITH due AS (
+    DELETE FROM notification_outbox
+    WHERE artifact_id IN (
+        SELECT artifact_id FROM notification_outbox
+        WHERE due_at <= NOW()
+        ORDER BY due_at
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED)
+    RETURNING artifact_id, due_at
+), events AS (
+    SELECT due.artifact_id, due.due_at,
+        a.metadata ->> 'event' = 'reminder'
+        AND (r.status IS DISTINCT FROM 'pending_' || (a.metadata ->> 'gate')
+             OR r.waiting_for -> 'pause_id' IS DISTINCT FROM a.metadata -> 'pause_id') AS moot
+    FROM due JOIN artifacts a ON a.id = due.artifact_id JOIN runs r ON r.run_id = a.run_id
+), routed AS (
+    INSERT INTO notification_deliveries (artifact_id, channel, due_at, next_attempt_at)
+    SELECT e.artifact_id, c.channel, e.due_at, NOW()
+    FROM events e CROSS JOIN unnest(%(channels)s::text[]) AS c(channel)
+    WHERE NOT e.moot
+)
+UPDATE artifacts a SET status = CASE
+        WHEN e.moot THEN 'skipped'
+        WHEN cardinality(%(channels)s::text[]) = 0 THEN 'recorded'
+        ELSE 'sending'
+    END
+FROM events e
+WHERE a.id = e.artifact_id
+RETURNING a.id, a.run_id, a.status, a.metadata ->> 'event' AS event;
+
+-- next_notification_due --
+-- Seconds until the earliest notification not yet due (a reminder), by the server's clock
+SELECT EXTRACT(EPOCH FROM min(due_at) - NOW())::float8 AS seconds FROM notification_outbox;
+
+-- claim_deliveries --
+-- Take up to %(limit)s deliveries owed on %(channel)s: each attempt is counted as it
+-- starts, and the delivery is this sender's for %(lease)s (a sender that dies
+-- mid-attempt leaves it to the next claim after that). `expired`: already
+-- %(max_attempts)s attempts (the last one's sender died) or older than %(max_age)s:
+-- given up, not sent, and not counted as an attempt.
+WITH owed AS (
+    SELECT id, attempts >= %(max_attempts)s OR due_at < NOW() - %(max_age)s AS expired
+    FROM notification_deliveries
+    WHERE channel = %(channel)s AND delivered_at IS NULL AND gave_up_at IS NULL
+      AND next_attempt_at <= NOW()
+    ORDER BY next_attempt_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE notification_deliveries d
+SET attempts = d.attempts + (NOT owed.expired)::int, last_attempt_at = NOW(),
+    next_attempt_at = NOW() + %(lease)s
+FROM owed, artifacts a, runs r
+WHERE d.id = owed.id AND a.id = d.artifact_id AND r.run_id = a.run_id
+RETURNING d.id, d.channel, d.attempts, d.due_at, a.id AS artifact_id, a.idempotency_key,
+    a.run_id, r.project, a.metadata, owed.expired;
+
+-- delivery_sent --
+-- The channel took it (right after the send: a sender dying before this line
+-- delivers it again, under the same id)
+UPDATE notification_deliveries SET delivered_at = NOW()
+WHERE id = %(id)s AND delivered_at IS NULL;
+
+-- delivery_failed --
+-- An attempt failed with %(error)s (NULL: none was made): try again after the
+-- backoff (%(backoff)s doubling per attempt, at most %(backoff_max)s), or give up
+-- when %(give_up)s, after %(max_attempts)s attempts, or once older than %(max_age)s
+UPDATE notification_deliveries SET
+    last_error = coalesce(%(error)s, last_error),
+    gave_up_at = CASE WHEN %(give_up)s OR attempts >= %(max_attempts)s
+                           OR due_at < NOW() - %(max_age)s THEN NOW() END,
+    next_attempt_at = NOW() + least(%(backoff_max)s::interval,
+                                    %(backoff)s::interval * power(2, least(attempts - 1, 30)))
+WHERE id = %(id)s AND delivered_at IS NULL AND gave_up_at IS NULL
+RETURNING attempts, gave_up_at IS NOT NULL AS gave_up, next_attempt_at;
+
+-- abandon_deliveries --
+-- Give up deliveries older than %(max_age)s on channels this daemon does not have
+-- (%(channels)s): a channel taken out of every daemon's settings is owed nothing for ever
+UPDATE notification_deliveries d SET gave_up_at = NOW()
+FROM artifacts a
+WHERE a.id = d.artifact_id AND d.delivered_at IS NULL AND d.gave_up_at IS NULL
+  AND d.channel <> ALL(%(channels)s::text[]) AND d.next_attempt_at <= NOW()
+  AND d.due_at < NOW() - %(max_age)s
+RETURNING d.channel, d.attempts, a.run_id, a.metadata ->> 'event' AS event;

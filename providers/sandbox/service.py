@@ -19,7 +19,7 @@ def config_from(config: Config) -> SandboxConfig:
     return SandboxConfig(
         kie_webhook_secret=_reveal(settings.kie_webhook_secret),
         upload_post_webhook_secret=_reveal(settings.upload_post_webhook_secret),
-        upload_post_webhook_url=config.engine.callback_base_url + "/webhooks/upload-post",
+        upload_post_webhook_url=config.engine.public_base_url + "/webhooks/upload-post",
     )
 
 

@@ -47,6 +47,14 @@ async def test_production_happy_path_through_the_cli(
         approved = orchestrator(db_url, "runs", "approve", run_id, "--gate", "publish")
         assert approved.returncode == 0, approved.stderr
         await wait_for(conn, RUN_STATUS, (run_id,), until=_status_is("published"))
+        # The daemon takes up each notification, and with no channel configured only
+        # records it.
+        await wait_for(
+            conn,
+            "SELECT status FROM artifacts WHERE run_id = %s AND type = 'notification'",
+            (run_id,),
+            until=lambda rows: [r["status"] for r in rows] == ["recorded"] * 3,
+        )
 
     shown = orchestrator(db_url, "runs", "show", run_id, "--json")
     assert shown.returncode == 0, shown.stderr
@@ -59,12 +67,20 @@ async def test_production_happy_path_through_the_cli(
         "editor",
         "publisher",
     ]
-    assert [a["type"] for a in view["artifacts"]] == [
+    made = [a for a in view["artifacts"] if a["type"] != "notification"]
+    assert [a["type"] for a in made] == [
         "workflow_proposal",
         "script",
         "image",
         "render",
         "publication",
+    ]
+    # Recorded by the run's own status changes.
+    notified = [a for a in view["artifacts"] if a["type"] == "notification"]
+    assert [(a["metadata"]["event"], a["metadata"].get("gate"), a["status"]) for a in notified] == [
+        ("gate", "workflow", "recorded"),
+        ("gate", "publish", "recorded"),
+        ("published", None, "recorded"),
     ]
     listed = json.loads(orchestrator(db_url, "runs", "list", "--json").stdout)
     assert [r["run_id"] for r in listed] == [run_id]

@@ -518,6 +518,38 @@ async def test_a_delayed_run_says_when_it_wakes_and_is_found_by_its_status(
     assert run["run_id"] in listed.text
 
 
+async def test_the_run_page_lists_its_notifications_and_how_each_channel_took_them(
+    client: httpx.AsyncClient, conn: Conn
+) -> None:
+    run_id = await waiting(conn, "publish")  # the trigger records the gate's notification
+    await conn.execute("UPDATE notification_outbox SET due_at = now() + interval '1 hour'")
+    [gate] = await (
+        await conn.execute("SELECT id FROM artifacts WHERE run_id = %s", (run_id,))
+    ).fetchall()
+    await conn.execute(
+        "INSERT INTO notification_deliveries (artifact_id, channel, due_at, next_attempt_at,"
+        " attempts, delivered_at, gave_up_at, last_error) VALUES"
+        " (%(id)s, 'webhook', now(), now(), 1, now(), NULL, NULL),"
+        " (%(id)s, 'json:0123abcd', now(), now(), 3, NULL, now(), 'failure: error=500.')",
+        {"id": gate["id"]},
+    )
+    await conn.execute("UPDATE runs SET status = 'published' WHERE run_id = %s", (run_id,))
+
+    shown = text((await client.get(f"/console/runs/{run_id}")).text)
+    notes = shown[shown.index("Notifications") : shown.index("Timeline")]
+    assert notes.startswith("Notifications 2 Event Due Status Deliveries"), notes
+    assert f"gate gate publish Run {run_id} (cats) waits for a decision at gate publish." in notes
+    assert re.search(r"webhook: delivered [-0-9]+ [:0-9]+ UTC · 1 attempt (?!·)", notes)
+    assert re.search(
+        r"json:0123abcd: gave up [-0-9]+ [:0-9]+ UTC · 3 attempts · last error: failure: error=500",
+        notes,
+    )
+    assert f"published Run {run_id} (cats) published." in notes
+    assert "pending not handed to the channels yet" in notes
+    # Notifications are artifacts of the run, shown in their own section only.
+    assert "Artifacts 0" in shown
+
+
 async def test_the_schedules_page_lists_each_with_its_next_fire_times(
     client: httpx.AsyncClient, conn: Conn
 ) -> None:

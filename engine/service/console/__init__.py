@@ -1,7 +1,8 @@
 """The operator console: server-rendered pages over the same store as the API.
 
 `/` is the approvals inbox; `/console/runs` lists runs and `/console/runs/{id}`
-shows one. Each of these has a `…/live` twin that renders only its changing part,
+shows one, with its notifications and how each was delivered. Each of these has a
+`…/live` twin that renders only its changing part,
 which `static/console.js` polls and swaps in piece by piece. `/console/schedules`
 lists the schedules with the form to create one and each one's pause, resume,
 backfill and delete, which call what the API's `/schedules` routes call.
@@ -34,6 +35,7 @@ from engine.service.console.views import (
     Refusal,
     RunFilter,
     local_path,
+    notifications,
     timeline,
     with_query,
 )
@@ -119,10 +121,13 @@ def console_router(pool: Pool, guard: Guard, served: App) -> APIRouter:
             events = await rows(
                 "console_webhook_events", limit=EVENTS_LIMIT, max_bytes=EVENT_PREVIEW_BYTES
             )
+            notified = notifications(await rows("console_notifications"))
         return {
             "run": view.run,
             "checkpoint": view.checkpoint,
-            "artifacts": view.artifacts,
+            # Notifications have a section of their own, with their deliveries.
+            "artifacts": [a for a in view.artifacts if a["type"] != "notification"],
+            "notifications": notified,
             "timeline": timeline(view.run, history.entries, approvals, events),
             "checkpoints_hidden": history.earlier,
             "events_hidden": (events[0]["total"] - len(events)) if events else 0,

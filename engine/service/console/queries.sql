@@ -59,3 +59,12 @@ SELECT * FROM (
 -- One approval (the notice after sending it)
 SELECT id, run_id, gate, decision, approver, created_at
 FROM hitl_approvals WHERE id = %(id)s;
+
+-- console_notifications --
+-- The run's notifications, oldest first, one row per delivery (a channel each; a
+-- notification not yet handed to the channels, or with none, has one row without)
+SELECT a.id, a.status, a.metadata, a.created_at, d.channel, d.attempts, d.next_attempt_at,
+       d.delivered_at, d.gave_up_at, d.last_error
+FROM artifacts a LEFT JOIN notification_deliveries d ON d.artifact_id = a.id
+WHERE a.run_id = %(run_id)s AND a.type = 'notification'
+ORDER BY a.created_at, a.id, d.channel;

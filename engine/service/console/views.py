@@ -181,6 +181,24 @@ def written(checkpoint: history.Entry) -> dict[str, Any]:
     }
 
 
+def notifications(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The run's notifications, each with its deliveries (one per channel), from
+    `console_notifications`' rows (one per delivery)."""
+    found: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        if row["id"] not in found:
+            due = row["metadata"].get("due_at")
+            found[row["id"]] = {
+                **{key: row[key] for key in ("id", "status", "metadata")},
+                "due_at": datetime.fromisoformat(due) if isinstance(due, str) else None,
+                "deliveries": [],
+            }
+        notification = found[row["id"]]
+        if row["channel"] is not None:
+            notification["deliveries"].append(row)
+    return list(found.values())
+
+
 def media_kind(url: object) -> str | None:
     """'image' or 'video' when `url` is an http(s) link to one, by its file suffix."""
     if not is_link(url):

@@ -23,6 +23,7 @@ from psycopg.rows import DictRow, dict_row
 
 from engine.db.migrations import migrate
 from engine.runtime.daemon import CHANNELS
+from engine.settings import Settings
 from tests.graphs import LEDGER_TABLE
 from tests.stack import KIE_SECRET, UPLOAD_POST_SECRET, free_port
 
@@ -76,9 +77,8 @@ def _scratch_database(admin_url: str) -> Iterator[str]:
     url = make_conninfo(admin_url, dbname=name)
 
     async def prepare() -> None:
-        conn = await psycopg.AsyncConnection.connect(url, autocommit=True, row_factory=dict_row)
-        async with conn:
-            await migrate(conn)
+        await migrate(url, Settings())
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
             await conn.execute(LEDGER_TABLE)
 
     asyncio.run(prepare())

@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     lease_ttl: PositiveFloat = Field(default=30.0, description="seconds a claim lasts unrenewed")
     poll_interval: PositiveFloat = Field(default=1.0, description="seconds between polls")
     listen: bool = Field(default=True, description="wake on NOTIFY; off means poll only")
+    listen_url: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL URL the daemon LISTENs on: the server itself when the database "
+        "URL is a transaction pooler's (PgBouncer); unset: the database URL",
+    )
     shutdown_grace: PositiveFloat = Field(default=20.0, description="seconds to drain on SIGTERM")
     max_attempts: PositiveInt = Field(default=3, description="attempts of a failing step")
     db_outage_tolerance: PositiveFloat = Field(
@@ -80,7 +85,9 @@ class Settings(BaseSettings):
     retry_backoff_max: PositiveFloat = 10.0
     pool_size: PositiveInt = 10
     prepare_threshold: int | None = Field(
-        default=5, description="None disables prepared statements (needed behind pgbouncer)"
+        default=5,
+        description="executions before psycopg prepares a statement on its connection; "
+        "None: never (needed behind PgBouncer in transaction mode)",
     )
     app: str | None = Field(
         default=None,

@@ -110,6 +110,7 @@ def migrated_database(admin_url: str, prefix: str) -> Iterator[str]:
     import asyncio
 
     from engine.db.migrations import migrate
+    from engine.settings import Settings
 
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with _admin(admin_url) as admin:
@@ -117,10 +118,8 @@ def migrated_database(admin_url: str, prefix: str) -> Iterator[str]:
     url = with_dbname(admin_url, name)
 
     async def prepare() -> None:
-        async with await AsyncConnection.connect(
-            url, autocommit=True, row_factory=dict_row
-        ) as conn:
-            await migrate(conn)
+        await migrate(url, Settings())
+        async with await AsyncConnection.connect(url, autocommit=True) as conn:
             await conn.execute(LEDGER_TABLE)
 
     try:

@@ -173,13 +173,16 @@ def start_api(db: str, log_dir: Path, **settings: object) -> tuple[DaemonProcess
 
 
 @contextmanager
-def daemons(db_url: str, log_dir: Path) -> Iterator[Callable[..., DaemonProcess]]:
+def daemons(
+    db_url: str, log_dir: Path, **defaults: object
+) -> Iterator[Callable[..., DaemonProcess]]:
     """Start daemons with `start(worker_id, **settings)`, other services with
-    `start(name, "api", **settings)`; all are killed at the end."""
+    `start(name, "api", **settings)`, each with `defaults` under its settings; all
+    are killed at the end."""
     started: list[DaemonProcess] = []
 
     def start(name: str, *command: str, **settings: object) -> DaemonProcess:
-        process = DaemonProcess(db_url, log_dir, name, command, **settings)
+        process = DaemonProcess(db_url, log_dir, name, command, **{**defaults, **settings})
         started.append(process)
         return process
 

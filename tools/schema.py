@@ -27,9 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
-from psycopg import AsyncConnection, sql
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
-from psycopg.rows import dict_row
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_FILE = ROOT / "migrations" / "schema.sql"
@@ -127,20 +126,15 @@ def dump_schema(url: str) -> str:
 def migrated_schema(admin_url: str) -> str:
     """Create an empty database, migrate it to the newest version, dump it, drop it."""
     from engine.db.migrations import migrate
+    from engine.settings import Settings
 
     name = f"orch_schema_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = make_conninfo(admin_url, dbname=name)
 
-    async def migrated() -> None:
-        async with await AsyncConnection.connect(
-            url, autocommit=True, row_factory=dict_row
-        ) as conn:
-            await migrate(conn)
-
     try:
-        asyncio.run(migrated())
+        asyncio.run(migrate(url, Settings()))
         return dump_schema(url)
     finally:
         with psycopg.connect(admin_url, autocommit=True) as admin:

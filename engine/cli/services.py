@@ -15,7 +15,6 @@ from engine.cli.common import (
     new_table,
     overridden,
     run_async,
-    with_db,
 )
 from engine.db.connections import connect, database_url, open_pool
 from engine.db.migrations import current_version, discover, migrate
@@ -40,7 +39,7 @@ def migrate_command(
     """Bring the schema to the newest version (or --to N, up or down)."""
     settings = Settings()
     logs.configure(settings.log_level, settings.log_format)
-    before, after = with_db(lambda conn: migrate(conn, to))
+    before, after = run_async(migrate(database_url(settings), settings, to))
     console.print(f"schema at version {after} (was {before})")
 
 
@@ -191,9 +190,9 @@ async def _check_exposure(url: str, settings: Settings) -> None:
 
 
 async def _check_schema(url: str, settings: Settings, *, migrate_first: bool) -> None:
+    if migrate_first:
+        await migrate(url, settings)
     async with await connect(url, settings) as conn:
-        if migrate_first:
-            await migrate(conn)
         version, head = await current_version(conn), len(discover())
     # Newer is fine: migrations are additive, and old code must run on the new
     # schema through a rolling upgrade (or a rollback).
@@ -219,7 +218,7 @@ def prune(
     age = store.parse_duration(older_than, "--older-than")
     settings = Settings()
     logs.configure(settings.log_level, settings.log_format)
-    done = with_db(lambda conn: prune_runs(conn, age, delete_runs=delete_runs))
+    done = run_async(prune_runs(database_url(settings), settings, age, delete_runs=delete_runs))
     if done is None:
         raise store.Refused("another prune is running; try again when it has finished")
     print(f"pruned history of {done.runs} runs, deleted {done.deleted} runs")

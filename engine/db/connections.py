@@ -44,6 +44,14 @@ def database_url(settings: Settings) -> str:
     return embedded_url(settings.data_dir)
 
 
+def listen_url(settings: Settings, url: str) -> str:
+    """Where LISTEN connects: `ORCHESTRATOR_LISTEN_URL` when set (the server itself,
+    when `url` is a transaction pooler's, through which LISTEN hears nothing), else `url`."""
+    if settings.listen_url is not None:
+        return settings.listen_url.get_secret_value()
+    return url
+
+
 def embedded_url(data_dir: Path) -> str:
     with warnings.catch_warnings():
         # It asks platformdirs for XDG_RUNTIME_DIR, unset under systemd and in CI.

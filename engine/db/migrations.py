@@ -10,6 +10,10 @@ from pathlib import Path
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
+from engine.db.connections import connect
+from engine.db.locks import advisory_lock
+from engine.settings import Settings
+
 log = logging.getLogger(__name__)
 
 # Where the SQL comes from, the same way in a source checkout, an editable install
@@ -78,18 +82,21 @@ async def current_version(conn: AsyncConnection[DictRow]) -> int:
     return int(row["v"]) if row and row["v"] is not None else 0
 
 
-async def migrate(conn: AsyncConnection[DictRow], target: int | None = None) -> tuple[int, int]:
+async def migrate(url: str, settings: Settings, target: int | None = None) -> tuple[int, int]:
     """Bring the schema to `target` (default: newest) and set up LangGraph's tables.
 
-    `conn` must be in autocommit mode. Returns (version before, version after).
+    Replicas that migrate at once take turns (`advisory_lock`, which holds
+    behind PgBouncer too). Returns (version before, version after).
     """
     migrations = discover()
     head = len(migrations)
     target = head if target is None else target
     if not 0 <= target <= head:
         raise MigrationError(f"--to must be between 0 and {head}, got {target}")
-    await conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
-    try:
+    async with (
+        advisory_lock(url, settings, _LOCK_KEY, wait=True),
+        await connect(url, settings) as conn,
+    ):
         before = await current_version(conn)
         if before > head:
             raise MigrationError(f"database is at version {before}, newer than this code ({head})")
@@ -100,31 +107,32 @@ async def migrate(conn: AsyncConnection[DictRow], target: int | None = None) -> 
         )
         upward = target >= before
         for migration in steps:
-            sql = (migration.up if upward else migration.down).read_text(encoding="utf-8")
-            async with conn.transaction():
-                await conn.execute(sql)
-                if upward:
-                    await conn.execute(
-                        "INSERT INTO orchestrator_migrations (version, name) VALUES (%s, %s)",
-                        (migration.version, migration.name),
-                    )
-                else:
-                    await conn.execute(
-                        "DELETE FROM orchestrator_migrations WHERE version = %s",
-                        (migration.version,),
-                    )
-            log.info(
-                "migration applied",
-                extra={
-                    "action": "migration_applied",
-                    "version": migration.version,
-                    "direction": "up" if upward else "down",
-                },
-            )
+            await _apply(conn, migration, upward)
         # Imported here: LangGraph is slow to import and most commands never need it.
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
         await AsyncPostgresSaver(conn).setup()
         return before, target
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+
+
+async def _apply(conn: AsyncConnection[DictRow], migration: Migration, upward: bool) -> None:
+    sql = (migration.up if upward else migration.down).read_text(encoding="utf-8")
+    async with conn.transaction():
+        await conn.execute(sql)
+        if upward:
+            await conn.execute(
+                "INSERT INTO orchestrator_migrations (version, name) VALUES (%s, %s)",
+                (migration.version, migration.name),
+            )
+        else:
+            await conn.execute(
+                "DELETE FROM orchestrator_migrations WHERE version = %s", (migration.version,)
+            )
+    log.info(
+        "migration applied",
+        extra={
+            "action": "migration_applied",
+            "version": migration.version,
+            "direction": "up" if upward else "down",
+        },
+    )

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import psycopg
 
-from engine.db.connections import Pool, connect
+from engine.db.connections import Pool, connect, listen_url
 from engine.db.queries import QUERIES
 from engine.db.status import Status
 from engine.observability import sd_notify
@@ -311,10 +311,12 @@ class Daemon:
         while True:
             await asyncio.sleep(interval)
             try:
-                async with await connect(self._url, self._settings) as conn:
-                    done = await prune(
-                        conn, older_than, delete_runs=self._settings.prune_delete_runs
-                    )
+                done = await prune(
+                    self._url,
+                    self._settings,
+                    older_than,
+                    delete_runs=self._settings.prune_delete_runs,
+                )
             except psycopg.OperationalError as error:
                 log.warning("prune failed: %s", error, extra={"action": "prune_failed"})
                 continue
@@ -370,7 +372,8 @@ class Daemon:
         retry = RECONNECT_FIRST
         while True:
             try:
-                async with await connect(self._url, self._settings) as conn:
+                url = listen_url(self._settings, self._url)
+                async with await connect(url, self._settings) as conn:
                     for channel in CHANNELS:
                         await conn.execute(f"LISTEN {channel}")
                     retry = RECONNECT_FIRST

@@ -13,13 +13,16 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
+from engine.db.connections import connect
+from engine.db.locks import advisory_lock
 from engine.db.queries import QUERIES
+from engine.settings import Settings
 
 log = logging.getLogger(__name__)
 
 BATCH = 500
 # Replicas running the schedule take turns: one prunes, the others skip the round.
-_LOCK_KEY = 0x6F72636870727E
+LOCK_KEY = 0x6F72636870727E
 
 
 @dataclass(frozen=True)
@@ -30,20 +33,14 @@ class Pruned:
 
 
 async def prune(
-    conn: AsyncConnection[DictRow], older_than: timedelta, *, delete_runs: bool = False
+    url: str, settings: Settings, older_than: timedelta, *, delete_runs: bool = False
 ) -> Pruned | None:
-    """Prune runs that finished more than `older_than` ago; None if another replica is at it.
-
-    `conn` must be in autocommit mode.
-    """
-    locked = await conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (_LOCK_KEY,))
-    row = await locked.fetchone()
-    if not row or not row["ok"]:
-        return None
-    try:
-        return await _prune(conn, datetime.now(UTC) - older_than, delete_runs)
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+    """Prune runs that finished more than `older_than` ago; None if another replica is at it."""
+    async with advisory_lock(url, settings, LOCK_KEY, wait=False) as held:
+        if not held:
+            return None
+        async with await connect(url, settings) as conn:
+            return await _prune(conn, datetime.now(UTC) - older_than, delete_runs)
 
 
 async def _prune(conn: AsyncConnection[DictRow], before: datetime, delete_runs: bool) -> Pruned:

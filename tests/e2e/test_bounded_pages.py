@@ -19,6 +19,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 
 from engine.runtime.retention import prune
+from engine.settings import Settings
 from tests.conftest import migrated_database, orchestrator
 from tests.helpers import start_api
 
@@ -145,7 +146,7 @@ def test_api_run_lists_are_bounded_whatever_the_payloads(base: str, db: str) -> 
 
 
 async def test_prune_removes_old_webhook_events_of_finished_or_unknown_runs(
-    conn: Conn,
+    conn: Conn, db_url: str
 ) -> None:
     await conn.execute(
         "INSERT INTO runs (run_id, project, status, payload, updated_at) VALUES "
@@ -159,7 +160,7 @@ async def test_prune_removes_old_webhook_events_of_finished_or_unknown_runs(
         " ('kie', 'valid', 'run_live', NOW() - INTERVAL '40 days', 'live-old'),"
         " ('kie', 'invalid', NULL, NOW() - INTERVAL '1 day', 'stray-recent')"
     )
-    done = await prune(conn, timedelta(days=30))
+    done = await prune(db_url, Settings(), timedelta(days=30))
     assert done is not None and done.events == 2
     cursor = await conn.execute("SELECT delivery_id FROM webhook_events ORDER BY id")
     rows = await cursor.fetchall()

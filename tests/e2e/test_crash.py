@@ -1,4 +1,7 @@
-"""Crashes and shutdowns: SIGKILL loses nothing, SIGTERM drains, two daemons never collide."""
+"""Crashes and shutdowns: SIGKILL loses nothing, SIGTERM drains, two daemons never collide.
+
+Each runs twice (`route`): on the database straight, and with the daemons behind
+PgBouncer in transaction mode (docs/operations.md#behind-pgbouncer)."""
 
 import asyncio
 from pathlib import Path
@@ -8,6 +11,7 @@ from psycopg.rows import DictRow
 
 from engine.runtime import store
 from tests.helpers import daemons, wait_for
+from tests.pgbouncer import Route
 
 Conn = AsyncConnection[DictRow]
 NODES = ("n1", "n2", "n4", "n5")
@@ -51,14 +55,14 @@ ALL_RUNS = "SELECT run_id, status FROM runs"
 
 
 async def test_sigkill_mid_graph_loses_nothing_and_repeats_no_completed_node(
-    db_url: str, conn: Conn, approver_conn: Conn, tmp_path: Path
+    route: Route, conn: Conn, approver_conn: Conn, tmp_path: Path
 ) -> None:
     concurrency = 4
     run_ids = await _create(conn, 8, delay=0.3)
     stop = asyncio.Event()
     approver = asyncio.create_task(_approve_whatever_waits(approver_conn, stop))
     try:
-        with daemons(db_url, tmp_path) as start:
+        with daemons(route.url, tmp_path, **route.settings) as start:
             first = start("doomed", concurrency=concurrency, lease_ttl=2)
             # Kill once nodes are being executed on both sides of the gate.
             await wait_for(
@@ -90,10 +94,10 @@ async def test_sigkill_mid_graph_loses_nothing_and_repeats_no_completed_node(
 
 
 async def test_sigterm_drains_and_exits_zero_leaving_no_live_lease(
-    db_url: str, conn: Conn, tmp_path: Path
+    route: Route, conn: Conn, tmp_path: Path
 ) -> None:
     await _create(conn, 6, delay=0.5)
-    with daemons(db_url, tmp_path) as start:
+    with daemons(route.url, tmp_path, **route.settings) as start:
         daemon = start("graceful", concurrency=3, shutdown_grace=0.2)
         await wait_for(
             conn,
@@ -109,7 +113,7 @@ async def test_sigterm_drains_and_exits_zero_leaving_no_live_lease(
     ).fetchall()
     assert live == []
     # Whatever it gave back, a new daemon takes over at once (no lease to wait out).
-    with daemons(db_url, tmp_path) as start:
+    with daemons(route.url, tmp_path, **route.settings) as start:
         start("next", lease_ttl=600)
         await wait_for(
             conn,
@@ -119,13 +123,13 @@ async def test_sigterm_drains_and_exits_zero_leaving_no_live_lease(
 
 
 async def test_two_daemons_never_execute_the_same_node_of_a_run_twice(
-    db_url: str, conn: Conn, approver_conn: Conn, tmp_path: Path
+    route: Route, conn: Conn, approver_conn: Conn, tmp_path: Path
 ) -> None:
     run_ids = await _create(conn, 16, delay=0.05)
     stop = asyncio.Event()
     approver = asyncio.create_task(_approve_whatever_waits(approver_conn, stop))
     try:
-        with daemons(db_url, tmp_path) as start:
+        with daemons(route.url, tmp_path, **route.settings) as start:
             pair = [start("a", concurrency=4), start("b", concurrency=4)]
             await wait_for(conn, ALL_RUNS, until=_all_published, within=60)
             assert all("run claimed" in daemon.log() for daemon in pair), "one daemon idled"

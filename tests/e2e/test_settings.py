@@ -25,11 +25,11 @@ def test_an_empty_prepare_threshold_turns_prepared_statements_off(
 async def test_a_daemon_refuses_an_older_schema_and_runs_on_a_newer_one(
     db_url: str, conn: Conn, tmp_path: Path
 ) -> None:
-    await migrate(conn, 1)
+    await migrate(db_url, Settings(), 1)
     refused = orchestrator(db_url, "daemon")
     assert refused.returncode == 2
     assert refused.stderr.startswith("error: database schema is at version 1, this code needs")
-    await migrate(conn)
+    await migrate(db_url, Settings())
     # The next release's additive migration is applied: this code keeps running.
     await conn.execute("INSERT INTO orchestrator_migrations (version, name) VALUES (99, 'next')")
     with daemons(db_url, tmp_path) as start:

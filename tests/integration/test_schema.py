@@ -15,6 +15,7 @@ from engine.db.queries import QUERIES
 from engine.db.status import Status
 from engine.runtime import store
 from engine.runtime.claims import claim_params
+from engine.settings import Settings
 from tests.conftest import ROOT
 from tests.helpers import table_checksums
 
@@ -211,12 +212,12 @@ async def _fill(conn: Conn, run_id: str = "run_abc123") -> None:
     await store.approve(conn, run_id, gate="workflow", approver="ann", approver_ip="10.0.0.1")
 
 
-async def test_migrations_up_down_up_keep_every_row(conn: Conn) -> None:
+async def test_migrations_up_down_up_keep_every_row(conn: Conn, db_url: str) -> None:
     head = len(discover())
     await _fill(conn)
     before = await _snapshot(conn)
-    assert await migrate(conn, 1) == (head, 1)
-    assert await migrate(conn) == (1, head)
+    assert await migrate(db_url, Settings(), 1) == (head, 1)
+    assert await migrate(db_url, Settings()) == (1, head)
     # The down migration drops webhook_events.run_id (it was NULL): rows are intact.
     assert await _snapshot(conn) == before
     columns = await (
@@ -228,9 +229,9 @@ async def test_migrations_up_down_up_keep_every_row(conn: Conn) -> None:
     assert len(columns) == 1
 
 
-async def test_all_downs_then_all_ups_rebuild_the_schema(conn: Conn) -> None:
+async def test_all_downs_then_all_ups_rebuild_the_schema(conn: Conn, db_url: str) -> None:
     head = len(discover())
-    assert await migrate(conn, 0) == (head, 0)
+    assert await migrate(db_url, Settings(), 0) == (head, 0)
     tables = await (
         await conn.execute(
             "SELECT count(*) AS n FROM information_schema.tables WHERE table_name = ANY(%s)",
@@ -238,15 +239,15 @@ async def test_all_downs_then_all_ups_rebuild_the_schema(conn: Conn) -> None:
         )
     ).fetchone()
     assert tables is not None and tables["n"] == 0
-    assert await migrate(conn) == (0, head)
+    assert await migrate(db_url, Settings()) == (0, head)
     await _fill(conn)
 
 
-async def test_migrate_refuses_an_unknown_target(conn: Conn) -> None:
+async def test_migrate_refuses_an_unknown_target(conn: Conn, db_url: str) -> None:
     from engine.db.migrations import MigrationError
 
     with pytest.raises(MigrationError, match="--to must be between 0 and"):
-        await migrate(conn, 99)
+        await migrate(db_url, Settings(), 99)
 
 
 def _seed_queries() -> list[str]:
@@ -335,11 +336,13 @@ async def test_the_claim_reads_no_run_whose_timer_is_not_due(conn: Conn) -> None
     assert re.search(r"Index (Only )?Scan using runs_timers on runs", text), text
 
 
-async def test_migration_0008_binds_each_paused_run_to_one_approval(conn: Conn) -> None:
+async def test_migration_0008_binds_each_paused_run_to_one_approval(
+    conn: Conn, db_url: str
+) -> None:
     """Runs paused before 0008 keep their oldest waiting approval; the rest, which
     the old trigger's race let in, are voided; so are those of runs that left."""
     head = len(discover())
-    await migrate(conn, 7)
+    await migrate(db_url, Settings(), 7)
     paused = await _paused(conn, "workflow", 0)
     await conn.execute(
         'UPDATE runs SET waiting_for = \'{"gate": "workflow"}\', lease_epoch = 4 WHERE run_id = %s',
@@ -354,7 +357,7 @@ async def test_migration_0008_binds_each_paused_run_to_one_approval(conn: Conn) 
         )
     await conn.execute("ALTER TABLE hitl_approvals ENABLE TRIGGER hitl_approvals_check")
     await _set_status(conn, left, "cancelled")
-    await migrate(conn, head)
+    await migrate(db_url, Settings(), head)
     rows = await (
         await conn.execute(
             "SELECT run_id, pause_id, voided_at IS NOT NULL AS voided, consumed_at IS NOT NULL "

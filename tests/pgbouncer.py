@@ -15,7 +15,7 @@ from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tests.stack import free_port
+from tests.helpers import free_port
 
 # Debian installs it in /usr/sbin, which a user's PATH may lack.
 BINARY = shutil.which("pgbouncer", path=f"{os.environ.get('PATH', '')}:/usr/sbin")

@@ -56,6 +56,9 @@ class App:
     # The ingress's verifiers by provider name (`/webhooks/{provider}`); none: no ingress.
     webhooks: Callable[[Config], Mapping[str, Verifier]] | None = None
     services: Sequence[Service] = ()
+    # Where each run's gates and end are POSTed when its creator names no webhook
+    # (ORCHESTRATOR_RUN_WEBHOOK_DEFAULT overrides it): docs/flow-control.md.
+    default_webhook: str | None = None
     by_name: Mapping[str, Workflow] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

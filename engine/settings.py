@@ -200,6 +200,21 @@ class Settings(BaseSettings):
     notify_max_age: PositiveFloat = Field(
         default=86400.0, description="seconds after its event a delivery is given up, sent or not"
     )
+    # Completion webhooks (docs/flow-control.md#completion-webhooks).
+    run_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="signs the POSTs to each run's own webhook (Standard Webhooks): whsec_ "
+        "and base64 of 24-64 bytes; unset: runs cannot carry a webhook",
+    )
+    run_webhook_default: str | None = Field(
+        default=None,
+        max_length=2048,
+        description="the webhook of a run created without one (overrides the App's default)",
+    )
+    run_webhook_allow_private: bool = Field(
+        default=False,
+        description="allow run webhooks to loopback, link-local and private addresses",
+    )
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     log_format: Literal["auto", "json", "text"] = Field(
         default="auto", description="auto: JSON lines, or text when stderr is a terminal"
@@ -211,7 +226,14 @@ class Settings(BaseSettings):
         """`ORCHESTRATOR_PREPARE_THRESHOLD=` (empty) turns prepared statements off."""
         return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
 
-    @field_validator("notify_urls", "notify_webhook_url", "notify_webhook_secret", mode="before")
+    @field_validator(
+        "notify_urls",
+        "notify_webhook_url",
+        "notify_webhook_secret",
+        "run_webhook_secret",
+        "run_webhook_default",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """A channel setting left empty (`ORCHESTRATOR_NOTIFY_WEBHOOK_URL=`) is no channel."""

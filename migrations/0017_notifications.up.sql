@@ -59,7 +59,7 @@ BEGIN
 END $$;
 
 -- A run paused at a gate (a new pause: its pause_id changed), with its reminders, or
--- failed, or published. A reminder that is not a time is left out with a warning: the
+-- failed, published or cancelled. A reminder that is not a time is left out with a warning: the
 -- pause itself must go through.
 CREATE FUNCTION orchestrator_notify_run_change() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
@@ -108,15 +108,18 @@ BEGIN
     ELSIF NEW.status = 'published' THEN
         PERFORM orchestrator_record_notification(NEW, 'published',
             'published:' || NEW.lease_epoch, NOW(), format('%s published.', who), '{}'::jsonb);
+    ELSIF NEW.status = 'cancelled' THEN
+        PERFORM orchestrator_record_notification(NEW, 'cancelled',
+            'cancelled:' || NEW.lease_epoch, NOW(), format('%s was cancelled.', who), '{}'::jsonb);
     END IF;
     RETURN NULL;
 END $$;
 CREATE TRIGGER runs_notify_insert AFTER INSERT ON runs
-    FOR EACH ROW WHEN (NEW.status LIKE 'pending\_%' OR NEW.status IN ('failed', 'published'))
+    FOR EACH ROW WHEN (NEW.status LIKE 'pending\_%' OR NEW.status IN ('failed', 'published', 'cancelled'))
     EXECUTE FUNCTION orchestrator_notify_run_change();
 CREATE TRIGGER runs_notify_update AFTER UPDATE OF status, waiting_for ON runs
     FOR EACH ROW
-    WHEN ((NEW.status LIKE 'pending\_%' OR NEW.status IN ('failed', 'published'))
+    WHEN ((NEW.status LIKE 'pending\_%' OR NEW.status IN ('failed', 'published', 'cancelled'))
           AND (OLD.status IS DISTINCT FROM NEW.status
                OR OLD.waiting_for -> 'pause_id' IS DISTINCT FROM NEW.waiting_for -> 'pause_id'))
     EXECUTE FUNCTION orchestrator_notify_run_change();

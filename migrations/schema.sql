@@ -216,6 +216,9 @@ BEGIN
     ELSIF NEW.status = 'published' THEN
         PERFORM orchestrator_record_notification(NEW, 'published',
             'published:' || NEW.lease_epoch, NOW(), format('%s published.', who), '{}'::jsonb);
+    ELSIF NEW.status = 'cancelled' THEN
+        PERFORM orchestrator_record_notification(NEW, 'cancelled',
+            'cancelled:' || NEW.lease_epoch, NOW(), format('%s was cancelled.', who), '{}'::jsonb);
     END IF;
     RETURN NULL;
 END $$;
@@ -335,8 +338,10 @@ CREATE TABLE public.runs (
     request_digest text,
     forked_from text,
     forked_from_checkpoint text,
+    webhook_url text,
     CONSTRAINT runs_idempotency_key_length CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 200))),
-    CONSTRAINT runs_project_slug CHECK ((project ~ '^[a-z0-9][a-z0-9_-]{0,62}$'::text))
+    CONSTRAINT runs_project_slug CHECK ((project ~ '^[a-z0-9][a-z0-9_-]{0,62}$'::text)),
+    CONSTRAINT runs_webhook_url_length CHECK ((length(webhook_url) <= 2048))
 );
 
 --
@@ -1050,7 +1055,7 @@ CREATE TRIGGER notification_deliveries_settle AFTER UPDATE OF delivered_at, gave
 -- Name: runs runs_notify_insert; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER runs_notify_insert AFTER INSERT ON public.runs FOR EACH ROW WHEN (((new.status ~~ 'pending\_%'::text) OR (new.status = ANY (ARRAY['failed'::text, 'published'::text])))) EXECUTE FUNCTION public.orchestrator_notify_run_change();
+CREATE TRIGGER runs_notify_insert AFTER INSERT ON public.runs FOR EACH ROW WHEN (((new.status ~~ 'pending\_%'::text) OR (new.status = ANY (ARRAY['failed'::text, 'published'::text, 'cancelled'::text])))) EXECUTE FUNCTION public.orchestrator_notify_run_change();
 
 --
 -- Name: runs runs_notify_queued; Type: TRIGGER; Schema: public; Owner: -
@@ -1062,7 +1067,7 @@ CREATE TRIGGER runs_notify_queued AFTER INSERT OR UPDATE OF status ON public.run
 -- Name: runs runs_notify_update; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER runs_notify_update AFTER UPDATE OF status, waiting_for ON public.runs FOR EACH ROW WHEN ((((new.status ~~ 'pending\_%'::text) OR (new.status = ANY (ARRAY['failed'::text, 'published'::text]))) AND ((old.status IS DISTINCT FROM new.status) OR ((old.waiting_for -> 'pause_id'::text) IS DISTINCT FROM (new.waiting_for -> 'pause_id'::text))))) EXECUTE FUNCTION public.orchestrator_notify_run_change();
+CREATE TRIGGER runs_notify_update AFTER UPDATE OF status, waiting_for ON public.runs FOR EACH ROW WHEN ((((new.status ~~ 'pending\_%'::text) OR (new.status = ANY (ARRAY['failed'::text, 'published'::text, 'cancelled'::text]))) AND ((old.status IS DISTINCT FROM new.status) OR ((old.waiting_for -> 'pause_id'::text) IS DISTINCT FROM (new.waiting_for -> 'pause_id'::text))))) EXECUTE FUNCTION public.orchestrator_notify_run_change();
 
 --
 -- Name: runs runs_void_approvals; Type: TRIGGER; Schema: public; Owner: -

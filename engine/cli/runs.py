@@ -14,6 +14,7 @@ from engine.cli.common import (
     loaded,
     new_table,
     print_json,
+    run_async,
     runs_app,
     short,
     with_db,
@@ -45,10 +46,20 @@ def runs_create(
             "input, it prints the run it created instead of creating another."
         ),
     ] = None,
+    webhook: Annotated[
+        str | None,
+        typer.Option(help="A URL the run's gates and end are POSTed to, signed."),
+    ] = None,
 ) -> None:
     """Queue a run; prints its run_id as the last line."""
     start = store.parse_not_before(not_before, "--not-before") if not_before is not None else None
     name, body = run_input(project, brief, payload, workflow)
+    from engine.runtime.webhook_targets import run_webhook
+
+    settings = Settings()
+    target = run_async(
+        run_webhook(webhook, loaded(settings)[0].default_webhook, settings, "--webhook")
+    )
     started = with_db(
         lambda conn: store.start_run(
             conn,
@@ -58,6 +69,7 @@ def runs_create(
             not_before=start,
             idempotency_key=key,
             key_field="--key",
+            webhook_url=target,
         )
     )
     if not started.created:

@@ -3,9 +3,9 @@
 -- for its timer until %(wake_at)s (a delayed start); nothing when the project
 -- already has a run with this idempotency key (migration 0014)
 INSERT INTO runs (run_id, project, status, payload, workflow, priority, wake_at, waiting_for,
-                  idempotency_key, request_digest)
+                  idempotency_key, request_digest, webhook_url)
 VALUES (%(run_id)s, %(project)s, %(status)s, %(payload)s, %(workflow)s, %(priority)s,
-        %(wake_at)s, %(waiting_for)s, %(idempotency_key)s, %(request_digest)s)
+        %(wake_at)s, %(waiting_for)s, %(idempotency_key)s, %(request_digest)s, %(webhook_url)s)
 ON CONFLICT (project, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *;
 
@@ -712,17 +712,23 @@ WITH due AS (
     SELECT due.artifact_id, due.due_at,
         a.metadata ->> 'event' = 'reminder'
         AND (r.status IS DISTINCT FROM 'pending_' || (a.metadata ->> 'gate')
-             OR r.waiting_for -> 'pause_id' IS DISTINCT FROM a.metadata -> 'pause_id') AS moot
+             OR r.waiting_for -> 'pause_id' IS DISTINCT FROM a.metadata -> 'pause_id') AS moot,
+        -- The run's own webhook (migration 0018) hears of its gates and of its end,
+        -- when this daemon can sign for it (%(run_webhooks)s).
+        %(run_webhooks)s AND r.webhook_url IS NOT NULL
+        AND a.metadata ->> 'event' IN ('gate', 'published', 'failed', 'cancelled') AS to_run
     FROM due JOIN artifacts a ON a.id = due.artifact_id JOIN runs r ON r.run_id = a.run_id
 ), routed AS (
     INSERT INTO notification_deliveries (artifact_id, channel, due_at, next_attempt_at)
     SELECT e.artifact_id, c.channel, e.due_at, NOW()
     FROM events e CROSS JOIN unnest(%(channels)s::text[]) AS c(channel)
     WHERE NOT e.moot
+    UNION ALL
+    SELECT e.artifact_id, 'run-webhook', e.due_at, NOW() FROM events e WHERE e.to_run
 )
 UPDATE artifacts a SET status = CASE
         WHEN e.moot THEN 'skipped'
-        WHEN cardinality(%(channels)s::text[]) = 0 THEN 'recorded'
+        WHEN cardinality(%(channels)s::text[]) = 0 AND NOT e.to_run THEN 'recorded'
         ELSE 'sending'
     END
 FROM events e
@@ -754,7 +760,7 @@ SET attempts = d.attempts + (NOT owed.expired)::int, last_attempt_at = NOW(),
 FROM owed, artifacts a, runs r
 WHERE d.id = owed.id AND a.id = d.artifact_id AND r.run_id = a.run_id
 RETURNING d.id, d.channel, d.attempts, d.due_at, a.id AS artifact_id, a.idempotency_key,
-    a.run_id, r.project, a.metadata, owed.expired;
+    a.run_id, r.project, r.webhook_url, a.metadata, owed.expired;
 
 -- delivery_sent --
 -- The channel took it (right after the send: a sender dying before this line

@@ -18,8 +18,10 @@ import httpx
 from apprise.utils.parse import parse_urls
 from standardwebhooks import Webhook
 
+from engine.runtime.webhook_targets import TargetRefused, ensure_public
 from engine.settings import Settings
 
+RUN_WEBHOOK = "run-webhook"  # the channel of each run's own webhook (migration 0018)
 ERROR_CHARS = 500  # of a failure's description, as stored and logged
 SECRET_BYTES = (24, 64)  # a Standard Webhooks secret's length, decoded
 TITLES = {
@@ -28,6 +30,7 @@ TITLES = {
     "timeout": "gate timed out",
     "failed": "failed",
     "published": "published",
+    "cancelled": "cancelled",
 }
 
 
@@ -43,6 +46,7 @@ class Notice:
     message: str
     link: str  # the run's console page
     time: datetime  # when the event happened (a reminder: the time it was due)
+    target: str | None = None  # the run's own webhook, if it has one
 
     @property
     def title(self) -> str:
@@ -140,11 +144,41 @@ class WebhookChannel:
         if parsed.scheme not in ("http", "https") or not parsed.host:
             raise ValueError("ORCHESTRATOR_NOTIFY_WEBHOOK_URL: give an http:// or https:// URL")
         self._url = url
-        self._signer = Webhook(_secret_key(secret))
-        self._timeout = timeout
-        self._redact = Redactor(url)
+        self._poster = SignedPost(secret, "ORCHESTRATOR_NOTIFY_WEBHOOK_SECRET", timeout)
 
     async def send(self, notice: Notice) -> None:
+        await self._poster.post(self._url, notice)
+
+
+class RunWebhookChannel:
+    """The same signed POST to the run's own webhook (`runs.webhook_url`), checked
+    again before each delivery: a name that now resolves to an internal address is
+    not called (`engine.runtime.webhook_targets`)."""
+
+    name = RUN_WEBHOOK
+
+    def __init__(self, secret: str, timeout: float, *, allow_private: bool) -> None:
+        self._poster = SignedPost(secret, "ORCHESTRATOR_RUN_WEBHOOK_SECRET", timeout)
+        self._allow_private = allow_private
+
+    async def send(self, notice: Notice) -> None:
+        if notice.target is None:
+            raise DeliveryFailed("the run has no webhook")
+        try:
+            await ensure_public(notice.target, "webhook", allow_private=self._allow_private)
+        except TargetRefused as refused:
+            raise DeliveryFailed(Redactor(notice.target)(str(refused))) from None
+        await self._poster.post(notice.target, notice)
+
+
+class SignedPost:
+    """POSTs a notice as JSON, signed per Standard Webhooks with one secret."""
+
+    def __init__(self, secret: str, setting: str, timeout: float) -> None:
+        self._signer = Webhook(_secret_key(secret, setting))
+        self._timeout = timeout
+
+    async def post(self, url: str, notice: Notice) -> None:
         body = notice.as_json()
         now = datetime.now(UTC)
         headers = {
@@ -155,14 +189,14 @@ class WebhookChannel:
         }
         try:
             async with httpx.AsyncClient(timeout=self._timeout) as client:
-                response = await client.post(self._url, content=body, headers=headers)
+                response = await client.post(url, content=body, headers=headers)
         except httpx.HTTPError as error:
-            raise DeliveryFailed(self._redact(f"{type(error).__name__}: {error}")) from None
+            raise DeliveryFailed(Redactor(url)(f"{type(error).__name__}: {error}")) from None
         if not response.is_success:
             raise DeliveryFailed(f"HTTP {response.status_code}")
 
 
-def _secret_key(secret: str) -> bytes:
+def _secret_key(secret: str, setting: str) -> bytes:
     encoded = secret.removeprefix("whsec_")
     try:
         key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
@@ -170,7 +204,7 @@ def _secret_key(secret: str) -> bytes:
         key = b""
     if not SECRET_BYTES[0] <= len(key) <= SECRET_BYTES[1]:
         raise ValueError(
-            "ORCHESTRATOR_NOTIFY_WEBHOOK_SECRET: give whsec_ and the base64 of "
+            f"{setting}: give whsec_ and the base64 of "
             f"{SECRET_BYTES[0]} to {SECRET_BYTES[1]} random bytes "
             "(say, whsec_ followed by what `openssl rand -base64 32` prints)"
         )
@@ -194,6 +228,14 @@ def channels_from(settings: Settings) -> list[Channel]:
         channels.append(
             WebhookChannel(
                 url.get_secret_value(), secret.get_secret_value(), settings.notify_timeout
+            )
+        )
+    if settings.run_webhook_secret is not None:
+        channels.append(
+            RunWebhookChannel(
+                settings.run_webhook_secret.get_secret_value(),
+                settings.notify_timeout,
+                allow_private=settings.run_webhook_allow_private,
             )
         )
     names = [channel.name for channel in channels]

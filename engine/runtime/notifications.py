@@ -25,7 +25,7 @@ import psycopg
 from engine.db.connections import Pool
 from engine.db.queries import QUERIES
 from engine.observability.telemetry import DISABLED, Telemetry
-from engine.runtime.channels import Channel, DeliveryFailed, Notice
+from engine.runtime.channels import RUN_WEBHOOK, Channel, DeliveryFailed, Notice
 from engine.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -91,8 +91,15 @@ class Notifier:
         """Hand the due notifications to the channels; whether a batch was full, and the
         seconds until the next one falls due (None: none waits)."""
         async with self._pool.connection() as conn:
+            # The runs' own webhooks are a channel only for the runs that have one.
+            shared = [name for name in self._names if name != RUN_WEBHOOK]
             cursor = await conn.execute(
-                QUERIES["route_notifications"], {"limit": ROUTE_BATCH, "channels": self._names}
+                QUERIES["route_notifications"],
+                {
+                    "limit": ROUTE_BATCH,
+                    "channels": shared,
+                    "run_webhooks": RUN_WEBHOOK in self._names,
+                },
             )
             routed = await cursor.fetchall()
             abandoned = await (
@@ -189,6 +196,7 @@ class Notifier:
             message=metadata["message"],
             link=self._base_url + metadata["path"],
             time=delivery["due_at"],
+            target=delivery["webhook_url"],
         )
 
     async def _sent(self, channel: Channel, delivery: dict[str, Any]) -> None:

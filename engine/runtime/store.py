@@ -119,6 +119,7 @@ async def start_run(
     not_before: datetime | None = None,
     idempotency_key: str | None = None,
     key_field: str = "idempotency_key",
+    webhook_url: str | None = None,
 ) -> Start:
     """A queued run; with `not_before` in the future, a run that waits for its timer
     (`waiting_timer` until then) and so is claimed by no daemon before it.
@@ -133,9 +134,10 @@ async def start_run(
         "workflow": workflow,
         "priority": priority,
         "idempotency_key": _checked_key(idempotency_key, key_field),
-        "request_digest": _digest(payload, workflow, priority, not_before)
+        "request_digest": _digest(payload, workflow, priority, not_before, webhook_url)
         if idempotency_key is not None
         else None,
+        "webhook_url": webhook_url,
     }
     cursor = await conn.execute(
         QUERIES["insert_run"],
@@ -169,7 +171,11 @@ def _checked_key(key: str | None, field: str) -> str | None:
 
 
 def _digest(
-    payload: dict[str, Any], workflow: str, priority: int, not_before: datetime | None
+    payload: dict[str, Any],
+    workflow: str,
+    priority: int,
+    not_before: datetime | None,
+    webhook_url: str | None,
 ) -> str:
     """What a request asked for, as one comparable string."""
     request = {
@@ -177,6 +183,7 @@ def _digest(
         "payload": payload,
         "priority": priority,
         "not_before": not_before.astimezone(UTC).isoformat() if not_before else None,
+        **({"webhook": webhook_url} if webhook_url is not None else {}),
     }
     canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()

@@ -20,6 +20,7 @@ from engine.app import App
 from engine.db.connections import Pool, open_pool
 from engine.observability.telemetry import DISABLED, Telemetry
 from engine.runtime import schedules, store
+from engine.runtime.webhook_targets import run_webhook
 from engine.runtime.workflow import checked_edit
 from engine.service import inputs
 from engine.service.access.guard import Guard, Guarded, identity_of
@@ -176,6 +177,7 @@ def create_app(
             if new.not_before is not None
             else None
         )
+        webhook = await run_webhook(new.webhook, served.default_webhook, settings, "webhook")
         async with pool.connection() as conn:
             started = await store.start_run(
                 conn,
@@ -185,6 +187,7 @@ def create_app(
                 priority=new.priority,
                 not_before=start,
                 idempotency_key=new.idempotency_key,
+                webhook_url=webhook,
             )
         # 200: the run this key already created, as it is now.
         return JSONResponse(

@@ -31,6 +31,8 @@ class NewRun(BaseModel):
     # The client's name for this request, unique per project: sent again (a retry),
     # it answers with the run it created (docs/flow-control.md).
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    # Where the run's gates and end are POSTed, signed (docs/flow-control.md).
+    webhook: str | None = Field(default=None, max_length=2048)
 
 
 class BulkChange(BaseModel):

@@ -265,7 +265,10 @@ def main() -> None:
             )
         )
     print(report.table())
-    clean = report.lost == report.stuck == report.duplicate_publishes == report.failed == 0
+    clean = (
+        report.lost == report.stuck == report.failed == 0
+        and report.duplicate_publishes == report.resubmitted_jobs == 0
+    )
     raise SystemExit(0 if clean else 1)
 
 

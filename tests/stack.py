@@ -52,6 +52,13 @@ class Stack:
     async def configure_sandbox(self, **change: object) -> None:
         (await self.http.post(f"{self.sandbox}/_sandbox/config", json=change)).raise_for_status()
 
+    async def restart_sandbox(self) -> None:
+        """SIGKILL the sandbox and start it again on its port and state file."""
+        self.processes["sandbox"].kill()
+        again = self.start("sandbox-again", "service", "sandbox", **self.settings)
+        self.processes["sandbox"] = again
+        await _until_up(self.http, f"{self.sandbox}/_sandbox/config", again)
+
 
 async def _until_up(client: httpx.AsyncClient, url: str, process: DaemonProcess) -> None:
     deadline = time.monotonic() + 30
@@ -80,6 +87,8 @@ async def stack(db_url: str, log_dir: Path, **settings: object) -> AsyncIterator
         # The sandbox finishes a job in seconds: a callback not here by then never comes.
         "provider_adopt_window": 15,
         "provider_max_attempts": 3,
+        # The sandbox keeps its jobs under the data dir: each test's its own.
+        "data_dir": log_dir / "data",
         **settings,
     }
     with daemons(db_url, log_dir) as start:

@@ -34,18 +34,12 @@ async def list_calls(
     operation: str | None = None,
     run_id: str | None = None,
 ) -> list[dict[str, Any]]:
-    return [
-        call.as_json()
-        for call in state.calls
-        if provider in (None, call.provider)
-        and operation in (None, call.operation)
-        and run_id in (None, call.run_id)
-    ]
+    return [call.as_json() for call in state.calls(provider, operation, run_id)]
 
 
 @router.delete("/calls", status_code=204)
 async def clear_calls(state: Sandbox) -> Response:
-    state.calls.clear()
+    state.clear_calls()
     return Response(status_code=204)
 
 

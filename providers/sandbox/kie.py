@@ -15,9 +15,10 @@ from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Request
 
+from providers.sandbox.config import SandboxConfig
 from providers.sandbox.files import file_url
 from providers.sandbox.operations import ProviderRoute, Refusal, json_object, optional, required
-from providers.sandbox.state import Job, Phase, Sandbox, SandboxState, new_id
+from providers.sandbox.state import Job, MediaFile, Phase, Sandbox, SandboxState, new_id
 from providers.sandbox.webhooks import Webhook, encode
 
 INVALID = 422
@@ -76,6 +77,11 @@ class KieTask(Job):
 
     def failed(self) -> bool:
         return self.phase() is Phase.FAILED
+
+    def webhooks(self, config: SandboxConfig) -> list[Webhook]:
+        if self.callback_url is None:
+            return []
+        return [callback(self, config.kie_webhook_secret)]
 
 
 router = APIRouter(prefix="/kie/api/v1", route_class=KieRoute)
@@ -174,11 +180,20 @@ def submit(
         callback_url=optional(params, "callBackUrl", str, INVALID),
         result_urls=[file_url(request, name) for name in names],
     )
-    state.add(task)
-    if task.callback_url is not None:
-        secret = state.config.kie_webhook_secret
-        state.webhooks.schedule(task.timing.finishes_at, lambda: [callback(task, secret)])
+    caption, label = prompt_of(params) or model, f"sandbox · kie.ai {model}"
+    files = [
+        MediaFile(name, caption, label if count == 1 else f"{label} · {n} of {count}")
+        for n, name in enumerate(names, 1)
+    ]
+    state.add(task, files)
     return task
+
+
+def prompt_of(params: dict[str, Any]) -> str | None:
+    """The prompt: at the top for Veo and 4o image, in `input` for a market model."""
+    nested = params.get("input")
+    prompt = params.get("prompt") or (nested.get("prompt") if isinstance(nested, dict) else None)
+    return prompt if isinstance(prompt, str) else None
 
 
 def find_task(request: Request, state: SandboxState, kind: Kind) -> KieTask:

@@ -82,7 +82,7 @@ class ProviderRoute(APIRoute):
                 refusal = error
                 response = JSONResponse(self.refusal_body(error), status_code=error.status_code)
             response.headers.update(self.answer_headers(state, refusal))
-            state.calls.append(
+            state.record(
                 Call(
                     provider=self.provider,
                     operation=self.name,

@@ -16,34 +16,34 @@ from engine.service.serving import serve_http
 from providers.sandbox import control, files, kie, shotstack, upload_post
 from providers.sandbox.config import SandboxConfig
 from providers.sandbox.operations import ProviderRoute
-from providers.sandbox.state import JobSettings, SandboxState
+from providers.sandbox.state import Job, JobSettings, SandboxState, opened_database
 
 __all__ = ["SandboxConfig", "create_app", "serve"]
 
 PROVIDER_ROUTERS: tuple[APIRouter, ...] = (kie.router, shotstack.router, upload_post.router)
+JOB_KINDS: tuple[type[Job], ...] = (kie.KieTask, shotstack.Render, upload_post.Upload)
 
 
 def create_app(config: SandboxConfig) -> fastapi.FastAPI:
-    state = SandboxState(
-        config=config,
-        settings=JobSettings(job_latency=config.job_latency),
-        operations=frozenset(
-            (route.provider, route.name)
-            for router in PROVIDER_ROUTERS
-            for route in router.routes
-            if isinstance(route, ProviderRoute)
-        ),
+    operations = frozenset(
+        (route.provider, route.name)
+        for router in PROVIDER_ROUTERS
+        for route in router.routes
+        if isinstance(route, ProviderRoute)
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: fastapi.FastAPI) -> AsyncIterator[None]:
-        async with asyncio.TaskGroup() as tasks:
-            webhooks = tasks.create_task(state.webhooks.run())
-            yield
-            webhooks.cancel()
+        with opened_database(config) as db:
+            state = SandboxState(config, JobSettings(config.job_latency), operations, db)
+            state.resume(JOB_KINDS)
+            app.state.sandbox = state
+            async with asyncio.TaskGroup() as tasks:
+                webhooks = tasks.create_task(state.webhooks.run())
+                yield
+                webhooks.cancel()
 
     app = fastapi.FastAPI(title="sandbox providers", lifespan=lifespan)
-    app.state.sandbox = state
     for router in (*PROVIDER_ROUTERS, control.router, files.router):
         app.include_router(router)
     return app

@@ -14,12 +14,14 @@ WEBHOOK_SECRETS = ("kie_webhook_secret", "upload_post_webhook_secret")
 
 
 def config_from(config: Config) -> SandboxConfig:
-    """Sign webhooks with the secrets our ingress verifies, and send them to our API."""
+    """Sign webhooks with the secrets our ingress verifies, send them to our API, and
+    keep what was accepted under the data dir, one file per port (its URLs name it)."""
     settings = config[ProviderSettings]
     return SandboxConfig(
         kie_webhook_secret=_reveal(settings.kie_webhook_secret),
         upload_post_webhook_secret=_reveal(settings.upload_post_webhook_secret),
         upload_post_webhook_url=config.engine.public_base_url + "/webhooks/upload-post",
+        state_file=config.engine.data_dir / f"sandbox-{settings.sandbox_port}.sqlite3",
     )
 
 

@@ -9,9 +9,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from providers.sandbox.config import SandboxConfig
 from providers.sandbox.files import file_url
 from providers.sandbox.operations import ProviderRoute, Refusal, json_object, optional, required
-from providers.sandbox.state import Job, Phase, Sandbox, new_id
+from providers.sandbox.state import Job, MediaFile, Phase, Sandbox, new_id
 from providers.sandbox.webhooks import Webhook, encode
 
 INVALID = 400
@@ -53,6 +54,9 @@ class Render(Job):
     thumbnail: str | None
     duration: float
 
+    def webhooks(self, config: SandboxConfig) -> list[Webhook]:
+        return [] if self.callback_url is None else [callback(self)]
+
 
 router = APIRouter(prefix="/shotstack/edit/{env}", route_class=ShotstackRoute)
 
@@ -69,20 +73,28 @@ async def render(env: str, request: Request, state: Sandbox) -> dict[str, Any]:
     if extension not in FORMATS:
         raise Refusal(INVALID, f"output.format must be one of {', '.join(FORMATS)}")
     render_id = new_id()
+    names = {"render": f"{render_id}.{extension}"}  # each file of the render by what it is
+    if "poster" in output:
+        names["poster"] = f"{render_id}-poster.jpg"
+    if "thumbnail" in output:
+        names["thumbnail"] = f"{render_id}-thumb.jpg"
+    urls = {what: file_url(request, name) for what, name in names.items()}
     job = Render(
         id=render_id,
         timing=state.settings.timing(),
         env=env,
         edit=edit,
         callback_url=optional(edit, "callback", str, INVALID),
-        url=file_url(request, f"{render_id}.{extension}"),
-        poster=file_url(request, f"{render_id}-poster.jpg") if "poster" in output else None,
-        thumbnail=file_url(request, f"{render_id}-thumb.jpg") if "thumbnail" in output else None,
+        url=urls["render"],
+        poster=urls.get("poster"),
+        thumbnail=urls.get("thumbnail"),
         duration=edit_duration(tracks),
     )
-    state.add(job)
-    if job.callback_url is not None:
-        state.webhooks.schedule(job.timing.finishes_at, lambda: [callback(job)])
+    caption = titles(tracks) or "Shotstack render"
+    files = [
+        MediaFile(name, caption, f"sandbox · Shotstack {what}") for what, name in names.items()
+    ]
+    state.add(job, files)
     return {
         "success": True,
         "message": "Created",
@@ -137,6 +149,20 @@ def edit_duration(tracks: list[Any]) -> float:
         and isinstance(clip.get("length"), int | float)
     ]
     return max(ends, default=0.0)
+
+
+def titles(tracks: list[Any]) -> str:
+    """The text of the edit's title and text clips, in track order: what a poster shows."""
+    texts = [
+        clip["asset"]["text"]
+        for track in tracks
+        if isinstance(track, dict)
+        for clip in track.get("clips") or []
+        if isinstance(clip, dict)
+        and isinstance(clip.get("asset"), dict)
+        and isinstance(clip["asset"].get("text"), str)
+    ]
+    return " · ".join(text for text in texts if text.strip())
 
 
 def callback(job: Render) -> Webhook:

@@ -67,9 +67,7 @@ class UploadPostRoute(ProviderRoute):
         now = time.time()
         window_start = now - now % RATE_WINDOW
         since = datetime.fromtimestamp(window_start, UTC)
-        used = 1 + sum(
-            1 for call in state.calls if call.provider == self.provider and call.at >= since
-        )
+        used = 1 + state.count_calls(self.provider, since)
         remaining, reset = max(RATE_LIMIT - used, 0), window_start + RATE_WINDOW
         if refusal is not None and refusal.status_code == 429:
             remaining, reset = 0, now + (refusal.retry_after or 0.0)
@@ -122,6 +120,32 @@ class Upload(Job):
             }
             for post in self.posts
         ]
+
+    def webhooks(self, config: SandboxConfig) -> list[Webhook]:
+        """One `upload_completed` per platform, signed when a secret is set."""
+        if config.upload_post_webhook_url is None:
+            return []
+        sent = []
+        for result in self.results(self.phase()):
+            platform = result.pop("platform")
+            payload = {
+                "event": "upload_completed",
+                "job_id": self.id,
+                "request_id": self.id,
+                "user": self.user,
+                "platform": platform,
+                "result": result,
+                "created_at": datetime.now(UTC).isoformat(),
+            }
+            body = encode(payload)
+            timestamp = str(int(time.time()))
+            headers = {"X-Upload-Post-Delivery": new_id(), "X-Upload-Post-Timestamp": timestamp}
+            if config.upload_post_webhook_secret is not None:
+                headers["X-Upload-Post-Signature"] = signature(
+                    config.upload_post_webhook_secret, timestamp, body
+                )
+            sent.append(Webhook(config.upload_post_webhook_url, body, headers))
+        return sent
 
 
 router = APIRouter(prefix="/upload-post/api", route_class=UploadPostRoute)
@@ -195,9 +219,6 @@ def new_upload(state: SandboxState, request_id: str, form: FormData) -> Upload:
         scheduled_date=scheduled_date,
     )
     state.add(upload)
-    if state.config.upload_post_webhook_url is not None:
-        config = state.config
-        state.webhooks.schedule(upload.timing.finishes_at, lambda: webhooks(upload, config))
     return upload
 
 
@@ -234,32 +255,6 @@ def text(form: FormData, name: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise Refusal(INVALID, f"{name} must be a text field")
     return value or None
-
-
-def webhooks(upload: Upload, config: SandboxConfig) -> list[Webhook]:
-    """One `upload_completed` per platform, signed when a secret is set."""
-    assert config.upload_post_webhook_url is not None
-    sent = []
-    for result in upload.results(upload.phase()):
-        platform = result.pop("platform")
-        payload = {
-            "event": "upload_completed",
-            "job_id": upload.id,
-            "request_id": upload.id,
-            "user": upload.user,
-            "platform": platform,
-            "result": result,
-            "created_at": datetime.now(UTC).isoformat(),
-        }
-        body = encode(payload)
-        timestamp = str(int(time.time()))
-        headers = {"X-Upload-Post-Delivery": new_id(), "X-Upload-Post-Timestamp": timestamp}
-        if config.upload_post_webhook_secret is not None:
-            headers["X-Upload-Post-Signature"] = signature(
-                config.upload_post_webhook_secret, timestamp, body
-            )
-        sent.append(Webhook(config.upload_post_webhook_url, body, headers))
-    return sent
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:

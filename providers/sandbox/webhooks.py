@@ -2,8 +2,10 @@
 
 A delivery waits until its job finishes, builds its requests then (so they carry
 the final result), and POSTs each at most `ATTEMPTS` times; one that still fails
-is logged and dropped. Every delivery is a task of the sender's TaskGroup, and
-`run` is owned by the app's lifespan.
+is logged and dropped. Then it is done, and says so (the state stops keeping it
+due); one cut off by a restart is sent again from the start, as providers send
+at least once. Every delivery is a task of the sender's TaskGroup, and `run` is
+owned by the app's lifespan.
 """
 
 import asyncio
@@ -35,34 +37,34 @@ def encode(payload: Mapping[str, Any]) -> bytes:
 
 
 Build = Callable[[], list[Webhook]]
+Done = Callable[[], None]
 
 
 class WebhookSender:
     def __init__(self) -> None:
-        self._scheduled: asyncio.Queue[tuple[float, Build]] = asyncio.Queue()
+        self._scheduled: asyncio.Queue[tuple[float, Build, Done]] = asyncio.Queue()
 
-    def schedule(self, finishes_at: float | None, build: Build) -> None:
-        """Send what `build` returns once `time.monotonic()` reaches `finishes_at`.
-
-        A job that never finishes (`finishes_at` None) sends nothing.
-        """
-        if finishes_at is not None:
-            self._scheduled.put_nowait((finishes_at, build))
+    def schedule(self, due_at: float, build: Build, done: Done) -> None:
+        """Send what `build` returns once `time.time()` reaches `due_at`, then call `done`."""
+        self._scheduled.put_nowait((due_at, build, done))
 
     async def run(self) -> None:
-        """Deliver scheduled webhooks until cancelled; cancelling drops those not yet sent."""
+        """Deliver scheduled webhooks until cancelled; those not sent yet stay due in the state."""
         async with (
             httpx.AsyncClient(timeout=TIMEOUT) as client,
             asyncio.TaskGroup() as deliveries,
         ):
             while True:
-                finishes_at, build = await self._scheduled.get()
-                deliveries.create_task(self._deliver(client, finishes_at, build))
+                due_at, build, done = await self._scheduled.get()
+                deliveries.create_task(self._deliver(client, due_at, build, done))
 
-    async def _deliver(self, client: httpx.AsyncClient, finishes_at: float, build: Build) -> None:
-        await asyncio.sleep(max(finishes_at - time.monotonic(), 0.0))
+    async def _deliver(
+        self, client: httpx.AsyncClient, due_at: float, build: Build, done: Done
+    ) -> None:
+        await asyncio.sleep(max(due_at - time.time(), 0.0))
         for webhook in build():
             await self._post(client, webhook)
+        done()
 
     async def _post(self, client: httpx.AsyncClient, webhook: Webhook) -> None:
         headers = {"Content-Type": "application/json", **webhook.headers}

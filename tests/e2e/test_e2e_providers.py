@@ -154,6 +154,26 @@ async def test_sigkill_after_a_provider_call_reuses_the_recorded_job(
         assert await _calls(s, run_id, "upload") == 1
 
 
+@pytest.mark.parametrize(
+    ("persona", "operation"), [("media", "gpt4o_image_generate"), ("editor", "render")]
+)
+async def test_a_sandbox_killed_while_a_run_waits_on_its_job_finishes_it_after_a_restart(
+    db_url: str, conn: Conn, tmp_path: Path, persona: str, operation: str
+) -> None:
+    async with stack(db_url, tmp_path) as s:
+        s.daemon("w1")
+        # Jobs take long enough that the run is still waiting when the sandbox dies.
+        await s.configure_sandbox(job_latency=4)
+        run_id = await _create(s)
+        await _approve(s, conn, run_id, "workflow")
+        await wait_for(conn, JOB_RECORDED, (run_id, persona), until=bool, within=60)
+        await s.restart_sandbox()
+        # Its callback, due after the restart, wakes the run (the poll is a minute away).
+        await _approve(s, conn, run_id, "publish")
+        await wait_for(conn, STATUS, (run_id,), until=_status_is("published"), within=60)
+        assert await _calls(s, run_id, operation) == 1, "the call log outlives the restart"
+
+
 async def test_without_webhooks_the_poll_fallback_finishes_the_run(
     db_url: str, conn: Conn, tmp_path: Path
 ) -> None:

@@ -3,11 +3,13 @@
 Webhooks, not the timer, wake runs here: the poll fallback is set to a minute.
 """
 
+import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
@@ -172,6 +174,12 @@ async def test_a_sandbox_killed_while_a_run_waits_on_its_job_finishes_it_after_a
         await _approve(s, conn, run_id, "publish")
         await wait_for(conn, STATUS, (run_id,), until=_status_is("published"), within=60)
         assert await _calls(s, run_id, operation) == 1, "the call log outlives the restart"
+        shown = (await s.http.get(f"{s.api}/runs/{run_id}")).json()
+        [image] = [a for a in shown["artifacts"] if a["type"] == "image"]
+        picture = await s.http.get(image["url"])
+
+    assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(picture.content)).size == (640, 360)
 
 
 async def test_without_webhooks_the_poll_fallback_finishes_the_run(

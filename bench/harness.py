@@ -173,6 +173,7 @@ def until_up(url: str, within: float = 30) -> None:
 def sandbox_providers(url: str, **change: object) -> Iterator[dict[str, object]]:
     """The sandbox providers and the API as processes, webhooks signed both ways; yields the
     settings a daemon needs to use them. `change` configures the sandbox (job_latency=0...)."""
+    scratch = tempfile.TemporaryDirectory(prefix="orchestrator-bench-sandbox-")
     settings: dict[str, object] = {
         "sandbox_port": free_port(),
         "api_port": free_port(),
@@ -180,7 +181,12 @@ def sandbox_providers(url: str, **change: object) -> Iterator[dict[str, object]]
         "upload_post_webhook_secret": UPLOAD_POST_SECRET,
     }
     sandbox = f"http://127.0.0.1:{settings['sandbox_port']}/_sandbox/config"
-    with service(url, "service", "sandbox", **settings), service(url, "api", **settings):
+    # The sandbox keeps its jobs in a file under the data dir: a scratch one, gone after.
+    with (
+        scratch,
+        service(url, "service", "sandbox", data_dir=scratch.name, **settings),
+        service(url, "api", **settings),
+    ):
         until_up(sandbox)
         until_up(f"http://127.0.0.1:{settings['api_port']}/readyz")
         if change:

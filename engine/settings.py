@@ -24,6 +24,9 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
+_ORIGIN = re.compile(
+    r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9a-fA-F:]+\](:[0-9]{1,5})?"
+)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
@@ -215,10 +218,28 @@ class Settings(BaseSettings):
         default=False,
         description="allow run webhooks to loopback, link-local and private addresses",
     )
+    console_media_sources: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="origins (http://host:port) the console may show images and video from "
+        "beside itself and https:, comma-separated; the sandbox adds its own",
+    )
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     log_format: Literal["auto", "json", "text"] = Field(
         default="auto", description="auto: JSON lines, or text when stderr is a terminal"
     )
+
+    @field_validator("console_media_sources", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        """Comma-separated origins, each scheme://host[:port] and nothing else (it goes
+        into a Content-Security-Policy header as it is)."""
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            for origin in value:
+                if not isinstance(origin, str) or not _ORIGIN.fullmatch(origin):
+                    raise ValueError(f"{str(origin)[:80]!r} is not an origin like http://host:8100")
+        return value
 
     @field_validator("prepare_threshold", mode="before")
     @classmethod

@@ -66,8 +66,11 @@ async def test_a_run_goes_from_brief_to_published_through_the_providers(
         for operation in ("gpt4o_image_generate", "render", "upload"):
             assert await _calls(s, run_id, operation) == 1, operation
 
-    artifacts = {a["type"]: a for a in shown["artifacts"]}
+    artifacts = {a["type"]: a for a in shown["artifacts"] if a["type"] != "notification"}
     assert list(artifacts) == ["workflow_proposal", "script", "image", "render", "publication"]
+    # Two gates and the publish, each told once (docs/time.md#notifications).
+    events = [a["metadata"]["event"] for a in shown["artifacts"] if a["type"] == "notification"]
+    assert events == ["gate", "gate", "published"]
     for kind, provider in (
         ("image", "kie"),
         ("render", "shotstack"),

@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from engine.runtime import store
 from engine.service.access.identities import Role, create_token
+from engine.settings import Settings
 from tests.access import TOKEN, api, waiting_run
 from tests.helpers import wait_for
 
@@ -249,3 +250,26 @@ async def test_a_pause_escalated_to_admins_refuses_an_approver(db_url: str, conn
             headers={"Authorization": f"Bearer {admin}"},
         )
         assert accepted.status_code == 201 and accepted.json()["approver"] == "ada"
+
+
+async def test_the_pages_policy_lets_previews_come_from_the_configured_media_origins(
+    db_url: str,
+) -> None:
+    loopback = {"peer": "127.0.0.1", "base": "http://127.0.0.1"}
+    async with api(db_url, **loopback, console_media_sources=["http://127.0.0.1:8100"]) as client:
+        policy = (await client.get("/console/runs")).headers["content-security-policy"]
+    assert "media-src 'self' https: http://127.0.0.1:8100;" in policy
+    assert "img-src 'self' https: data: http://127.0.0.1:8100;" in policy
+    with pytest.raises(ValueError, match="is not an origin"):
+        Settings(console_media_sources="http://x:1; script-src *")
+
+
+def test_the_sandbox_adds_its_own_origin_to_the_console_media_sources() -> None:
+    from providers.sandbox.service import SANDBOX
+    from providers.settings import ProviderSettings
+    from tests.app import app as test_app
+
+    assert SANDBOX.prepare is not None
+    configured = test_app.configure(Settings()).replaced(ProviderSettings(sandbox_port=8123))
+    config = SANDBOX.prepare(configured)
+    assert config.engine.console_media_sources == ["http://127.0.0.1:8123"]

@@ -40,11 +40,21 @@ log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "orchestrator_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-PAGE_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; "
-    "media-src 'self' https:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
-    "form-action 'self'; frame-ancestors 'none'"
-)
+
+
+def page_policy(media_sources: list[str]) -> str:
+    """The pages' Content-Security-Policy: everything from the console itself, previews
+    (images, video) also from https: and from `media_sources` (origins such as the
+    loopback sandbox's, `ORCHESTRATOR_CONSOLE_MEDIA_SOURCES`)."""
+    extra = "".join(f" {source}" for source in media_sources)
+    return (
+        f"default-src 'self'; script-src 'self'; style-src 'self'; "
+        f"img-src 'self' https: data:{extra}; media-src 'self' https:{extra}; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    )
+
+
 MODE_TTL = 5.0  # seconds between looks at whether any named token exists
 MODE_WAIT = 2.0  # seconds a request waits for that look (health must answer in an outage)
 
@@ -66,6 +76,7 @@ class Guard:
         self._pool = pool
         self.bootstrap = settings.api_token
         self._allowed_hosts = frozenset(h.lower() for h in settings.allowed_hosts)
+        self._policy = page_policy(settings.console_media_sources)
         self._public = {"/healthz", "/readyz", "/console/login"} | (
             {"/metrics"} if settings.metrics_public else set()
         )
@@ -109,13 +120,13 @@ class Guard:
         scope.setdefault("state", {})["identity"] = identity
         scope["state"]["auth_required"] = required
         if refusal is not None:
-            _secure(refusal.headers)
+            _secure(refusal.headers, self._policy)
             await refusal(scope, receive, send)
             return
 
         async def headed(message: Message) -> None:
             if message["type"] == "http.response.start":
-                _secure(MutableHeaders(scope=message))
+                _secure(MutableHeaders(scope=message), self._policy)
             await send(message)
 
         await app(scope, receive, headed)
@@ -255,9 +266,9 @@ def _too_many(wait: float) -> JSONResponse:
     return response
 
 
-def _secure(headers: MutableHeaders) -> None:
+def _secure(headers: MutableHeaders, policy: str) -> None:
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("Referrer-Policy", "same-origin")
     if headers.get("content-type", "").startswith("text/html"):
-        headers.setdefault("Content-Security-Policy", PAGE_POLICY)
+        headers.setdefault("Content-Security-Policy", policy)
         headers.setdefault("X-Frame-Options", "DENY")

@@ -23,7 +23,7 @@ from engine.observability import logs
 from engine.runtime import store
 from engine.service.access import LOOPBACK, identities
 from engine.service.signals import stop_on_signals
-from engine.settings import Settings
+from engine.settings import Settings, read
 
 if TYPE_CHECKING:
     from engine.app import App, Service
@@ -38,7 +38,7 @@ def migrate_command(
     ] = None,
 ) -> None:
     """Bring the schema to the newest version (or --to N, up or down)."""
-    settings = Settings()
+    settings = read(Settings)
     logs.configure(settings.log_level, settings.log_format)
     before, after = with_db(lambda conn: migrate(conn, to))
     console.print(f"schema at version {after} (was {before})")
@@ -212,7 +212,7 @@ def prune(
     from engine.runtime.retention import prune as prune_runs
 
     age = store.parse_duration(older_than, "--older-than")
-    settings = Settings()
+    settings = read(Settings)
     logs.configure(settings.log_level, settings.log_format)
     done = with_db(lambda conn: prune_runs(conn, age, delete_runs=delete_runs))
     if done is None:

@@ -196,6 +196,8 @@ def create_app(
         project: Annotated[str | None, Query(max_length=63)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> JSONResponse:
+        if status is not None:
+            store.known_status(status, served.gate_names())
         async with pool.connection() as conn:
             runs = await store.list_runs(conn, status=status, project=project, limit=limit)
         for run in runs:

@@ -223,7 +223,12 @@ def known_status(status: str, gates: Iterable[str], field: str = "status") -> st
     `field` and listing the statuses there are (a filter on a typo must not find nothing)."""
     known = statuses(gates)
     if status not in known:
-        raise InvalidInput(f"{field}: {status[:64]!r} is not a status; one of {', '.join(known)}")
+        hint = " (a gate's status is known once its Workflow declares it)" * status.startswith(
+            PENDING_PREFIX
+        )
+        raise InvalidInput(
+            f"{field}: {status[:64]!r} is not a status; one of {', '.join(known)}{hint}"
+        )
     return status
 
 

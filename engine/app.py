@@ -22,7 +22,7 @@ from pydantic_settings import BaseSettings
 
 from engine.references import load_reference
 from engine.runtime.workflow import Gate, Workflow
-from engine.settings import Config, Settings
+from engine.settings import Config, Settings, read
 from engine.verifiers import Verifier
 
 log = logging.getLogger(__name__)
@@ -91,8 +91,9 @@ class App:
         return found
 
     def configure(self, engine: Settings) -> Config:
-        """The engine's settings with one instance of each of the App's settings classes."""
-        return Config(engine, {kind: kind() for kind in self.settings})
+        """The engine's settings with one instance of each of the App's settings classes
+        (a value one refuses: `BadSetting`, naming the variable)."""
+        return Config(engine, {kind: read(kind) for kind in self.settings})
 
     @asynccontextmanager
     async def opened(self, config: Config) -> AsyncIterator[dict[str, Workflow]]:

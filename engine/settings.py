@@ -12,6 +12,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
+from psycopg import ProgrammingError
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import (
     AliasChoices,
     BeforeValidator,
@@ -19,9 +21,10 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     SecretStr,
+    ValidationError,
     field_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _ORIGIN = re.compile(
@@ -241,6 +244,19 @@ class Settings(BaseSettings):
                     raise ValueError(f"{str(origin)[:80]!r} is not an origin like http://host:8100")
         return value
 
+    @field_validator("database_url")
+    @classmethod
+    def _connection_string(cls, value: SecretStr | None) -> SecretStr | None:
+        """A URL or `key=value` string libpq can parse; the error never echoes it."""
+        if value is not None:
+            try:
+                conninfo_to_dict(value.get_secret_value())
+            except ProgrammingError:
+                raise ValueError(
+                    "not a PostgreSQL URL (postgresql://user@host:5432/db) or key=value string"
+                ) from None
+        return value
+
     @field_validator("prepare_threshold", mode="before")
     @classmethod
     def _empty_means_none(cls, value: object) -> object:
@@ -268,6 +284,79 @@ class Settings(BaseSettings):
 
 
 Part = TypeVar("Part", bound=BaseSettings)
+
+_UNPARSED = re.compile(r'error parsing value for field "(\w+)" from source "(\w+)"')
+
+
+class BadSetting(ValueError):
+    """A setting no process can run with: the message names the variable (the CLI
+    prints it as its one line and exits 2)."""
+
+
+def read(kind: type[Part]) -> Part:
+    """Settings class `kind` read from the environment and its `.env`: the one way every
+    process reads settings, the engine's and an App's, so that a value it refuses, JSON
+    that does not parse or a `.env` line that is not `NAME=value` is a BadSetting naming
+    the variable (or the line), whichever command reads it."""
+    _check_env_file(kind)
+    try:
+        return kind()
+    except ValidationError as error:
+        raise _refused(kind, error) from None
+    except SettingsError as error:
+        raise _unparsed(kind, error) from None
+
+
+def _refused(kind: type[BaseSettings], error: ValidationError) -> BadSetting:
+    first = error.errors(include_input=False)[0]
+    where = str(first["loc"][0]) if first["loc"] else ""
+    message = first["msg"].removeprefix("Value error, ")
+    return BadSetting(f"setting {_variable(kind, where) or kind.__name__}: {message}")
+
+
+def _variable(kind: type[BaseSettings], where: str) -> str:
+    """The variable a field (named by its name or an alias) is read from: the prefix and
+    its name, or of its aliases the one that is set (DATABASE_URL)."""
+    for name, declared in kind.model_fields.items():
+        aliases = declared.validation_alias
+        names = [str(n) for n in aliases.choices] if isinstance(aliases, AliasChoices) else []
+        if where == name or where in names:
+            variables = [n.upper() for n in names if n != name]
+            prefix = str(kind.model_config.get("env_prefix") or "")
+            return next((v for v in variables if v in os.environ), (prefix + name).upper())
+    return where.upper()
+
+
+def _unparsed(kind: type[BaseSettings], error: SettingsError) -> BadSetting:
+    """pydantic-settings decodes list and dict settings as JSON before validating them."""
+    found = _UNPARSED.search(str(error))
+    if found is None:
+        return BadSetting(f"settings of {kind.__name__}: {error}")
+    field, source = found.groups()
+    where = " (in the .env file)" if source.startswith("DotEnv") else ""
+    why = f" ({error.__cause__})" if error.__cause__ is not None else ""
+    return BadSetting(
+        f"setting {_variable(kind, field)}{where}: not JSON{why}; "
+        'this setting takes JSON, e.g. ["a", "b"]'
+    )
+
+
+def _check_env_file(kind: type[BaseSettings]) -> None:
+    """python-dotenv skips a line it cannot parse with a warning: the setting on it would
+    silently not apply. Refused instead, naming the line (never its text: a secret)."""
+    from dotenv.parser import parse_stream
+
+    env_file = kind.model_config.get("env_file")
+    if not isinstance(env_file, str | Path) or not Path(env_file).is_file():
+        return
+    encoding = kind.model_config.get("env_file_encoding") or "utf-8"
+    with open(env_file, encoding=encoding) as stream:
+        for binding in parse_stream(stream):
+            if binding.error:
+                raise BadSetting(
+                    f"setting file {env_file}, line {binding.original.line}: not NAME=value "
+                    "(a quote left open, or a line that is not a setting or a # comment)"
+                )
 
 
 @dataclass(frozen=True)

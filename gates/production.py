@@ -9,7 +9,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 
 from engine import Config, Deadline, Gate, ask
 from gates.settings import GateSettings, OnDeadline
-from personas.state import CREW, PUBLISHER_HOLD, Persona, ProductionState, next_step
+from personas.state import CREW, NEEDS, PUBLISHER_HOLD, Persona, ProductionState, next_step
 from providers.upload_post import LONGEST_SCHEDULE
 
 WORKFLOW_GATE = "workflow"
@@ -31,8 +31,9 @@ def valid_workflow(workflow: object) -> list[str]:
         raise ValueError(
             f"workflow must be a non-empty list of {', '.join(CREW)}; got {workflow!r}"
         )
-    if "publisher" in workflow and "editor" not in workflow[: workflow.index("publisher")]:
-        raise ValueError("workflow: the publisher needs the editor's video before it")
+    for persona, (needed, what) in NEEDS.items():
+        if persona in workflow and needed not in workflow[: workflow.index(persona)]:
+            raise ValueError(f"workflow: the {persona} needs the {needed}'s {what} before it")
     return list(workflow)
 
 

@@ -1,4 +1,9 @@
-"""Brendan, the producer: proposes which personas run, and in which order."""
+"""Brendan, the producer: proposes which personas run, and in which order.
+
+A proposal is shown to the workflow gate's approvers only if the gate would run it
+(`valid_workflow`): one the gate would refuse is sent back to the model with the
+reason, and after `ASKS` refused replies the step fails with the last reason.
+"""
 
 from typing import Any
 
@@ -9,13 +14,15 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from engine import RunContext
+from gates.production import valid_workflow
 from personas.model import PROPOSE_WORKFLOW
-from personas.state import CREW, Persona, PersonaNode, ProductionState, round_of
+from personas.state import CREW, Persona, PersonaNode, ProductionState, needs_sentences, round_of
 
 SYSTEM = (
     f"You are Brendan, the producer of a short-video channel. {PROPOSE_WORKFLOW}, "
-    f"in order, choosing from: {', '.join(CREW)}."
+    f"in order, choosing from: {', '.join(CREW)}. {needs_sentences()}"
 )
+ASKS = 3  # replies Brendan asks the model for before he gives up on a proposal
 
 
 class Proposal(BaseModel):
@@ -35,16 +42,30 @@ class Proposal(BaseModel):
 def make_brendan(model: BaseChatModel) -> PersonaNode:
     proposer = model.with_structured_output(Proposal)
 
+    async def propose(request: str) -> Proposal:
+        """A proposal the workflow gate would run; ValueError with the last reason if
+        the model gave none in ASKS replies."""
+        asked, problem = request, ""
+        for _ in range(ASKS):
+            try:
+                proposal = await proposer.ainvoke([SystemMessage(SYSTEM), HumanMessage(asked)])
+                if not isinstance(proposal, Proposal):  # a reply that calls no tool: None
+                    problem = "the model's reply held no proposal"
+                else:
+                    valid_workflow(proposal.personas)
+                    return proposal
+            except (ValidationError, OutputParserException) as invalid:
+                problem = _problem(invalid)
+            except ValueError as refused:  # valid_workflow's: the gate would not run it
+                problem = str(refused)
+            asked = f"{request}\nYour last proposal cannot run: {problem}. Propose again."
+        raise ValueError(f"Brendan proposed no valid workflow: {problem}")
+
     async def brendan(state: ProductionState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         request = f"Brief: {state.get('brief', '')}"
         if feedback := state.get("feedback"):
             request += "\nThe last proposal was rejected: " + feedback[-1]
-        try:
-            proposal = await proposer.ainvoke([SystemMessage(SYSTEM), HumanMessage(request)])
-        except (ValidationError, OutputParserException) as invalid:
-            raise ValueError(f"Brendan proposed no valid workflow: {_problem(invalid)}") from None
-        if not isinstance(proposal, Proposal):  # a reply that calls no tool parses to None
-            raise ValueError("Brendan proposed no workflow: the model's reply held no proposal")
+        proposal = await propose(request)
         await runtime.context.record_artifact(
             "workflow_proposal",
             key=f"brendan:{round_of(state)}",

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 PROPOSE_WORKFLOW = "Propose the personas to run"
 _DROP = re.compile(r"\b(?:skip|without|drop|no)\s+(?:the\s+)?(\w+)", re.I)
+# "The publisher needs the editor's video before it.": what the system prompt says a
+# choice cannot do without.
+_NEEDS = re.compile(r"\bthe (\w+) needs the (\w+)'s\b", re.I)
 _CLASS_REFERENCE = re.compile(r"^[\w.]+:[A-Z]\w*$")  # 'module:Class'; model names are lower
 # LangChain moves a kwarg its class does not know into model_kwargs with this warning;
 # such a kwarg is refused here instead, by name.
@@ -41,8 +44,9 @@ class OfflineChatModel(BaseChatModel):
 
     Asked for a workflow with a tool to fill (what `with_structured_output` binds),
     it calls the tool: the list of choices the tool's schema allows, minus any the brief
-    or feedback says to skip ("skip media", "without editor"), and a reason. Asked for
-    anything else, it writes a short text derived from the request.
+    or feedback says to skip ("skip media", "without editor") and any that the system
+    prompt says needs one of those ("The publisher needs the editor's video before it."),
+    and a reason. Asked for anything else, it writes a short text derived from the request.
     """
 
     @property
@@ -73,9 +77,10 @@ class OfflineChatModel(BaseChatModel):
         if PROPOSE_WORKFLOW in system and tools:
             function = _chosen(tools, kwargs.get("tool_choice"))
             dropped = {word.lower() for word in _DROP.findall(request)}
+            needs = [(needy.lower(), needed.lower()) for needy, needed in _NEEDS.findall(system)]
             call = ToolCall(
                 name=function["name"],
-                args=_proposal(function.get("parameters", {}), dropped),
+                args=_proposal(function.get("parameters", {}), dropped, needs),
                 id=f"offline-{digest}",
             )
             message = AIMessage(content="", tool_calls=[call])
@@ -90,16 +95,28 @@ def _chosen(tools: list[dict[str, Any]], tool_choice: object) -> dict[str, Any]:
     return (named or functions)[0]
 
 
-def _proposal(parameters: dict[str, Any], dropped: set[str]) -> dict[str, Any]:
-    """The tool's arguments: every allowed choice not dropped, and why."""
+def _proposal(
+    parameters: dict[str, Any], dropped: set[str], needs: list[tuple[str, str]]
+) -> dict[str, Any]:
+    """The tool's arguments: every allowed choice not dropped and whose needs (needy,
+    needed) are kept before it, and why."""
     properties: dict[str, dict[str, Any]] = parameters.get("properties", {})
     choices: list[str] = next(
         (spec["items"]["enum"] for spec in properties.values() if "enum" in spec.get("items", {})),
         [],
     )
-    kept = [choice for choice in choices if not dropped & {choice, choice.split("_")[0]}]
-    left_out = [choice for choice in choices if choice not in kept]
+    asked = [choice for choice in choices if not dropped & {choice, choice.split("_")[0]}]
+    left_out = [choice for choice in choices if choice not in asked]
     reason = f"The crew without {', '.join(left_out)}, as asked." if left_out else "The crew."
+    kept: list[str] = []
+    for choice in asked:
+        missing = [needed for needy, needed in needs if needy == choice and needed not in kept]
+        if missing:
+            reason += f" Nor the {choice}: it needs the {missing[0]} before it."
+        else:
+            kept.append(choice)
+    if not kept:
+        kept, reason = list(choices), "Nothing would be left to run: the crew."
     args: dict[str, Any] = {}
     for name, spec in properties.items():
         if spec.get("type") == "array":

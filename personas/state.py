@@ -10,6 +10,9 @@ from engine import RunContext
 Persona = Literal["script_writer", "media", "editor", "publisher"]
 CREW: tuple[Persona, ...] = get_args(Persona)
 PUBLISHER = "publisher"
+# What a persona works on that another makes before it: (that persona, what it makes).
+# The workflow gate refuses a workflow that breaks one; Brendan is told them.
+NEEDS: dict[Persona, tuple[Persona, str]] = {"publisher": ("editor", "video")}
 PUBLISHER_HOLD = "publisher_hold"  # waits until the approved publish_at, when it must
 
 
@@ -51,3 +54,11 @@ def next_step(state: ProductionState) -> str:
                 return "publish_gate"
             return persona
     return END
+
+
+def needs_sentences() -> str:
+    """NEEDS as a model reads it: "The publisher needs the editor's video before it." """
+    return " ".join(
+        f"The {persona} needs the {needed}'s {what} before it."
+        for persona, (needed, what) in NEEDS.items()
+    )

@@ -4,7 +4,6 @@ Each group of commands is a module; importing it registers its commands on `app`
 """
 
 import typer
-from pydantic import ValidationError
 
 # Typer vendors click; its usage errors are only reachable here.
 from typer._click.exceptions import UsageError
@@ -14,8 +13,13 @@ from engine.cli.common import UsageFailure, app, fail, run_async
 from engine.db.migrations import MigrationError
 from engine.runtime import store
 from engine.runtime.schedules import ScheduleNotFound
+from engine.settings import BadSetting
 
 __all__ = ["app", "db", "history", "main", "run_async", "runs", "schedules", "services", "tokens"]
+
+# Bad arguments or settings (exit 2), and refusals of a named thing (exit 1): one line.
+_USAGE = (UsageFailure, BadSetting, store.InvalidInput, store.KeyConflict, MigrationError)
+_REFUSED = (store.RunNotFound, ScheduleNotFound, store.Refused)
 
 
 def main() -> None:
@@ -23,19 +27,26 @@ def main() -> None:
         app(standalone_mode=False)
     except typer.Abort:
         fail("aborted", 1)
-    except UsageError as error:
-        fail(error.format_message().replace("\n", " "), 2)
-    except (UsageFailure, store.InvalidInput, store.KeyConflict, MigrationError) as error:
-        fail(str(error), 2)
-    except (store.RunNotFound, ScheduleNotFound, store.Refused) as error:
-        fail(str(error), 1)
-    except ExceptionGroup as group:
+    except Exception as error:
+        refusal = _refusal(error)
+        if refusal is None:
+            raise  # a fault of ours: its traceback
+        fail(*refusal)
+
+
+def _refusal(error: BaseException) -> tuple[str, int] | None:
+    """The one line and exit code of an error its user can act on, wherever in the
+    command it was raised: before anything ran, or in a service's TaskGroup."""
+    if isinstance(error, BaseExceptionGroup):
+        found = next(filter(None, map(_refusal, error.exceptions)), None)
         # A service that cannot bind its port (another process has it) ends the TaskGroup.
-        unbound = group.subgroup(OSError)
-        if unbound is None:
-            raise
-        fail(f"cannot listen: {unbound.exceptions[0]}", 1)
-    except ValidationError as error:
-        first = error.errors()[0]
-        field = "ORCHESTRATOR_" + str(first["loc"][0]).upper() if first["loc"] else "settings"
-        fail(f"setting {field}: {first['msg']}", 2)
+        if found is None and (unbound := error.subgroup(OSError)) is not None:
+            return f"cannot listen: {unbound.exceptions[0]}", 1
+        return found
+    if isinstance(error, UsageError):
+        return error.format_message().replace("\n", " "), 2
+    if isinstance(error, _USAGE):
+        return str(error), 2
+    if isinstance(error, _REFUSED):
+        return str(error), 1
+    return None

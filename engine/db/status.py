@@ -1,5 +1,6 @@
 """Run status names: the one place they are defined (SQL receives them as parameters)."""
 
+from collections.abc import Iterable
 from enum import StrEnum
 
 
@@ -28,3 +29,13 @@ STATUS_PARAMS: dict[str, str] = {
 def pending(gate: str) -> str:
     """The status of a run paused at HITL gate `gate` (`pending_<gate>`, as the seed names them)."""
     return PENDING_PREFIX + gate
+
+
+def statuses(gates: Iterable[str]) -> tuple[str, ...]:
+    """Every status a run of an App with `gates` can have, in the order a run meets them:
+    the live ones, a `pending_<gate>` per gate, then the ends."""
+    return (
+        *(status for status in Status if status not in TERMINAL),
+        *(pending(gate) for gate in gates),
+        *(status for status in Status if status in TERMINAL),
+    )

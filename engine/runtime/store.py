@@ -4,7 +4,7 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,7 +16,7 @@ from psycopg.types.json import Jsonb
 
 from engine import settings
 from engine.db.queries import QUERIES
-from engine.db.status import PENDING_PREFIX, STATUS_PARAMS, TERMINAL, Status, pending
+from engine.db.status import PENDING_PREFIX, STATUS_PARAMS, TERMINAL, Status, statuses
 from engine.runtime.deadlines import SYSTEM_APPROVER
 from engine.runtime.holdable import find_unholdable
 from engine.runtime.timers import aware
@@ -225,6 +225,20 @@ async def show_run(conn: Connection, run_id: str) -> RunView:
     return RunView(run, dict(checkpoint) if checkpoint else None, [dict(a) for a in artifacts])
 
 
+def known_status(status: str, gates: Iterable[str], field: str = "status") -> str:
+    """`status` if a run of an App with `gates` can have it; else InvalidInput naming
+    `field` and listing the statuses there are (a filter on a typo must not find nothing)."""
+    known = statuses(gates)
+    if status not in known:
+        hint = " (a gate's status is known once its Workflow declares it)" * status.startswith(
+            PENDING_PREFIX
+        )
+        raise InvalidInput(
+            f"{field}: {status[:64]!r} is not a status; one of {', '.join(known)}{hint}"
+        )
+    return status
+
+
 async def list_runs(
     conn: Connection, *, status: str | None = None, project: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
@@ -358,12 +372,8 @@ def bulk_selection(
         if (older_than is not None)
         else None
     )
-    live = [s.value for s in Status if s not in TERMINAL] + [pending(g) for g in gates]
-    if status is not None and status not in [*live, *TERMINAL]:
-        raise InvalidInput(
-            f"{prefix}status: {status!r} is not a status; one of {', '.join(sorted(live))}, "
-            f"{', '.join(sorted(TERMINAL))}"
-        )
+    if status is not None:
+        known_status(status, gates, f"{prefix}status")
     if operation == "retry":
         if status not in (None, Status.FAILED):
             raise InvalidInput(f"{prefix}status: only failed runs can be retried, not {status}")

@@ -1,8 +1,5 @@
 """The HTTP API: runs, approvals, webhook ingress and health, over the same store as the CLI."""
 
-import base64
-import hashlib
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -10,8 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,10 +18,12 @@ from engine.observability.telemetry import DISABLED, Telemetry
 from engine.runtime import schedules, store
 from engine.runtime.webhook_targets import run_webhook
 from engine.runtime.workflow import checked_edit
-from engine.service import inputs
+from engine.service import answers, inputs
 from engine.service.access.guard import Guard, Guarded, identity_of
 from engine.service.access.identities import Role, escalation_refusal, weak_bootstrap
+from engine.service.answers import GUARDED, refusals
 from engine.service.console import console_router
+from engine.service.docs import serve_docs
 from engine.service.health import metrics, schema_ready
 from engine.service.history import history_router
 from engine.service.previews import bounded
@@ -33,7 +31,6 @@ from engine.service.refusals import RefuseUnholdable, error, first_invalid
 from engine.service.webhooks import webhook_router
 from engine.settings import Config
 
-SWAGGER_CDN = "https://cdn.jsdelivr.net"
 # Each run of a list shows at most this much of its payload and result; one run, more.
 LISTED_VALUE_BYTES = 4096
 SHOWN_VALUE_BYTES = 64 * 1024
@@ -169,7 +166,17 @@ def create_app(
     async def schedule_not_found(_: Request, exc: Exception) -> JSONResponse:
         return error(404, str(exc), "schedule_id")
 
-    @app.post("/runs", status_code=201, dependencies=admin)
+    @app.post(
+        "/runs",
+        status_code=201,
+        dependencies=admin,
+        summary="Start a run",
+        response_model=answers.ShownRun,
+        responses={
+            200: {"model": answers.ShownRun, "description": "The run this key already started"},
+            **refusals(*GUARDED, 409, 413),
+        },
+    )
     async def create_run(new: inputs.NewRun) -> JSONResponse:
         workflow, payload = inputs.run_input(served, new)
         start = (
@@ -194,12 +201,26 @@ def create_app(
             jsonable_encoder(_with_due(started.run)), status_code=201 if started.created else 200
         )
 
-    @app.get("/runs")
+    @app.get(
+        "/runs",
+        summary="List runs, newest first",
+        response_model=list[answers.Run],
+        responses=refusals(*GUARDED),
+    )
     async def list_runs(
-        status: Annotated[str | None, Query(max_length=64)] = None,
+        status: Annotated[
+            str | None,
+            Query(
+                max_length=64,
+                description="queued, running, waiting_provider, waiting_timer, pending_<gate> "
+                "for a gate of the App, published, failed or cancelled; any other: 422",
+            ),
+        ] = None,
         project: Annotated[str | None, Query(max_length=63)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> JSONResponse:
+        if status is not None:
+            store.known_status(status, served.gate_names())
         async with pool.connection() as conn:
             runs = await store.list_runs(conn, status=status, project=project, limit=limit)
         for run in runs:
@@ -207,7 +228,12 @@ def create_app(
                 run[key] = bounded(run[key], LISTED_VALUE_BYTES)
         return JSONResponse(jsonable_encoder(runs))
 
-    @app.get("/runs/{run_id}")
+    @app.get(
+        "/runs/{run_id}",
+        summary="Show a run, its checkpoint and its artifacts",
+        response_model=answers.RunView,
+        responses=refusals(*GUARDED, 404),
+    )
     async def show_run(run_id: str) -> JSONResponse:
         async with pool.connection() as conn:
             view = await store.show_run(conn, run_id)
@@ -225,7 +251,14 @@ def create_app(
             jsonable_encoder({"run": run, "checkpoint": checkpoint, "artifacts": artifacts})
         )
 
-    @app.post("/runs/{run_id}/approvals", status_code=201, dependencies=approver)
+    @app.post(
+        "/runs/{run_id}/approvals",
+        status_code=201,
+        dependencies=approver,
+        summary="Approve or reject the gate a run waits at",
+        response_model=answers.Approval,
+        responses=refusals(*GUARDED, 404, 409, 413),
+    )
     async def approve(run_id: str, approval: NewApproval, request: Request) -> JSONResponse:
         identity = identity_of(request)
         name = approval.approver
@@ -264,11 +297,23 @@ def create_app(
             )
         return JSONResponse(jsonable_encoder(row), status_code=201)
 
-    @app.post("/runs/cancel", dependencies=admin)
+    @app.post(
+        "/runs/cancel",
+        dependencies=admin,
+        summary="Cancel the live runs a filter selects",
+        response_model=answers.BulkResult,
+        responses=refusals(*GUARDED, 413),
+    )
     async def cancel_runs(change: inputs.BulkChange) -> JSONResponse:
         return await bulk("cancel", change)
 
-    @app.post("/runs/retry", dependencies=admin)
+    @app.post(
+        "/runs/retry",
+        dependencies=admin,
+        summary="Queue again the failed runs a filter selects",
+        response_model=answers.BulkResult,
+        responses=refusals(*GUARDED, 413),
+    )
     async def retry_runs(change: inputs.BulkChange) -> JSONResponse:
         return await bulk("retry", change)
 
@@ -300,47 +345,94 @@ def create_app(
         }
         return JSONResponse(body)
 
-    @app.post("/runs/{run_id}/cancel", dependencies=admin)
+    @app.post(
+        "/runs/{run_id}/cancel",
+        dependencies=admin,
+        summary="Cancel a run that has not ended",
+        response_model=answers.Run,
+        responses=refusals(*GUARDED, 404, 409),
+    )
     async def cancel(run_id: str) -> JSONResponse:
         async with pool.connection() as conn:
             return JSONResponse(jsonable_encoder(await store.cancel_run(conn, run_id)))
 
-    @app.post("/runs/{run_id}/retry", dependencies=admin)
+    @app.post(
+        "/runs/{run_id}/retry",
+        dependencies=admin,
+        summary="Queue a failed run again, from its last checkpoint",
+        response_model=answers.Run,
+        responses=refusals(*GUARDED, 404, 409),
+    )
     async def retry(run_id: str) -> JSONResponse:
         async with pool.connection() as conn:
             return JSONResponse(jsonable_encoder(await store.retry_run(conn, run_id)))
 
-    @app.post("/schedules", status_code=201, dependencies=admin)
+    @app.post(
+        "/schedules",
+        status_code=201,
+        dependencies=admin,
+        summary="Create a schedule",
+        response_model=answers.Schedule,
+        responses=refusals(*GUARDED, 413),
+    )
     async def create_schedule(new: inputs.NewSchedule) -> JSONResponse:
         async with pool.connection() as conn:
             schedule = await inputs.create_schedule(conn, served, new)
         return JSONResponse(jsonable_encoder(schedule), status_code=201)
 
-    @app.get("/schedules")
+    @app.get(
+        "/schedules",
+        summary="List the schedules",
+        response_model=list[answers.Schedule],
+        responses=refusals(*GUARDED),
+    )
     async def list_schedules() -> JSONResponse:
         async with pool.connection() as conn:
             rows = await schedules.list_schedules(conn)
         return JSONResponse(jsonable_encoder([schedules.view(row) for row in rows]))
 
-    @app.get("/schedules/{schedule_id}")
+    @app.get(
+        "/schedules/{schedule_id}",
+        summary="Show a schedule and its next fire times",
+        response_model=answers.Schedule,
+        responses=refusals(*GUARDED, 404),
+    )
     async def show_schedule(schedule_id: str) -> JSONResponse:
         async with pool.connection() as conn:
             row = await schedules.get_schedule(conn, schedule_id)
         return JSONResponse(jsonable_encoder(schedules.view(row)))
 
-    @app.post("/schedules/{schedule_id}/pause", dependencies=admin)
+    @app.post(
+        "/schedules/{schedule_id}/pause",
+        dependencies=admin,
+        summary="Stop a schedule firing",
+        response_model=answers.Schedule,
+        responses=refusals(*GUARDED, 404),
+    )
     async def pause_schedule(schedule_id: str) -> JSONResponse:
         async with pool.connection() as conn:
             row = await schedules.pause_schedule(conn, schedule_id)
         return JSONResponse(jsonable_encoder(schedules.view(row)))
 
-    @app.post("/schedules/{schedule_id}/resume", dependencies=admin)
+    @app.post(
+        "/schedules/{schedule_id}/resume",
+        dependencies=admin,
+        summary="Fire a schedule again, from the next fire time",
+        response_model=answers.Schedule,
+        responses=refusals(*GUARDED, 404),
+    )
     async def resume_schedule(schedule_id: str) -> JSONResponse:
         async with pool.connection() as conn:
             row = await schedules.resume_schedule(conn, schedule_id)
         return JSONResponse(jsonable_encoder(schedules.view(row)))
 
-    @app.post("/schedules/{schedule_id}/backfill", dependencies=admin)
+    @app.post(
+        "/schedules/{schedule_id}/backfill",
+        dependencies=admin,
+        summary="Start a run for each fire time in a range that has none",
+        response_model=answers.Backfill,
+        responses=refusals(*GUARDED, 404, 413),
+    )
     async def backfill_schedule(schedule_id: str, span: inputs.BackfillRange) -> JSONResponse:
         async with pool.connection() as conn:
             done = await schedules.backfill(conn, schedule_id, span.start, span.end)
@@ -348,27 +440,42 @@ def create_app(
             jsonable_encoder({"fire_times": done.fire_times, "created": done.created})
         )
 
-    @app.delete("/schedules/{schedule_id}", status_code=204, dependencies=admin)
+    @app.delete(
+        "/schedules/{schedule_id}",
+        status_code=204,
+        dependencies=admin,
+        summary="Delete a schedule (its runs stay)",
+        responses=refusals(*GUARDED, 404),
+    )
     async def delete_schedule(schedule_id: str) -> Response:
         async with pool.connection() as conn:
             await schedules.delete_schedule(conn, schedule_id)
         return Response(status_code=204)
 
-    docs_page, docs_policy = swagger_page(app.title)
+    serve_docs(app)
 
-    @app.get("/docs", include_in_schema=False)
-    async def docs() -> Response:
-        return HTMLResponse(docs_page, headers={"Content-Security-Policy": docs_policy})
-
-    @app.get("/healthz")
+    @app.get("/healthz", summary="Liveness: the process answers", response_model=answers.Health)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get(
+        "/readyz",
+        summary="Readiness: the database answers with a schema this code can use",
+        response_model=answers.Ready,
+        responses={503: {"model": answers.Ready, "description": "Not ready: why"}},
+    )
     async def readyz() -> JSONResponse:
         return await schema_ready(pool)
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics of this process",
+        response_class=Response,
+        responses={
+            200: {"description": "Prometheus text", "content": {"text/plain": {}}},
+            **refusals(*GUARDED, 404),
+        },
+    )
     async def metrics_text() -> Response:
         return await metrics(telemetry, pool)
 
@@ -381,22 +488,6 @@ def create_app(
 def _with_due(run: dict[str, Any]) -> dict[str, Any]:
     """A run as the API shows it: with `due_at`, when a timer or provider wait is due."""
     return {**run, "due_at": store.due_at(run)}
-
-
-def swagger_page(title: str) -> tuple[bytes, str]:
-    """FastAPI's Swagger UI and a policy of its own: its bundle from the CDN and its
-    one inline script by hash, never `'unsafe-inline'`. Made once, at start-up."""
-    page = bytes(get_swagger_ui_html(openapi_url="/openapi.json", title=title).body)
-    hashes = " ".join(
-        "'sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode() + "'"
-        for script in re.findall(r"<script>(.*?)</script>", page.decode(), re.S)
-    )
-    policy = (
-        f"default-src 'none'; script-src {SWAGGER_CDN} {hashes}; style-src {SWAGGER_CDN}; "
-        "img-src 'self' data: https://fastapi.tiangolo.com; connect-src 'self'; "
-        "base-uri 'none'; frame-ancestors 'none'"
-    )
-    return page, policy
 
 
 def needs(role: Role) -> Any:

@@ -21,6 +21,7 @@ from engine.db.connections import Pool
 from engine.db.queries import QUERIES
 from engine.runtime.holdable import Unholdable, parse_json
 from engine.runtime.workflow import CALLBACK_KEY
+from engine.service.answers import GUARDED, Delivery, Refusal, refusals
 from engine.service.refusals import error
 from engine.settings import Settings
 from engine.verifiers import Verifier
@@ -59,7 +60,17 @@ def webhook_router(pool: Pool, verifiers: Mapping[str, Verifier], settings: Sett
     limit = RateLimit(settings.webhook_rate, settings.webhook_burst)
     max_bytes = settings.webhook_max_bytes
 
-    @router.post("/webhooks/{provider}", status_code=202)
+    @router.post(
+        "/webhooks/{provider}",
+        status_code=202,
+        summary="Receive a provider's webhook delivery (stored, then verified)",
+        response_model=Delivery,
+        responses={
+            200: {"model": Delivery, "description": "A delivery already stored: duplicate"},
+            400: {"model": Refusal, "description": "The body is not storable JSON (it is kept)"},
+            **refusals(403, 404, 413, 422, 429, 503),
+        },
+    )
     async def receive(provider: str, request: Request) -> JSONResponse:
         verify = verifiers.get(provider)
         if verify is None:
@@ -118,7 +129,15 @@ def webhook_router(pool: Pool, verifiers: Mapping[str, Verifier], settings: Sett
             status_code=202,
         )
 
-    @router.get("/runs/{run_id}/webhook-events/{event_id}/raw")
+    @router.get(
+        "/runs/{run_id}/webhook-events/{event_id}/raw",
+        summary="A stored webhook delivery's bytes, as received",
+        response_class=Response,
+        responses={
+            200: {"description": "The bytes", "content": {"application/octet-stream": {}}},
+            **refusals(*GUARDED, 404),
+        },
+    )
     async def raw(run_id: str, event_id: int) -> Response:
         """The bytes as stored, streamed a slice at a time: never rendered, never whole."""
         first = await _slice(pool, run_id, event_id, 0)

@@ -9,14 +9,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
-from playwright.async_api import Page, async_playwright, expect
+from playwright.async_api import Page, Route, async_playwright, expect
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
 from engine.runtime import schedules
 from tests.conftest import ROOT
+from tests.helpers import start_api
 from tests.stack import Stack, stack
 
 Conn = AsyncConnection[DictRow]
@@ -236,3 +238,39 @@ async def test_create_pause_resume_backfill_and_delete_a_schedule(
         await expect(row).to_have_count(0)
         await expect(page.locator("#schedule-none")).to_be_visible()
         assert await schedules.list_schedules(conn) == []
+
+
+async def test_the_api_docs_render_with_no_network_beyond_loopback(
+    db_url: str, tmp_path: Path
+) -> None:
+    """`/docs` is Swagger UI from the API's own assets: with every request off loopback
+    refused, the page still lists the operations, and breaks none of its policy."""
+    api, base = start_api(db_url, tmp_path)
+    outside: list[str] = []
+    errors: list[str] = []
+    try:
+        async with chromium() as page:
+
+            async def loopback_only(route: Route) -> None:
+                if urlsplit(route.request.url).hostname in ("127.0.0.1", "localhost"):
+                    await route.continue_()
+                else:
+                    outside.append(route.request.url)
+                    await route.abort("internetdisconnected")
+
+            await page.route("**/*", loopback_only)
+            # A script, style or image the policy refuses is reported as a console error.
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            await page.goto(f"{base}/docs")
+            operations = page.locator(".opblock-summary-path")
+            await expect(operations.first).to_be_visible()
+            paths = await operations.evaluate_all("all => all.map(e => e.dataset.path)")
+            assert {"/runs", "/runs/{run_id}/approvals", "/schedules"} <= set(paths), paths
+            await expect(
+                page.get_by_text("Approve or reject the gate a run waits at")
+            ).to_be_visible()
+            await screenshot(page, "api-docs")
+    finally:
+        api.close()
+    assert outside == []
+    assert errors == []

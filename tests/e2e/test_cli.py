@@ -49,6 +49,12 @@ Conn = AsyncConnection[DictRow]
         (["daemon", "--concurrency", "0"], "error: Invalid value for '--concurrency'"),
         (["migrate", "--to", "99"], "error: --to must be between 0 and"),
         (["runs", "frobnicate"], "error: No such command 'frobnicate'."),
+        (
+            ["runs", "list", "--status", "bogus"],
+            "error: --status: 'bogus' is not a status; one of queued, running, "
+            "waiting_provider, waiting_timer, pending_workflow, pending_publish",
+        ),
+        (["runs", "list", "--status", "pending_nowhere"], "error: --status: 'pending_nowhere'"),
     ],
 )
 async def test_bad_arguments_exit_2_with_one_line_and_change_nothing(

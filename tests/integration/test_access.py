@@ -261,7 +261,7 @@ async def test_the_pages_policy_lets_previews_come_from_the_configured_media_ori
     assert "media-src 'self' https: http://127.0.0.1:8100;" in policy
     assert "img-src 'self' https: data: http://127.0.0.1:8100;" in policy
     with pytest.raises(ValueError, match="is not an origin"):
-        Settings(console_media_sources="http://x:1; script-src *")
+        Settings(console_media_sources=["http://x:1; script-src *"])
 
 
 def test_the_sandbox_adds_its_own_origin_to_the_console_media_sources() -> None:

@@ -9,6 +9,7 @@ from psycopg.rows import DictRow
 from pydantic import SecretStr
 
 from engine.db.connections import open_pool
+from engine.db.status import statuses
 from engine.runtime import store
 from engine.service.api import create_app
 from engine.settings import Settings
@@ -121,6 +122,23 @@ async def test_a_delayed_run_waits_for_its_timer_and_says_when_it_is_due(
     assert shown["due_at"] == "2036-12-03T08:00:00+00:00"
     past = await client.post("/runs", json={"project": "cats", "not_before": "2020-01-01T00:00Z"})
     assert past.json()["status"] == "queued" and past.json()["due_at"] is None
+
+
+async def test_an_unknown_status_filter_is_refused_naming_the_known_ones(
+    client: httpx.AsyncClient, conn: Conn
+) -> None:
+    await store.create_run(conn, project="p", payload={}, workflow="production")
+    refused = await client.get("/runs", params={"status": "bogus"})
+    assert refused.status_code == 422
+    known = ", ".join(statuses(test_app.gate_names()))
+    assert refused.json() == {
+        "error": f"status: 'bogus' is not a status; one of {known}",
+        "field": "status",
+    }
+    assert "pending_workflow, pending_publish" in known
+    for status, found in [("queued", 1), ("pending_publish", 0), ("cancelled", 0)]:
+        listed = await client.get("/runs", params={"status": status})
+        assert listed.status_code == 200 and len(listed.json()) == found, status
 
 
 async def test_approval_errors(client: httpx.AsyncClient, conn: Conn) -> None:

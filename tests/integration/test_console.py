@@ -16,11 +16,14 @@ from psycopg.types.json import Jsonb
 from pydantic import SecretStr
 
 from engine.db.connections import open_pool
+from engine.db.status import statuses
 from engine.runtime import schedules, store
 from engine.runtime.schedule_times import Timing
 from engine.service.api import create_app
 from engine.settings import Settings
 from tests.app import app as test_app
+
+KNOWN = ", ".join(statuses(test_app.gate_names()))
 
 Conn = AsyncConnection[DictRow]
 TOKEN = "console-token-for-the-tests-0123456789abcdef"
@@ -312,9 +315,14 @@ async def test_the_runs_list_filters_and_pages(client: httpx.AsyncClient, conn: 
         ("limit=0", "limit: a number from 1 to 200"),
         ("stuck=1&older_than=soon", "older_than: 'soon' is not a duration"),
         ("before=yesterday", "before: not a page cursor"),
+        # A typo must not look like "no such runs": refused, listing what there is.
+        ("status=bogus", f"status: 'bogus' is not a status; one of {KNOWN}"),
+        ("status=pending_nowhere", "status: 'pending_nowhere' is not a status"),
     ]:
         bad = await client.get(f"/console/runs?{query}")
         assert bad.status_code == 422 and message in text(bad.text), query
+        live = await client.get(f"/console/runs/live?{query}")
+        assert live.status_code == 422 and message in text(live.text), query
 
 
 async def test_the_run_page_shows_state_artifacts_and_a_timeline(

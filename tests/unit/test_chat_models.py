@@ -19,7 +19,8 @@ from langgraph.runtime import Runtime
 from pydantic import SecretStr, ValidationError
 
 from engine.runtime.workflow import RunContext
-from personas.brendan import SYSTEM, Proposal, make_brendan
+from gates.production import valid_workflow
+from personas.brendan import ASKS, SYSTEM, Proposal, make_brendan
 from personas.model import OfflineChatModel, load_chat_model
 from personas.settings import PersonaSettings
 from personas.state import CREW, ProductionState
@@ -180,12 +181,49 @@ async def test_brendan_drives_langchain_openai_with_the_configured_model_and_sch
 async def test_an_empty_or_invalid_proposal_fails_clearly(
     server: ScriptedServer, content: str, error: str
 ) -> None:
-    server.script(completion(content))
+    server.script(*[completion(content)] * ASKS)
     model = load_chat_model(openai_settings(server), "brendan")
     with pytest.raises(ValueError) as raised:
         await run_brendan(model, {"brief": "dogs"})
     assert str(raised.value).startswith(error)
     assert "\n" not in str(raised.value)
+    assert len(server.calls) == ASKS  # asked again each time, saying why
+
+
+async def test_a_proposal_the_gate_would_refuse_is_asked_again_and_never_shown(
+    server: ScriptedServer,
+) -> None:
+    refused = ["script_writer", "media", "publisher"]  # no editor: nothing to publish
+    server.script(
+        completion(json.dumps({"personas": refused, "reason": "as asked"})),
+        completion(json.dumps({"personas": ["script_writer", "media"], "reason": "fixed"})),
+    )
+    model = load_chat_model(openai_settings(server), "brendan")
+    update, recorder = await run_brendan(model, {"brief": "cats, without editor"})
+    assert update["proposal"] == ["script_writer", "media"]
+    assert [fields["metadata"]["workflow"] for _, fields in recorder.artifacts] == [
+        ["script_writer", "media"]
+    ]
+    first, second = (json.loads(call.body)["messages"][1]["content"] for call in server.calls)
+    assert first == "Brief: cats, without editor"
+    assert second == (
+        "Brief: cats, without editor\nYour last proposal cannot run: "
+        "workflow: the publisher needs the editor's video before it. Propose again."
+    )
+
+
+async def test_a_model_that_keeps_proposing_what_the_gate_refuses_fails_the_step(
+    server: ScriptedServer,
+) -> None:
+    refused = json.dumps({"personas": ["publisher", "editor"], "reason": "backwards"})
+    server.script(*[completion(refused)] * ASKS)
+    model = load_chat_model(openai_settings(server), "brendan")
+    with pytest.raises(ValueError) as raised:
+        await run_brendan(model, {"brief": "dogs"})
+    assert str(raised.value) == (
+        "Brendan proposed no valid workflow: "
+        "workflow: the publisher needs the editor's video before it"
+    )
 
 
 class Mute(OfflineChatModel):
@@ -199,7 +237,9 @@ class Mute(OfflineChatModel):
 async def test_a_reply_without_a_proposal_fails_clearly() -> None:
     with pytest.raises(ValueError) as raised:
         await run_brendan(Mute(), {"brief": "dogs"})
-    assert str(raised.value) == "Brendan proposed no workflow: the model's reply held no proposal"
+    assert str(raised.value) == (
+        "Brendan proposed no valid workflow: the model's reply held no proposal"
+    )
 
 
 # --- offline ------------------------------------------------------------------------------
@@ -211,8 +251,10 @@ async def test_a_reply_without_a_proposal_fails_clearly() -> None:
         ({"brief": "dogs"}, list(CREW)),
         ({"brief": "dogs for social media"}, list(CREW)),
         ({"brief": "dogs", "feedback": ["skip media"]}, ["script_writer", "editor", "publisher"]),
-        ({"brief": "cats, without editor"}, ["script_writer", "media", "publisher"]),
+        # The publisher needs the editor's video: without the editor, no publisher either.
+        ({"brief": "cats, without editor"}, ["script_writer", "media"]),
         ({"brief": "cats, no script"}, ["media", "editor", "publisher"]),
+        ({"brief": "skip script, skip media, no editor, no publisher"}, list(CREW)),
     ],
 )
 async def test_offline_brendan_proposes_the_crew_minus_what_the_brief_skips(
@@ -224,6 +266,25 @@ async def test_offline_brendan_proposes_the_crew_minus_what_the_brief_skips(
     assert kind == "workflow_proposal"
     assert list(recorded["metadata"]) == ["workflow", "reply", "round"]
     assert recorded["metadata"]["workflow"] == workflow
+
+
+@pytest.mark.parametrize(
+    "brief",
+    [
+        "without editor",
+        "skip media",
+        "only publish",
+        "no editor, no media",
+        "drop the editor and skip the script",
+        "without publisher",
+        "skip everything: no script, no media, no editor, no publisher",
+    ],
+)
+@pytest.mark.parametrize("where", ["brief", "feedback"])
+async def test_the_offline_proposal_is_one_the_workflow_gate_runs(brief: str, where: str) -> None:
+    state: ProductionState = {"brief": brief} if where == "brief" else {"feedback": [brief]}
+    update, _ = await run_brendan(OfflineChatModel(), state)
+    assert valid_workflow(update["proposal"]) == update["proposal"]
 
 
 def test_the_offline_model_honours_structured_output() -> None:

@@ -85,7 +85,7 @@ def console_router(pool: Pool, guard: Guard, served: App) -> APIRouter:
         return pages.render(request, "inbox_cards.html", **await inbox_context(request))
 
     async def runs_context(request: Request) -> dict[str, Any]:
-        chosen = RunFilter.parse(request.query_params)
+        chosen = RunFilter.parse(request.query_params, served.gate_names())
         async with pool.connection() as conn:
             cursor = await conn.execute(QUERIES["console_runs"], chosen.sql_params())
             rows = [dict(row) for row in await cursor.fetchall()]

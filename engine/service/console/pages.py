@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from engine.app import App
-from engine.db.status import PENDING_PREFIX
+from engine.db.status import PENDING_PREFIX, statuses
 from engine.runtime.timers import time_left
 from engine.service.access.guard import identity_of
 from engine.service.console import forms, views
@@ -38,7 +38,7 @@ class Pages:
             gate_spec=served.gate,
             edit_fields=forms.edit_fields,
             shown=forms.shown,
-            statuses=views.statuses(served.gate_names()),
+            statuses=statuses(served.gate_names()),
             pending_prefix=PENDING_PREFIX,
         )
 

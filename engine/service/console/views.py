@@ -8,9 +8,9 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from engine.db.status import PENDING_PREFIX, STATUS_PARAMS, Status
+from engine.db.status import STATUS_PARAMS
 from engine.runtime import history
-from engine.runtime.store import PROJECT_SLUG, InvalidInput, parse_duration
+from engine.runtime.store import PROJECT_SLUG, InvalidInput, known_status, parse_duration
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
@@ -32,10 +32,12 @@ class RunFilter:
     limit: int = PAGE_SIZE
 
     @classmethod
-    def parse(cls, params: Mapping[str, str]) -> "RunFilter":
+    def parse(cls, params: Mapping[str, str], gates: Iterable[str]) -> "RunFilter":
+        """The filter in `params`, each value checked (InvalidInput naming it); a status
+        must be one a run of an App with `gates` can have."""
         status = params.get("status", "").strip() or None
-        if status is not None and len(status) > 64:
-            raise InvalidInput("status: at most 64 characters")
+        if status is not None:
+            known_status(status, gates)
         project = params.get("project", "").strip() or None
         if project is not None and not PROJECT_SLUG.match(project):
             raise InvalidInput(f"project: {project!r} is not a project slug")
@@ -130,20 +132,6 @@ class Refusal:
     @property
     def field(self) -> str:
         return self.message.split(":", 1)[0]
-
-
-def statuses(gates: Iterable[str]) -> tuple[str, ...]:
-    """The statuses the runs filter suggests, the App's gates among them (any can be typed)."""
-    return (
-        Status.QUEUED,
-        Status.RUNNING,
-        Status.WAITING_PROVIDER,
-        Status.WAITING_TIMER,
-        *(PENDING_PREFIX + gate for gate in gates),
-        Status.PUBLISHED,
-        Status.FAILED,
-        Status.CANCELLED,
-    )
 
 
 @dataclass(frozen=True)

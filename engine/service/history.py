@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.db.connections import Pool
 from engine.runtime.forks import CheckpointNotFound, fork_run
 from engine.runtime.history import MAX_PAGE, PAGE, History, run_history
+from engine.service.answers import GUARDED, refusals
 from engine.service.previews import pruned
 from engine.service.refusals import error
 
@@ -56,7 +57,11 @@ def history_router(pool: Pool, admin: Sequence[Any]) -> APIRouter:
     """The routes; `admin`: the dependencies that require the admin role."""
     router = APIRouter()
 
-    @router.get("/runs/{run_id}/history")
+    @router.get(
+        "/runs/{run_id}/history",
+        summary="List a run's checkpoints: what each step wrote, what runs next",
+        responses=refusals(*GUARDED, 404),
+    )
     async def history(
         run_id: str,
         before: Annotated[str | None, Query(max_length=100)] = None,
@@ -68,7 +73,13 @@ def history_router(pool: Pool, admin: Sequence[Any]) -> APIRouter:
             found = await run_history(conn, run_id, before=before, limit=limit)
         return JSONResponse(jsonable_encoder(history_json(found)))
 
-    @router.post("/runs/{run_id}/fork", status_code=201, dependencies=list(admin))
+    @router.post(
+        "/runs/{run_id}/fork",
+        status_code=201,
+        dependencies=list(admin),
+        summary="Start a new run from one of a run's checkpoints",
+        responses=refusals(*GUARDED, 404, 409, 413),
+    )
     async def fork(run_id: str, new: NewFork | None = None) -> JSONResponse:
         """A new queued run continuing from `checkpoint_id` of this one (none: its latest)."""
         try:

@@ -45,7 +45,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 def page_policy(media_sources: list[str]) -> str:
     """The pages' Content-Security-Policy: everything from the console itself, previews
     (images, video) also from https: and from `media_sources` (origins such as the
-    loopback sandbox's, `ORCHESTRATOR_CONSOLE_MEDIA_SOURCES`)."""
+    loopback provider's, `ORCHESTRATOR_CONSOLE_MEDIA_SOURCES`)."""
     extra = "".join(f" {source}" for source in media_sources)
     return (
         f"default-src 'self'; script-src 'self'; style-src 'self'; "

@@ -3,8 +3,11 @@
 Each group of commands is a module; importing it registers its commands on `app`.
 """
 
+import re
+
 import typer
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 # Typer vendors click; its usage errors are only reachable here.
 from typer._click.exceptions import UsageError
@@ -38,4 +41,10 @@ def main() -> None:
     except ValidationError as error:
         first = error.errors()[0]
         field = "ORCHESTRATOR_" + str(first["loc"][0]).upper() if first["loc"] else "settings"
-        fail(f"setting {field}: {first['msg']}", 2)
+        # Inside a JSON setting: where (`name.concurrent`).
+        inside = ".".join(str(part) for part in first["loc"][1:])
+        fail(f"setting {field}{f' ({inside})' if inside else ''}: {first['msg']}", 2)
+    except SettingsError as error:  # a JSON setting that is not JSON
+        named = re.search(r'field "(\w+)"', str(error))
+        field = "ORCHESTRATOR_" + named[1].upper() if named else "settings"
+        fail(f"setting {field}: not valid JSON", 2)

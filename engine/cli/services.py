@@ -112,6 +112,7 @@ async def _serve(
 ) -> None:
     # LangGraph and FastAPI take a second to import: only the services pay for them.
     from engine.observability.telemetry import DISABLED, setup
+    from engine.runtime import limits
     from engine.runtime.daemon import Daemon
     from engine.service.api import create_app
     from engine.service.health import health_app
@@ -146,6 +147,8 @@ async def _serve(
                 )
             if daemon:
                 async with open_pool(url, settings) as pool:
+                    async with pool.connection() as conn:  # the last daemon started decides
+                        await limits.apply(conn, chosen.limits_for(config))
                     worker = Daemon(url, pool, settings, workflows, telemetry)
                     if settings.health_port:
                         vitals = health_app(worker, pool, worker.stale_after, telemetry)

@@ -15,10 +15,11 @@ from psycopg.types.json import Jsonb
 from pydantic import SecretStr
 
 from engine.db.connections import open_pool
-from engine.runtime import schedules, store
+from engine.runtime import limits, schedules, store
+from engine.runtime.limits import Limits
 from engine.runtime.schedule_times import Timing
 from engine.service.api import create_app
-from engine.settings import Settings
+from engine.settings import ProviderLimit, Settings
 from tests.app import app as test_app
 
 Conn = AsyncConnection[DictRow]
@@ -467,6 +468,37 @@ async def test_a_delayed_run_says_when_it_wakes_and_is_found_by_its_status(
     assert "waiting_timer" in page and "Wakes at" in page, page
     listed = await client.get("/console/runs", params={"status": "waiting_timer"})
     assert run["run_id"] in listed.text
+
+
+async def test_a_run_parked_at_a_limit_says_for_which_slot_and_how_full_it_is(
+    client: httpx.AsyncClient, conn: Conn
+) -> None:
+    await limits.apply(conn, Limits({"x": ProviderLimit(concurrent=1)}))
+    holder, parked = [
+        await store.create_run(conn, project="cats", payload={}, workflow="production")
+        for _ in range(2)
+    ]
+    await conn.execute(
+        "INSERT INTO flow_slots (limit_name, run_id, key) VALUES ('provider:x', %s, 'job')",
+        (holder["run_id"],),
+    )
+    await conn.execute(
+        "UPDATE runs SET status = 'waiting_limit', waiting_for = %s WHERE run_id = %s",
+        (Jsonb({"limit": "provider:x", "key": "job", "pause_id": 1}), parked["run_id"]),
+    )
+    page = text((await client.get(f"/console/runs/{parked['run_id']}")).text)
+    assert "Waiting for a x slot (1 of 1 in flight, 1 run waiting for one)" in page, page
+    listed = await client.get("/console/runs", params={"status": "waiting_limit"})
+    assert parked["run_id"] in listed.text
+    # Parked for room in its project instead, the one place taken.
+    await conn.execute("UPDATE runs SET status = 'running' WHERE run_id = %s", (holder["run_id"],))
+    await conn.execute(
+        "UPDATE runs SET waiting_for = %s WHERE run_id = %s",
+        (Jsonb({"limit": "project:cats"}), parked["run_id"]),
+    )
+    await limits.apply(conn, Limits(project_concurrency=1))
+    page = text((await client.get(f"/console/runs/{parked['run_id']}")).text)
+    assert "Waiting for room in project cats (1 of 1 running, 1 run waiting for room)" in page
 
 
 async def test_the_schedules_page_lists_each_with_its_next_fire_times(

@@ -31,6 +31,7 @@ from engine.service.console.views import (
     Done,
     Refusal,
     RunFilter,
+    limit_wait,
     local_path,
     timeline,
     with_query,
@@ -116,11 +117,18 @@ def console_router(pool: Pool, guard: Guard, served: App) -> APIRouter:
             events = await rows(
                 "console_webhook_events", limit=EVENTS_LIMIT, max_bytes=EVENT_PREVIEW_BYTES
             )
+            waiting_for = view.run["waiting_for"] or {}
+            limit = (
+                await rows("console_limit", limit=waiting_for["limit"])
+                if isinstance(waiting_for, dict) and isinstance(waiting_for.get("limit"), str)
+                else []
+            )
         return {
             "run": view.run,
             "checkpoint": view.checkpoint,
             "artifacts": view.artifacts,
             "timeline": timeline(view.run, steps, approvals, events),
+            "limit_wait": limit_wait(view.run, limit[0] if limit else None),
             "events_hidden": (events[0]["total"] - len(events)) if events else 0,
             "sent": next((a for a in approvals if a["consumed_at"] is None), None),
             "next": f"/console/runs/{run_id}",

@@ -68,3 +68,21 @@ SELECT * FROM (
 -- One approval (the notice after sending it)
 SELECT id, run_id, gate, decision, approver, created_at
 FROM hitl_approvals WHERE id = %(id)s;
+
+-- console_limit --
+-- The limit a parked run waits at, as its page shows it: the numbers (a project's
+-- are every project's, 'project:*'), the places taken (a provider's slots held, a
+-- project's runs executing), the runs parked for one (from runs_limit_waits,
+-- hence the literal)
+WITH wanted AS (
+    SELECT %(limit)s::text AS name, starts_with(%(limit)s, 'project:') AS is_project
+)
+SELECT w.name, l.concurrent, l.paused_until, l.paused_by,
+    CASE WHEN w.is_project THEN (SELECT count(*)::int FROM runs
+                                 WHERE status = 'running' AND 'project:' || project = w.name)
+         ELSE orchestrator_slots_held(w.name) END AS held,
+    (SELECT count(*) FROM runs
+     WHERE status = 'waiting_limit' AND wake_at IS NULL AND waiting_for ->> 'limit' = w.name)
+        AS parked
+FROM wanted w
+LEFT JOIN flow_limits l ON l.name = CASE WHEN w.is_project THEN 'project:*' ELSE w.name END;

@@ -1,4 +1,6 @@
-"""The sandbox's memory: jobs and when they finish, the call log, pending faults.
+"""The sandbox's memory: jobs and when they finish, the call log, pending faults, and
+how many jobs of each provider were in flight at once at most (what a test of the
+engine's limits reads).
 
 Everything runs on one event loop and no handler awaits between reading and
 changing this state, so it needs no lock.
@@ -9,7 +11,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 from fastapi import Depends, Request
 
@@ -38,6 +40,11 @@ class Timing:
         if self.ending is not None and elapsed >= self.latency:
             return self.ending
         return Phase.QUEUED if elapsed < self.latency / 2 else Phase.RUNNING
+
+    def in_flight(self, at: float) -> bool:
+        """Submitted and not finished at `at` (on the `time.monotonic()` clock)."""
+        finishes_at = self.finishes_at
+        return self.submitted_at <= at and (finishes_at is None or at < finishes_at)
 
     @property
     def finishes_at(self) -> float | None:
@@ -69,6 +76,7 @@ class JobSettings:
 class Job:
     """One submitted job; each provider subclasses it with what its answers need."""
 
+    provider: ClassVar[str]  # whose job it is, as a fault and the call log name it
     id: str
     timing: Timing
 
@@ -93,10 +101,11 @@ class Call:
 
 @dataclass
 class Fault:
-    """The next `times` calls of one operation answer `status_code`."""
+    """The next `times` calls of one operation (None: any of the provider's) answer
+    `status_code`."""
 
     provider: str
-    operation: str
+    operation: str | None
     status_code: int
     times: int = 1
     retry_after: float | None = None
@@ -116,9 +125,30 @@ class SandboxState:
     faults: list[Fault] = field(default_factory=list)
     # Keyed by job type too: each provider's ids are its own (upload-post's are ours).
     _jobs: dict[tuple[type[Job], str], Job] = field(default_factory=dict)
+    # Per provider: the most jobs in flight at once, as counted at each submit.
+    most_in_flight: dict[str, int] = field(default_factory=dict)
 
     def add(self, job: Job) -> None:
         self._jobs[type(job), job.id] = job
+        now = time.monotonic()
+        count = self.in_flight(job.provider, now)
+        self.most_in_flight[job.provider] = max(self.most_in_flight.get(job.provider, 0), count)
+
+    def in_flight(self, provider: str, at: float) -> int:
+        mine = (job for job in self._jobs.values() if job.provider == provider)
+        return sum(1 for job in mine if job.timing.in_flight(at))
+
+    def jobs(self) -> dict[str, dict[str, int]]:
+        """Per provider: jobs submitted, in flight now, and the most in flight at once."""
+        now = time.monotonic()
+        return {
+            provider: {
+                "submitted": sum(1 for job in self._jobs.values() if job.provider == provider),
+                "in_flight": self.in_flight(provider, now),
+                "most_in_flight": most,
+            }
+            for provider, most in sorted(self.most_in_flight.items())
+        }
 
     def find(self, kind: type[J], job_id: str) -> J | None:
         job = self._jobs.get((kind, job_id))
@@ -126,7 +156,7 @@ class SandboxState:
 
     def take_fault(self, provider: str, operation: str) -> Fault | None:
         for fault in self.faults:
-            if (fault.provider, fault.operation) == (provider, operation):
+            if fault.provider == provider and fault.operation in (None, operation):
                 fault.times -= 1
                 if fault.times <= 0:
                     self.faults.remove(fault)

@@ -15,7 +15,13 @@ transaction that is rolled back so every sample sees the same rows; and its
 `EXPLAIN (ANALYZE, BUFFERS)` plan. At 10k rows it runs again with 10,000 runs
 asleep (`waiting_timer`, due in a day; removed afterwards): the claim finds
 due timers from their index, so they should cost it nothing
-(`claim_ms_10k_timers`, against `claim_ms_10k` with none).
+(`claim_ms_10k_timers`, against `claim_ms_10k` with none). Then with 10,000
+runs parked at a provider's limit (`waiting_limit`, no slot handed to them yet):
+the claim reads only the parked runs that are due, so the same holds
+(`claim_ms_10k_limited`). And with a project limit (8 runs at once, so that the
+live project can still fill a claim) and a project at it, with 10,000 runs
+parked for room in it, as the claim leaves them: they cost it nothing either
+(`claim_ms_10k_project_full`).
 
     python -m bench.scale [--runs 1000] [--samples 500]
 """
@@ -52,6 +58,8 @@ from engine.settings import Settings
 Connection = psycopg.Connection[DictRow]
 LIVE = 100
 SLEEPING = 10_000
+PARKED = 10_000
+PROJECT_LIMIT = 8  # the claim's LIMIT: the live project still fills a claim
 SIZES = """
 SELECT c.relname AS name, pg_total_relation_size(c.oid) AS bytes
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -144,6 +152,52 @@ def _sleeping(conn: Connection, runs: int) -> Iterator[None]:
         conn.execute("VACUUM ANALYZE runs")
 
 
+@contextmanager
+def _parked(conn: Connection, runs: int) -> Iterator[None]:
+    """`runs` runs parked for a slot of a full provider limit while the block runs."""
+    conn.execute("INSERT INTO flow_limits (name, concurrent) VALUES ('provider:bench', 1)")
+    conn.execute(
+        "INSERT INTO runs (run_id, project, status, payload, workflow, waiting_for) "
+        "SELECT 'run_parked' || i, 'bench', 'waiting_limit', '{}', 'reference', "
+        "jsonb_build_object('limit', 'provider:bench', 'key', 'job') "
+        "FROM generate_series(1, %s) i",
+        (runs,),
+    )
+    conn.execute("VACUUM ANALYZE runs")
+    try:
+        yield
+    finally:
+        conn.execute("DELETE FROM runs WHERE run_id LIKE 'run_parked%%'")
+        conn.execute("DELETE FROM flow_limits WHERE name = 'provider:bench'")
+        conn.execute("VACUUM ANALYZE runs")
+
+
+@contextmanager
+def _project_full(conn: Connection, runs: int) -> Iterator[None]:
+    """A project limit, and a project at it with `runs` runs parked for room, while the
+    block runs."""
+    conn.execute(
+        "INSERT INTO flow_limits (name, concurrent) VALUES ('project:*', %s) "
+        "ON CONFLICT (name) DO UPDATE SET concurrent = EXCLUDED.concurrent",
+        (PROJECT_LIMIT,),
+    )
+    conn.execute(
+        "INSERT INTO runs (run_id, project, status, payload, workflow, lease_owner, "
+        "lease_expires_at, waiting_for) SELECT 'run_full' || i, 'full', "
+        "CASE WHEN i <= %(running)s THEN 'running' ELSE 'waiting_limit' END, '{}', 'reference', "
+        "'elsewhere', NOW() + INTERVAL '1 day', CASE WHEN i > %(running)s THEN "
+        '\'{"limit": "project:full"}\'::jsonb END FROM generate_series(1, %(all)s) i',
+        {"running": PROJECT_LIMIT, "all": PROJECT_LIMIT + runs},
+    )
+    conn.execute("VACUUM ANALYZE runs")
+    try:
+        yield
+    finally:
+        conn.execute("DELETE FROM runs WHERE run_id LIKE 'run_full%%'")
+        conn.execute("UPDATE flow_limits SET concurrent = NULL WHERE name = 'project:*'")
+        conn.execute("VACUUM ANALYZE runs")
+
+
 def _claim_params() -> dict[str, Any]:
     settings = Settings()
     versions = {"workflows": [NAME], "versions": [reference_workflow().version]}
@@ -197,10 +251,28 @@ def measure(admin_url: str, runs: int, samples: int) -> dict[str, Any]:
                         "rows": total + SLEEPING,
                         "sleeping": SLEEPING,
                     }
+                with _parked(conn, PARKED):
+                    claims["10k_limited"] = {
+                        **claim_latency(url, samples),
+                        "rows": total + PARKED,
+                        "parked": PARKED,
+                    }
+                with _project_full(conn, PARKED):
+                    claims["10k_project_full"] = {
+                        **claim_latency(url, samples),
+                        "rows": total + PROJECT_LIMIT + PARKED,
+                        "parked_for_room": PARKED,
+                    }
     return {
         **result,
         "claim_ms_10k_timers": claims["10k_timers"]["p50"],
         "claim_10k_timers_vs_none": round(claims["10k_timers"]["p50"] / claims["10k"]["p50"], 2),
+        "claim_ms_10k_limited": claims["10k_limited"]["p50"],
+        "claim_10k_limited_vs_none": round(claims["10k_limited"]["p50"] / claims["10k"]["p50"], 2),
+        "claim_ms_10k_project_full": claims["10k_project_full"]["p50"],
+        "claim_10k_project_full_vs_none": round(
+            claims["10k_project_full"]["p50"] / claims["10k"]["p50"], 2
+        ),
         "claim_ms_10k": claims["10k"]["p50"],
         "claim_ms_1m": claims["1m"]["p50"],
         "claim_1m_vs_10k": round(claims["1m"]["p50"] / claims["10k"]["p50"], 2),

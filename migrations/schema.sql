@@ -469,6 +469,10 @@ BEGIN
                WHERE limit_name = p_limit AND run_id = p_run_id AND key = p_key) THEN
         RETURN true;
     END IF;
+    SELECT concurrent INTO cap FROM flow_limits WHERE name = p_limit;
+    IF cap IS NULL THEN
+        RETURN true;  -- no limit of jobs in flight: no lock either
+    END IF;
     SELECT concurrent INTO cap FROM flow_limits WHERE name = p_limit FOR UPDATE;
     IF cap IS NULL THEN
         RETURN true;

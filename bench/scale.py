@@ -17,7 +17,13 @@ asleep (`waiting_timer`, due in a day) and 100 running schedules, 10 of them due
 (fire times missed a minute ago, within their catch-up window), all removed
 afterwards: the claim finds due timers from their index and reads no schedule,
 so they should cost it nothing (`claim_ms_10k_timers`, against `claim_ms_10k`
-with none).
+with none). Then with 10,000
+runs parked at a provider's limit (`waiting_limit`, no slot handed to them yet):
+the claim reads only the parked runs that are due, so the same holds
+(`claim_ms_10k_limited`). And with a project limit (8 runs at once, so that the
+live project can still fill a claim) and a project at it, with 10,000 runs
+parked for room in it, as the claim leaves them: they cost it nothing either
+(`claim_ms_10k_project_full`).
 
 Poll: what a daemon's poll sends besides, timed with the claim as one sample on
 one connection, rolled back likewise: the firing-pass check
@@ -66,6 +72,8 @@ LIVE = 100
 SLEEPING = 10_000
 SCHEDULES = 100
 DUE = 10  # of SCHEDULES, in the poll at a fire time
+PARKED = 10_000
+PROJECT_LIMIT = 8  # the claim's LIMIT: the live project still fills a claim
 SIZES = """
 SELECT c.relname AS name, pg_total_relation_size(c.oid) AS bytes
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -179,6 +187,52 @@ def _due(conn: Connection, count: int, due: bool) -> None:
     )
 
 
+@contextmanager
+def _parked(conn: Connection, runs: int) -> Iterator[None]:
+    """`runs` runs parked for a slot of a full provider limit while the block runs."""
+    conn.execute("INSERT INTO flow_limits (name, concurrent) VALUES ('provider:bench', 1)")
+    conn.execute(
+        "INSERT INTO runs (run_id, project, status, payload, workflow, waiting_for) "
+        "SELECT 'run_parked' || i, 'bench', 'waiting_limit', '{}', 'reference', "
+        "jsonb_build_object('limit', 'provider:bench', 'key', 'job') "
+        "FROM generate_series(1, %s) i",
+        (runs,),
+    )
+    conn.execute("VACUUM ANALYZE runs")
+    try:
+        yield
+    finally:
+        conn.execute("DELETE FROM runs WHERE run_id LIKE 'run_parked%%'")
+        conn.execute("DELETE FROM flow_limits WHERE name = 'provider:bench'")
+        conn.execute("VACUUM ANALYZE runs")
+
+
+@contextmanager
+def _project_full(conn: Connection, runs: int) -> Iterator[None]:
+    """A project limit, and a project at it with `runs` runs parked for room, while the
+    block runs."""
+    conn.execute(
+        "INSERT INTO flow_limits (name, concurrent) VALUES ('project:*', %s) "
+        "ON CONFLICT (name) DO UPDATE SET concurrent = EXCLUDED.concurrent",
+        (PROJECT_LIMIT,),
+    )
+    conn.execute(
+        "INSERT INTO runs (run_id, project, status, payload, workflow, lease_owner, "
+        "lease_expires_at, waiting_for) SELECT 'run_full' || i, 'full', "
+        "CASE WHEN i <= %(running)s THEN 'running' ELSE 'waiting_limit' END, '{}', 'reference', "
+        "'elsewhere', NOW() + INTERVAL '1 day', CASE WHEN i > %(running)s THEN "
+        '\'{"limit": "project:full"}\'::jsonb END FROM generate_series(1, %(all)s) i',
+        {"running": PROJECT_LIMIT, "all": PROJECT_LIMIT + runs},
+    )
+    conn.execute("VACUUM ANALYZE runs")
+    try:
+        yield
+    finally:
+        conn.execute("DELETE FROM runs WHERE run_id LIKE 'run_full%%'")
+        conn.execute("UPDATE flow_limits SET concurrent = NULL WHERE name = 'project:*'")
+        conn.execute("VACUUM ANALYZE runs")
+
+
 def _claim_params() -> dict[str, Any]:
     settings = Settings()
     versions = {"workflows": [NAME], "versions": [reference_workflow().version]}
@@ -273,10 +327,28 @@ def measure(admin_url: str, runs: int, samples: int) -> dict[str, Any]:
                         "schedules": SCHEDULES,
                         "due": 0,
                     }
+                with _parked(conn, PARKED):
+                    claims["10k_limited"] = {
+                        **claim_latency(url, samples),
+                        "rows": total + PARKED,
+                        "parked": PARKED,
+                    }
+                with _project_full(conn, PARKED):
+                    claims["10k_project_full"] = {
+                        **claim_latency(url, samples),
+                        "rows": total + PROJECT_LIMIT + PARKED,
+                        "parked_for_room": PARKED,
+                    }
     return {
         **result,
         "claim_ms_10k_timers": claims["10k_timers"]["p50"],
         "claim_10k_timers_vs_none": round(claims["10k_timers"]["p50"] / claims["10k"]["p50"], 2),
+        "claim_ms_10k_limited": claims["10k_limited"]["p50"],
+        "claim_10k_limited_vs_none": round(claims["10k_limited"]["p50"] / claims["10k"]["p50"], 2),
+        "claim_ms_10k_project_full": claims["10k_project_full"]["p50"],
+        "claim_10k_project_full_vs_none": round(
+            claims["10k_project_full"]["p50"] / claims["10k"]["p50"], 2
+        ),
         "claim_ms_10k": claims["10k"]["p50"],
         "claim_ms_1m": claims["1m"]["p50"],
         "claim_1m_vs_10k": round(claims["1m"]["p50"] / claims["10k"]["p50"], 2),

@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from engine.app import App, Service
     from engine.runtime.deadlines import Deadline, GateTimedOut
-    from engine.runtime.waits import Decision, ProviderWait, ask, pause, sleep
+    from engine.runtime.limits import Limits, pause_requests, wait_for_request
+    from engine.runtime.waits import Decision, LimitWait, ProviderWait, ask, pause, sleep
     from engine.runtime.workflow import Gate, Graph, RunContext, Workflow
-    from engine.settings import Config, Duration, Durations, Settings
+    from engine.settings import Config, Duration, Durations, ProviderLimit, Settings
 
 _EXPORTS = {
     "App": "engine.app",
@@ -23,8 +24,13 @@ _EXPORTS = {
     "Settings": "engine.settings",
     "Duration": "engine.settings",
     "Durations": "engine.settings",
+    "ProviderLimit": "engine.settings",
     "Deadline": "engine.runtime.deadlines",
     "GateTimedOut": "engine.runtime.deadlines",
+    "Limits": "engine.runtime.limits",
+    "pause_requests": "engine.runtime.limits",
+    "wait_for_request": "engine.runtime.limits",
+    "LimitWait": "engine.runtime.waits",
     "Decision": "engine.runtime.waits",
     "ProviderWait": "engine.runtime.waits",
     "ask": "engine.runtime.waits",
@@ -45,6 +51,9 @@ __all__ = [
     "Gate",
     "GateTimedOut",
     "Graph",
+    "LimitWait",
+    "Limits",
+    "ProviderLimit",
     "ProviderWait",
     "RunContext",
     "Service",
@@ -52,7 +61,9 @@ __all__ = [
     "Workflow",
     "ask",
     "pause",
+    "pause_requests",
     "sleep",
+    "wait_for_request",
 ]
 
 

@@ -8,7 +8,8 @@ The smallest App is its workflows:
 A product adds what its processes need besides: its settings classes (read from
 the same `ORCHESTRATOR_*` environment and `.env` as the engine's), the verifiers
 of the webhooks its providers send, and services that `orchestrator up` starts
-beside the daemon and the API (and `orchestrator service NAME` starts alone).
+beside the daemon and the API (and `orchestrator service NAME` starts alone), and
+the limits its providers and projects keep to across all daemons (`Limits`).
 """
 
 import logging
@@ -21,6 +22,7 @@ from typing import Any
 from pydantic_settings import BaseSettings
 
 from engine.references import load_reference
+from engine.runtime.limits import Limits
 from engine.runtime.workflow import Gate, Workflow
 from engine.settings import Config, Settings, read
 from engine.verifiers import Verifier
@@ -59,6 +61,9 @@ class App:
     # Where each run's gates and end are POSTed when its creator names no webhook
     # (ORCHESTRATOR_RUN_WEBHOOK_DEFAULT overrides it): docs/flow-control.md.
     default_webhook: str | None = None
+    # Across all daemons (docs/flow-control.md#limits), or a function of the settings
+    # that gives them; the settings replace them provider by provider.
+    limits: Limits | Callable[[Config], Limits] = field(default_factory=Limits)
     by_name: Mapping[str, Workflow] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -89,6 +94,12 @@ class App:
             known = ", ".join(service.name for service in self.services) or "none"
             raise ValueError(f"the App has no service {name!r} (it has: {known})")
         return found
+
+    def limits_for(self, config: Config) -> Limits:
+        """The limits this App keeps to with `config`: its own, the settings' instead
+        where they name a provider (or a project limit)."""
+        declared = self.limits(config) if callable(self.limits) else self.limits
+        return declared.overridden(config.engine)
 
     def configure(self, engine: Settings) -> Config:
         """The engine's settings with one instance of each of the App's settings classes

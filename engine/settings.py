@@ -16,13 +16,16 @@ from psycopg import ProgrammingError
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import (
     AliasChoices,
+    BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
     PositiveFloat,
     PositiveInt,
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
@@ -55,6 +58,26 @@ def _durations(value: object) -> object:
 # (an App's settings use them too), and a comma-separated list of them ('24h,1h').
 Duration = Annotated[timedelta, BeforeValidator(_duration)]
 Durations = Annotated[tuple[timedelta, ...], NoDecode, BeforeValidator(_durations)]
+
+
+class ProviderLimit(BaseModel):
+    """What one provider allows all daemons together (docs/flow-control.md#limits): at
+    most `concurrent` jobs in flight, and at most `requests` requests in any `per`
+    (`{"concurrent": 5, "requests": 20, "per": "10s"}`). Unset: no such limit."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    concurrent: PositiveInt | None = None
+    requests: PositiveInt | None = None
+    per: Duration | None = None
+
+    @model_validator(mode="after")
+    def _window(self) -> "ProviderLimit":
+        if (self.requests is None) != (self.per is None):
+            raise ValueError('requests and per go together, as in {"requests": 20, "per": "10s"}')
+        if self.per is not None and self.per <= timedelta(0):
+            raise ValueError(f"per must be longer than 0s, not {self.per}")
+        return self
 
 
 def _default_worker_id() -> str:
@@ -104,6 +127,16 @@ class Settings(BaseSettings):
         default=None,
         description="deprecated: workflow name -> 'module:factory' returning an engine.Workflow; "
         "set, these replace the App's workflows",
+    )
+    provider_limits: dict[str, ProviderLimit] = Field(
+        default={},
+        description="JSON provider name -> its limits across all daemons, replacing the App's "
+        'for that provider: {"name": {"concurrent": 5, "requests": 20, "per": "10s"}}',
+    )
+    project_concurrency: PositiveInt | None = Field(
+        default=None,
+        description="runs of one project executing at once across all daemons; "
+        "unset: the App's (none: no limit)",
     )
     # HTTP: the API (runs, approvals, webhook ingress, console).
     api_host: str = "127.0.0.1"

@@ -124,6 +124,67 @@ BEGIN
 END $$;
 
 --
+-- Name: orchestrator_grant_room(text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.orchestrator_grant_room(p_project text) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    room TEXT := 'project:' || p_project;
+    cap INT;
+    granted INT;
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(hashtext('orchestrator_project_limit'), hashtext(p_project));
+    SELECT concurrent INTO cap FROM flow_limits WHERE name = 'project:*';
+    WITH chosen AS (
+        SELECT run_id FROM runs
+        WHERE status = 'waiting_limit' AND wake_at IS NULL AND waiting_for ->> 'limit' = room
+        ORDER BY priority DESC, created_at
+        LIMIT CASE WHEN cap IS NOT NULL THEN greatest(0, cap
+            - (SELECT count(*) FROM runs WHERE status = 'running' AND project = p_project)
+            - (SELECT count(*) FROM runs WHERE status = 'waiting_limit' AND wake_at IS NOT NULL
+                 AND waiting_for ->> 'limit' = room)) END
+        FOR UPDATE SKIP LOCKED
+    ), woken AS (
+        UPDATE runs SET wake_at = NOW() FROM chosen WHERE runs.run_id = chosen.run_id
+        RETURNING runs.run_id
+    )
+    SELECT count(pg_notify('orchestrator_runs_v1', run_id)) INTO granted FROM woken;
+    RETURN granted;
+END $$;
+
+--
+-- Name: orchestrator_grant_slots(text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.orchestrator_grant_slots(p_limit text) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    cap INT;
+    granted INT;
+BEGIN
+    SELECT concurrent INTO cap FROM flow_limits WHERE name = p_limit FOR UPDATE;
+    WITH chosen AS (
+        SELECT run_id, waiting_for ->> 'key' AS key FROM runs
+        WHERE status = 'waiting_limit' AND wake_at IS NULL AND waiting_for ->> 'limit' = p_limit
+        ORDER BY priority DESC, created_at
+        LIMIT CASE WHEN cap IS NOT NULL THEN greatest(cap - orchestrator_slots_held(p_limit), 0) END
+        FOR UPDATE SKIP LOCKED
+    ), slots AS (
+        INSERT INTO flow_slots (limit_name, run_id, key)
+        SELECT p_limit, run_id, key FROM chosen WHERE cap IS NOT NULL
+        ON CONFLICT DO NOTHING
+    ), woken AS (
+        UPDATE runs SET wake_at = NOW() FROM chosen WHERE runs.run_id = chosen.run_id
+        RETURNING runs.run_id
+    )
+    SELECT count(pg_notify('orchestrator_runs_v1', run_id)) INTO granted FROM woken;
+    RETURN granted;
+END $$;
+
+--
 -- Name: orchestrator_hold(text, bigint, interval, boolean, bigint); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -258,6 +319,102 @@ BEGIN
 END $$;
 
 --
+-- Name: orchestrator_park_at_limit(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.orchestrator_park_at_limit() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    wanted TEXT := NEW.waiting_for ->> 'limit';
+    cap INT;
+BEGIN
+    IF NEW.wake_at IS NOT NULL OR NEW.waiting_for ->> 'key' IS NULL THEN
+        RETURN NEW;  -- a pause with a time of its own, or room in a project (below)
+    END IF;
+    SELECT concurrent INTO cap FROM flow_limits WHERE name = wanted FOR UPDATE;
+    IF cap IS NOT NULL AND orchestrator_slots_held(wanted) >= cap THEN
+        RETURN NEW;
+    END IF;
+    IF cap IS NOT NULL THEN
+        INSERT INTO flow_slots (limit_name, run_id, key)
+        VALUES (wanted, NEW.run_id, NEW.waiting_for ->> 'key') ON CONFLICT DO NOTHING;
+    END IF;
+    NEW.wake_at := NOW();
+    PERFORM pg_notify('orchestrator_runs_v1', NEW.run_id);
+    RETURN NEW;
+END $$;
+
+--
+-- Name: orchestrator_project_limit(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.orchestrator_project_limit() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    cap INT;
+    room TEXT := 'project:' || NEW.project;
+    is_new BOOLEAN := (OLD.status = 'queued' AND OLD.waiting_for IS NULL)
+                      OR coalesce(OLD.waiting_for ->> 'limit' = room, false);
+BEGIN
+    SELECT concurrent INTO cap FROM flow_limits WHERE name = 'project:*';
+    IF cap IS NULL THEN
+        RETURN NEW;
+    END IF;
+    IF NOT pg_try_advisory_xact_lock(hashtext('orchestrator_project_limit'), hashtext(NEW.project))
+    THEN
+        RETURN NULL;
+    END IF;
+    -- (A statement of its own: the count is read with the lock held.)
+    IF orchestrator_project_taken(NEW.project, NEW.run_id, NOT is_new) < cap THEN
+        RETURN NEW;
+    END IF;
+    IF NOT is_new THEN
+        RETURN NULL;  -- a resume (an approval, an event, a timer) waits where it is
+    END IF;
+    NEW.status := 'waiting_limit';
+    NEW.waiting_for := jsonb_build_object('limit', room);
+    NEW.wake_at := NULL;
+    NEW.lease_owner := NULL;
+    NEW.lease_expires_at := NULL;
+    NEW.lease_epoch := OLD.lease_epoch;
+    NEW.graph_version := OLD.graph_version;
+    -- The claim that took it has a slot to spare: the daemons claim again.
+    PERFORM pg_notify('orchestrator_runs_v1', NEW.run_id);
+    RETURN NEW;
+END $$;
+
+--
+-- Name: orchestrator_project_room(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.orchestrator_project_room() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM runs WHERE status = 'waiting_limit' AND wake_at IS NULL
+               AND waiting_for ->> 'limit' = 'project:' || NEW.project) THEN
+        PERFORM orchestrator_grant_room(NEW.project);
+    END IF;
+    RETURN NULL;
+END $$;
+
+--
+-- Name: orchestrator_project_taken(text, text, boolean); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.orchestrator_project_taken(p_project text, p_run_id text, p_started boolean) RETURNS bigint
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT (SELECT count(*) FROM runs WHERE status = 'running' AND project = p_project)
+         + CASE WHEN p_started THEN 0 ELSE (
+               SELECT count(*) FROM runs WHERE status = 'waiting_limit' AND wake_at IS NOT NULL
+                 AND waiting_for ->> 'limit' = 'project:' || p_project AND run_id <> p_run_id)
+           END
+$$;
+
+--
 -- Name: orchestrator_put(text, bigint, interval, boolean, bigint, text, jsonb, bytea[], bytea[], jsonb, integer, boolean); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -369,6 +526,18 @@ BEGIN
 END $$;
 
 --
+-- Name: orchestrator_release_ended(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.orchestrator_release_ended() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    DELETE FROM flow_slots WHERE run_id = NEW.run_id;
+    RETURN NULL;
+END $$;
+
+--
 -- Name: orchestrator_settle_notification(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -387,6 +556,95 @@ BEGIN
           FROM notification_deliveries WHERE artifact_id = NEW.artifact_id) s
     WHERE a.id = NEW.artifact_id AND a.status IS DISTINCT FROM s.status;
     RETURN NULL;
+END $$;
+
+--
+-- Name: orchestrator_slots_held(text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.orchestrator_slots_held(p_limit text) RETURNS integer
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT count(*)::int FROM flow_slots s JOIN runs r ON r.run_id = s.run_id
+    WHERE s.limit_name = p_limit AND r.status NOT IN ('published', 'failed', 'cancelled')
+$$;
+
+--
+-- Name: orchestrator_slots_released(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.orchestrator_slots_released() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    -- In name order: two releases touching the same limits lock them alike.
+    PERFORM orchestrator_grant_slots(limit_name)
+    FROM (SELECT DISTINCT limit_name FROM released ORDER BY limit_name) freed;
+    RETURN NULL;
+END $$;
+
+--
+-- Name: orchestrator_take_request(text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.orchestrator_take_request(p_limit text) RETURNS double precision
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    found_limit flow_limits;
+    at TIMESTAMPTZ;
+    kept TIMESTAMPTZ[];
+BEGIN
+    SELECT * INTO found_limit FROM flow_limits WHERE name = p_limit;
+    IF NOT FOUND OR (found_limit.requests IS NULL
+                     AND coalesce(found_limit.paused_until <= clock_timestamp(), true)) THEN
+        RETURN 0;  -- no window to keep, and no pause: no lock either
+    END IF;
+    SELECT * INTO found_limit FROM flow_limits WHERE name = p_limit FOR UPDATE;
+    at := clock_timestamp();
+    IF found_limit.paused_until > at THEN
+        RETURN extract(epoch FROM found_limit.paused_until - at);
+    END IF;
+    IF found_limit.requests IS NULL THEN
+        RETURN 0;
+    END IF;
+    kept := ARRAY(SELECT sent FROM unnest(found_limit.recent) sent
+                  WHERE sent > at - found_limit.per ORDER BY sent);
+    IF cardinality(kept) >= found_limit.requests THEN
+        RETURN extract(epoch FROM
+            kept[cardinality(kept) - found_limit.requests + 1] + found_limit.per - at);
+    END IF;
+    UPDATE flow_limits SET recent = kept || at WHERE name = p_limit;
+    RETURN 0;
+END $$;
+
+--
+-- Name: orchestrator_take_slot(text, text, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.orchestrator_take_slot(p_limit text, p_run_id text, p_key text) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    cap INT;
+BEGIN
+    IF EXISTS (SELECT 1 FROM flow_slots
+               WHERE limit_name = p_limit AND run_id = p_run_id AND key = p_key) THEN
+        RETURN true;
+    END IF;
+    SELECT concurrent INTO cap FROM flow_limits WHERE name = p_limit;
+    IF cap IS NULL THEN
+        RETURN true;  -- no limit of jobs in flight: no lock either
+    END IF;
+    SELECT concurrent INTO cap FROM flow_limits WHERE name = p_limit FOR UPDATE;
+    IF cap IS NULL THEN
+        RETURN true;
+    END IF;
+    IF orchestrator_slots_held(p_limit) >= cap THEN
+        RETURN false;
+    END IF;
+    INSERT INTO flow_slots (limit_name, run_id, key) VALUES (p_limit, p_run_id, p_key);
+    RETURN true;
 END $$;
 
 --
@@ -537,6 +795,36 @@ CREATE TABLE public.console_sessions (
     expires_at timestamp with time zone NOT NULL,
     revoked_at timestamp with time zone,
     CONSTRAINT console_sessions_role_check CHECK ((role = ANY (ARRAY['viewer'::text, 'approver'::text, 'admin'::text])))
+);
+
+--
+-- Name: flow_limits; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.flow_limits (
+    name text NOT NULL,
+    concurrent integer,
+    requests integer,
+    per interval,
+    recent timestamp with time zone[] DEFAULT '{}'::timestamp with time zone[] NOT NULL,
+    paused_until timestamp with time zone,
+    paused_by text,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT flow_limits_concurrent CHECK ((concurrent > 0)),
+    CONSTRAINT flow_limits_per CHECK ((per > '00:00:00'::interval)),
+    CONSTRAINT flow_limits_requests CHECK ((requests > 0)),
+    CONSTRAINT flow_limits_window CHECK (((requests IS NULL) = (per IS NULL)))
+);
+
+--
+-- Name: flow_slots; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.flow_slots (
+    limit_name text NOT NULL,
+    run_id text NOT NULL,
+    key text NOT NULL,
+    acquired_at timestamp with time zone DEFAULT now() NOT NULL
 );
 
 --
@@ -790,6 +1078,20 @@ ALTER TABLE ONLY public.console_sessions
     ADD CONSTRAINT console_sessions_pkey PRIMARY KEY (id_hash);
 
 --
+-- Name: flow_limits flow_limits_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.flow_limits
+    ADD CONSTRAINT flow_limits_pkey PRIMARY KEY (name);
+
+--
+-- Name: flow_slots flow_slots_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.flow_slots
+    ADD CONSTRAINT flow_slots_pkey PRIMARY KEY (limit_name, run_id, key);
+
+--
 -- Name: hitl_approvals hitl_approvals_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -902,6 +1204,12 @@ CREATE INDEX checkpoints_thread_id_idx ON public.checkpoints USING btree (thread
 CREATE INDEX console_sessions_expires ON public.console_sessions USING btree (expires_at);
 
 --
+-- Name: flow_slots_run; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX flow_slots_run ON public.flow_slots USING btree (run_id);
+
+--
 -- Name: hitl_approvals_created; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -956,6 +1264,18 @@ CREATE INDEX runs_gate_deadlines ON public.runs USING btree (wake_at) WHERE ((st
 CREATE UNIQUE INDEX runs_idempotency ON public.runs USING btree (project, idempotency_key) WHERE (idempotency_key IS NOT NULL);
 
 --
+-- Name: runs_limit_due; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX runs_limit_due ON public.runs USING btree (wake_at) WHERE (status = 'waiting_limit'::text);
+
+--
+-- Name: runs_limit_waits; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX runs_limit_waits ON public.runs USING btree (((waiting_for ->> 'limit'::text)), priority DESC, created_at) WHERE ((status = 'waiting_limit'::text) AND (wake_at IS NULL));
+
+--
 -- Name: runs_project_created; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -966,6 +1286,12 @@ CREATE INDEX runs_project_created ON public.runs USING btree (project, created_a
 --
 
 CREATE INDEX runs_queued ON public.runs USING btree (priority DESC, created_at) WHERE (status = 'queued'::text);
+
+--
+-- Name: runs_running_by_project; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX runs_running_by_project ON public.runs USING btree (project) WHERE (status = 'running'::text);
 
 --
 -- Name: runs_schedule_fire; Type: INDEX; Schema: public; Owner: -
@@ -1028,6 +1354,12 @@ CREATE UNIQUE INDEX webhook_events_signed_body ON public.webhook_events USING bt
 CREATE INDEX webhook_events_unprocessed ON public.webhook_events USING btree (run_id) WHERE (processed_at IS NULL);
 
 --
+-- Name: flow_slots flow_slots_released; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER flow_slots_released AFTER DELETE ON public.flow_slots REFERENCING OLD TABLE AS released FOR EACH STATEMENT EXECUTE FUNCTION public.orchestrator_slots_released();
+
+--
 -- Name: hitl_approvals hitl_approvals_check; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -1070,6 +1402,30 @@ CREATE TRIGGER runs_notify_queued AFTER INSERT OR UPDATE OF status ON public.run
 CREATE TRIGGER runs_notify_update AFTER UPDATE OF status, waiting_for ON public.runs FOR EACH ROW WHEN ((((new.status ~~ 'pending\_%'::text) OR (new.status = ANY (ARRAY['failed'::text, 'published'::text, 'cancelled'::text]))) AND ((old.status IS DISTINCT FROM new.status) OR ((old.waiting_for -> 'pause_id'::text) IS DISTINCT FROM (new.waiting_for -> 'pause_id'::text))))) EXECUTE FUNCTION public.orchestrator_notify_run_change();
 
 --
+-- Name: runs runs_park_at_limit; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER runs_park_at_limit BEFORE UPDATE OF status ON public.runs FOR EACH ROW WHEN (((new.status = 'waiting_limit'::text) AND (old.status IS DISTINCT FROM 'waiting_limit'::text))) EXECUTE FUNCTION public.orchestrator_park_at_limit();
+
+--
+-- Name: runs runs_project_limit; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER runs_project_limit BEFORE UPDATE OF status ON public.runs FOR EACH ROW WHEN (((new.status = 'running'::text) AND (old.status IS DISTINCT FROM 'running'::text))) EXECUTE FUNCTION public.orchestrator_project_limit();
+
+--
+-- Name: runs runs_project_room; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER runs_project_room AFTER UPDATE OF status ON public.runs FOR EACH ROW WHEN (((old.status = 'running'::text) AND (new.status <> 'running'::text))) EXECUTE FUNCTION public.orchestrator_project_room();
+
+--
+-- Name: runs runs_release_slots; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER runs_release_slots AFTER UPDATE OF status ON public.runs FOR EACH ROW WHEN (((new.status = ANY (ARRAY['published'::text, 'failed'::text, 'cancelled'::text])) AND (old.status IS DISTINCT FROM new.status))) EXECUTE FUNCTION public.orchestrator_release_ended();
+
+--
 -- Name: runs runs_void_approvals; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -1094,6 +1450,20 @@ ALTER TABLE ONLY public.artifacts
 
 ALTER TABLE ONLY public.console_sessions
     ADD CONSTRAINT console_sessions_token_id_fkey FOREIGN KEY (token_id) REFERENCES public.api_tokens(id) ON DELETE CASCADE;
+
+--
+-- Name: flow_slots flow_slots_limit_name_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.flow_slots
+    ADD CONSTRAINT flow_slots_limit_name_fkey FOREIGN KEY (limit_name) REFERENCES public.flow_limits(name) ON DELETE CASCADE;
+
+--
+-- Name: flow_slots flow_slots_run_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.flow_slots
+    ADD CONSTRAINT flow_slots_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.runs(run_id) ON DELETE CASCADE;
 
 --
 -- Name: hitl_approvals hitl_approvals_run_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -

@@ -1,18 +1,21 @@
 """A persona step that hands work to a provider: submit, wait without a worker, collect.
 
 Three nodes per step, so that each wake-up is a fresh node execution:
-- `<persona>` submits the job once: an artifact with our idempotency key is
-  recorded before the call and the provider's job id after it, so a re-executed
-  node reuses the job (or asks the provider whether it got the request; a
-  provider that calls back, with our key in the callback URL, is waited for, up
-  to the policy's `adopt_window`, and the job its callback names adopted). A job
-  the provider's acceptance settles (a post upload-post will make later) is
-  done here, with no wait;
+- `<persona>` submits the job once: first it takes one of the provider's slots
+  (jobs in flight across all daemons; with none free the run parks until it is
+  handed one, and the node runs again from its first line), then an artifact
+  with our idempotency key is recorded before the call and the provider's job
+  id after it, so a re-executed node reuses the job (or asks the provider
+  whether it got the request; a provider that calls back, with our key in the
+  callback URL, is waited for, up to the policy's `adopt_window`, and the job
+  its callback names adopted). A job the provider's acceptance settles (a post
+  upload-post will make later) is done here, with no wait;
 - `<persona>_wait` pauses the run with `interrupt()` (status `waiting_provider`,
   no lease held, `wake_at` for the poll fallback) until a webhook or the timer;
 - `<persona>_collect` asks the provider for the job; not done yet → wait again,
   failed, unknown to the provider or too slow → the artifact says `failed` and
-  why, and the step fails; done → the result artifact.
+  why, and the step fails; done → the result artifact. Once it stops waiting
+  for the job, its slot is given back.
 
 A failed job stays failed, so asking about it again can never succeed: once
 `runs retry` stamps its artifact `retried_at`, collect goes back to submit,
@@ -114,6 +117,8 @@ def add_provider_step(
         key, recorded, replaced = await _current_attempt(ctx, f"{persona}:{round_of(state)}")
         resubmission = _resubmission(replaced)
         job_id = recorded["provider_job_id"] if recorded else None
+        if job_id is None:  # before any call: a parked run runs this node again
+            await ctx.limits.slot(step.provider, key)
         if recorded is not None and job_id is None and recorded["status"] == SUBMITTING:
             # An earlier execution called the provider but died before hearing back.
             await ctx.ensure_held()
@@ -179,6 +184,7 @@ def add_provider_step(
             failure = ProviderJobFailed(
                 f"{step.provider} job {job_ref['job_id']} failed: {job.error or 'no reason given'}"
             )
+        await ctx.limits.release(step.provider, key)  # the job is no longer in flight
         if failure is not None:
             recorded = await ctx.artifact(key)
             if recorded is not None and "retried_at" in recorded["metadata"]:

@@ -1,7 +1,10 @@
 """The one request path every provider client uses: headers, error classification, retries.
 
 Retries happen here, with tenacity, and only for errors that can heal by
-themselves (429, 455, 5xx, timeouts, dropped connections). A POST that timed
+themselves (429, 455, 5xx, timeouts, dropped connections). Every attempt keeps
+to the provider's limits across all daemons (`engine.wait_for_request`), and a
+429 with a reset pauses every daemon's requests to it until then
+(`engine.pause_requests`; docs/flow-control.md#limits). A POST that timed
 out may still have reached the provider, so submits always carry an
 `Idempotency-Key`: retrying is then safe wherever the provider honours it, and
 the sandbox records it so the tests can prove each call was sent once per key.
@@ -21,6 +24,7 @@ from pydantic import SecretStr
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
+from engine import pause_requests, wait_for_request
 from engine.runtime.tracing import provider_call
 from providers.errors import (
     PermanentProviderError,
@@ -186,6 +190,7 @@ class ProviderHTTP:
         resends = itertools.count()
 
         async def attempt() -> Any:
+            await wait_for_request(self.provider)
             with provider_call(
                 self.provider,
                 operation,
@@ -215,7 +220,13 @@ class ProviderHTTP:
                         self.provider, operation, None, f"connection failed ({type(exc).__name__})"
                     ) from exc
                 call.responded(response.status_code)
-                return self._result(response, operation)
+                try:
+                    return self._result(response, operation)
+                except RateLimited as limited:
+                    # A daily cap is one platform's, not a pause of the provider.
+                    if limited.retry_after is not None and not limited.hard_cap:
+                        await pause_requests(self.provider, limited.retry_after)
+                    raise
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._retry.max_attempts),

@@ -111,6 +111,7 @@ async def _serve(
 ) -> None:
     # LangGraph and FastAPI take a second to import: only the services pay for them.
     from engine.observability.telemetry import DISABLED, setup
+    from engine.runtime import limits
     from engine.runtime.channels import channels_from
     from engine.runtime.daemon import Daemon
     from engine.service.api import create_app
@@ -150,6 +151,8 @@ async def _serve(
                 )
             if daemon:
                 async with open_pool(url, settings) as pool:
+                    async with pool.connection() as conn:  # the last daemon started decides
+                        await limits.apply(conn, chosen.limits_for(config))
                     worker = Daemon(url, pool, settings, workflows, telemetry, channels)
                     if settings.health_port:
                         vitals = health_app(worker, pool, worker.stale_after, telemetry)

@@ -15,10 +15,13 @@ SELECT * FROM runs WHERE project = %(project)s AND idempotency_key = %(idempoten
 
 -- claim_runs --
 -- Take up to %(limit)s runs that have work: queued, abandoned by a dead worker,
--- approved at their gate, or woken by a provider event or their timer; return
--- what each resumes with (the approval, or the provider events, now processed).
--- Only runs of a workflow this worker has, at the graph version they started on
--- (a run records its version at its first claim).
+-- approved at their gate, or woken by a provider event, their timer or their
+-- limit; return what each resumes with (the approval, or the provider events,
+-- now processed). Only runs of a workflow this worker has, at the graph version
+-- they started on (a run records its version at its first claim). With a project
+-- limit, a run that would have its project run more than that at once is not set
+-- running (migration 0019): a resume waits where it is, a new run is parked for
+-- room in its project.
 WITH no_flush_wait AS (
     -- The claim commits without waiting for the WAL flush: were the server to
     -- crash before the flush, the runs would simply be claimed again, and the
@@ -26,6 +29,9 @@ WITH no_flush_wait AS (
     SELECT set_config('synchronous_commit', 'off', true)
 ), mine AS (
     SELECT * FROM unnest(%(workflows)s::text[], %(versions)s::text[]) AS w(name, version)
+), project_cap AS (
+    -- How many runs of one project may execute at once, if that is limited.
+    SELECT concurrent AS cap FROM flow_limits WHERE name = 'project:*' AND concurrent IS NOT NULL
 ), started AS (
     -- Runs that may have started work waiting, found from what gives them work
     -- rather than by walking every live run (migration 0007): an unconsumed
@@ -41,6 +47,11 @@ WITH no_flush_wait AS (
     -- sleeping are never read.
     SELECT run_id FROM runs WHERE status = 'waiting_timer' AND wake_at <= NOW()
     UNION ALL
+    -- Runs parked at a limit that are due (handed a slot or room, or their
+    -- provider's pause over), from runs_limit_due (migration 0019): runs still
+    -- parked, however many, are never read.
+    SELECT run_id FROM runs WHERE status = 'waiting_limit' AND wake_at <= NOW()
+    UNION ALL
     SELECT run_id FROM runs WHERE status = 'running' AND lease_expires_at < NOW()
 ), resumable AS (
     -- Work already started (resumes, takeovers of a dead worker's runs), which
@@ -53,6 +64,7 @@ WITH no_flush_wait AS (
       AND (
             (r.status = %(running)s AND r.lease_expires_at < NOW())
          OR (r.status = %(waiting_timer)s AND r.wake_at <= NOW())
+         OR (r.status = %(waiting_limit)s AND r.wake_at <= NOW())
          OR (r.status = %(waiting_provider)s AND (r.wake_at <= NOW() OR EXISTS (
                 SELECT 1 FROM webhook_events e
                 WHERE e.run_id = r.run_id AND e.processed_at IS NULL
@@ -66,6 +78,11 @@ WITH no_flush_wait AS (
                   AND %(pending_prefix)s || a.gate = r.status
                   AND a.pause_id IS NOT DISTINCT FROM (r.waiting_for ->> 'pause_id')::bigint))
       )
+      -- No resume of a project at its limit: it would only fill the claim and be
+      -- left. A takeover adds no run executing.
+      AND (r.status = %(running)s OR NOT EXISTS (SELECT 1 FROM project_cap)
+           OR (SELECT count(*) FROM runs x WHERE x.status = 'running' AND x.project = r.project)
+              < (SELECT cap FROM project_cap))
     ORDER BY r.priority DESC, r.created_at
     LIMIT %(limit)s
     FOR UPDATE OF r SKIP LOCKED
@@ -94,8 +111,10 @@ WITH no_flush_wait AS (
         lease_owner = %(worker_id)s,
         lease_expires_at = NOW() + %(lease_ttl)s,
         lease_epoch = runs.lease_epoch + 1,
-        -- A delayed start waits for nothing once claimed (it resumes with nothing).
-        waiting_for = CASE WHEN runs.waiting_for ? 'not_before' THEN NULL
+        -- A delayed start, or a run parked for room in its project, waits for
+        -- nothing once claimed (it resumes with nothing).
+        waiting_for = CASE WHEN runs.waiting_for ? 'not_before'
+                             OR starts_with(runs.waiting_for ->> 'limit', 'project:') THEN NULL
                            ELSE runs.waiting_for END,
         graph_version = COALESCE(runs.graph_version,
                                  (SELECT version FROM mine WHERE name = runs.workflow)),
@@ -103,7 +122,7 @@ WITH no_flush_wait AS (
     FROM taken
     WHERE runs.run_id = taken.run_id
     RETURNING runs.run_id, runs.project, runs.workflow, runs.payload, runs.lease_epoch,
-        runs.waiting_for, runs.trace_context
+        runs.waiting_for, runs.trace_context, runs.status
 ), events AS (
     -- Events about the job a run waits for are hints (the persona asks the
     -- provider for the job's state), so they are spent here: a worker dying now
@@ -137,6 +156,9 @@ SELECT c.run_id, c.project, c.workflow, c.payload, c.lease_epoch, c.trace_contex
         -- (`not_before`) has nothing to resume and begins from its payload.
         WHEN c.waiting_for ? 'timer' THEN json_build_object(
             'timer', c.waiting_for ->> 'timer', 'woke_at', NOW())
+        -- A step parked at a provider's limit: it asks again (and holds its slot now).
+        WHEN c.waiting_for ? 'limit' THEN json_build_object(
+            'limit', c.waiting_for ->> 'limit', 'woke_at', NOW())
     END AS resume,
     -- The run's latest checkpoint, in the row shape of LangGraph's own read
     -- (`AsyncPostgresSaver.SELECT_SQL`), so that the first read of the
@@ -165,7 +187,67 @@ LEFT JOIN LATERAL (
     WHERE checkpoints.thread_id = c.run_id AND checkpoints.checkpoint_ns = ''
     ORDER BY checkpoints.checkpoint_id DESC
     LIMIT 1
-) ck ON true;
+) ck ON true
+-- A new run of a project at its limit is parked instead (migration 0019): no claim.
+WHERE c.status = %(running)s;
+
+-- take_slot --
+-- A slot of limit %(limit)s for job %(key)s of the run, if one is free (migration
+-- 0019): whether the run holds one now. In a transaction fenced by its lease.
+SELECT orchestrator_take_slot(%(limit)s, %(run_id)s, %(key)s) AS taken;
+
+-- release_slot --
+-- Give a job's slot back (fenced, as take_slot); the trigger hands it on to the
+-- next run parked for it
+DELETE FROM flow_slots WHERE limit_name = %(limit)s AND run_id = %(run_id)s AND key = %(key)s;
+
+-- take_request --
+-- Whether a request to limit %(limit)s's provider may go now (0, counted), else
+-- the seconds to wait
+SELECT orchestrator_take_request(%(limit)s) AS wait;
+
+-- pause_requests --
+-- A 429 to come back in %(seconds)s: no daemon sends that provider a request
+-- before then (a longer pause already set stays, with who was told)
+INSERT INTO flow_limits (name, paused_until, paused_by)
+VALUES (%(limit)s, clock_timestamp() + make_interval(secs => %(seconds)s), %(worker_id)s)
+ON CONFLICT (name) DO UPDATE SET
+    paused_until = greatest(flow_limits.paused_until, EXCLUDED.paused_until),
+    paused_by = CASE WHEN flow_limits.paused_until >= EXCLUDED.paused_until
+                     THEN flow_limits.paused_by ELSE EXCLUDED.paused_by END,
+    updated_at = NOW();
+
+-- set_limits --
+-- A daemon's limits, as its App and settings give them: the rows it names set as
+-- it names them, every other row's limits lifted (its pause, if any, stays)
+WITH wanted AS (
+    SELECT * FROM unnest(%(names)s::text[], %(concurrent)s::int[], %(requests)s::int[],
+                         %(per)s::interval[]) AS w(name, concurrent, requests, per)
+), lifted AS (
+    UPDATE flow_limits SET concurrent = NULL, requests = NULL, per = NULL, updated_at = NOW()
+    WHERE name NOT IN (SELECT name FROM wanted)
+      AND (concurrent IS NOT NULL OR requests IS NOT NULL)
+)
+INSERT INTO flow_limits (name, concurrent, requests, per)
+SELECT name, concurrent, requests, per FROM wanted
+ON CONFLICT (name) DO UPDATE SET
+    concurrent = EXCLUDED.concurrent, requests = EXCLUDED.requests, per = EXCLUDED.per,
+    updated_at = NOW()
+WHERE (flow_limits.concurrent, flow_limits.requests, flow_limits.per)
+      IS DISTINCT FROM (EXCLUDED.concurrent, EXCLUDED.requests, EXCLUDED.per);
+
+-- grant_parked --
+-- Hand every provider's free slots, and every project's room, to the runs parked
+-- for them (after set_limits: a limit raised or lifted)
+SELECT orchestrator_grant_slots(name) FROM flow_limits
+WHERE starts_with(name, 'provider:')
+UNION ALL
+SELECT orchestrator_grant_room(project) FROM (
+    SELECT DISTINCT substr(waiting_for ->> 'limit', length('project:') + 1) AS project
+    FROM runs
+    WHERE status = 'waiting_limit' AND wake_at IS NULL
+      AND starts_with(waiting_for ->> 'limit', 'project:')
+) parked;
 
 -- fence --
 -- Renew the lease, or fail the transaction if the worker lost the run
@@ -562,6 +644,7 @@ SELECT status, count(*) AS runs,
             status = %(queued)s
          OR (status = %(running)s AND lease_expires_at < NOW())
          OR (status = %(waiting_timer)s AND wake_at <= NOW())
+         OR (status = %(waiting_limit)s AND wake_at <= NOW())
          OR (status = %(waiting_provider)s AND (wake_at <= NOW() OR EXISTS (
                 SELECT 1 FROM webhook_events e
                 WHERE e.run_id = r.run_id AND e.processed_at IS NULL

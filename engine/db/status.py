@@ -9,6 +9,7 @@ class Status(StrEnum):
     RUNNING = "running"
     WAITING_PROVIDER = "waiting_provider"
     WAITING_TIMER = "waiting_timer"  # a durable sleep, or a run not to start before wake_at
+    WAITING_LIMIT = "waiting_limit"  # parked at a limit: for a provider's slot, or its pause
     PUBLISHED = "published"
     FAILED = "failed"
     CANCELLED = "cancelled"

@@ -18,6 +18,7 @@ from engine.db.status import Status
 from engine.observability.telemetry import DISABLED, Telemetry
 from engine.runtime.claims import Claim, Held
 from engine.runtime.lease import Lease, LeaseLost
+from engine.runtime.limits import Requests, requests_kept
 from engine.runtime.retry import StepRetry, Unloadable
 from engine.runtime.saver import FencedSaver, state_view
 from engine.runtime.session import RunSession, change_status
@@ -43,18 +44,23 @@ class Executor:
         self._workflows = traced(workflows) if telemetry.enabled else workflows
         self._lease_ttl = timedelta(seconds=settings.lease_ttl)
         self._telemetry = telemetry
+        # What the graphs' provider clients keep to, whichever daemon sends them.
+        self._requests = Requests(pool, settings.worker_id)
 
     async def execute(self, claim: Claim) -> str | None:
         """Run until the graph pauses, ends or fails; the status the run is left in
         (None when this worker lost the run)."""
-        with execution(
-            self._telemetry,
-            run_id=claim.run_id,
-            project=claim.project,
-            workflow=claim.workflow,
-            stored=claim.trace_context,
-            approval=claim.resume if claim.approval_id is not None else None,
-        ) as trace:
+        with (
+            execution(
+                self._telemetry,
+                run_id=claim.run_id,
+                project=claim.project,
+                workflow=claim.workflow,
+                stored=claim.trace_context,
+                approval=claim.resume if claim.approval_id is not None else None,
+            ) as trace,
+            requests_kept(self._requests),
+        ):
             async with self._session(claim) as session:
                 return await self._execute(claim, session, trace)
 

@@ -203,10 +203,10 @@ def parse_not_before(text: str, field: str) -> datetime:
 
 
 def due_at(run: dict[str, Any]) -> datetime | None:
-    """When a run waiting for its timer (a sleep, a delayed start) or a provider is
-    due, or its gate's deadline."""
+    """When a run waiting for its timer (a sleep, a delayed start), a provider or its
+    limit (handed a slot, or its provider's pause over) is due, or its gate's deadline."""
     status = run.get("status") or ""
-    waits = (Status.WAITING_TIMER, Status.WAITING_PROVIDER)
+    waits = (Status.WAITING_TIMER, Status.WAITING_PROVIDER, Status.WAITING_LIMIT)
     return run.get("wake_at") if status in waits or status.startswith(PENDING_PREFIX) else None
 
 

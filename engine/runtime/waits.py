@@ -14,11 +14,16 @@ its shape is fixed:
   `waiting_timer` until then, when the claim resumes the run with
   `{"timer": ..., "woke_at": ...}`. (A delayed start waits with the same status
   and `{"not_before": ISO time}`, written by `store.create_run`, not by a graph.)
+- a limit (`engine.runtime.limits`): `{"limit": name, "key": job}` for a slot of
+  that limit (no `wake_at`: the run is handed one in turn, then due at once),
+  or `{"limit": name}` with `wake_at`, the end of a pause of its requests; the
+  status is `waiting_limit`, and the claim resumes the run with `{"limit": ...,
+  "woke_at": ...}`.
 
 `pause_run` adds `pause_id` (the epoch that paused) to the stored value.
 `parse_wait()` reads any form back (the interrupt's value, or the stored row)
-into a `GateWait`, a `ProviderWait` or a `TimerWait`; graphs build them with
-`ask()`, `sleep()` and `pause()`.
+into a `GateWait`, a `ProviderWait`, a `TimerWait` or a `LimitWait`; graphs build
+them with `ask()`, `sleep()` and `pause()` (and `RunContext.limits`).
 """
 
 from collections.abc import Mapping
@@ -116,7 +121,30 @@ class TimerWait:
         return {"timer": self.wake_at.isoformat(), **_pause(self.pause_id)}
 
 
-Wait = GateWait | ProviderWait | TimerWait
+@dataclass(frozen=True)
+class LimitWait:
+    """Parked at limit `limit`: for a slot for job `key` (handed over in priority,
+    then age order, as slots free), or until `wake_at` (a pause of its requests)."""
+
+    limit: str
+    key: str | None = None
+    wake_at: datetime | None = None
+    pause_id: int | None = None
+
+    @property
+    def status(self) -> str:
+        return Status.WAITING_LIMIT
+
+    def to_json(self) -> dict[str, Any]:
+        value: dict[str, Any] = {"limit": self.limit}
+        if self.key is not None:
+            value["key"] = self.key
+        if self.wake_at is not None:
+            value["until"] = self.wake_at.isoformat()
+        return {**value, **_pause(self.pause_id)}
+
+
+Wait = GateWait | ProviderWait | TimerWait | LimitWait
 
 
 def parse_wait(value: object) -> Wait:
@@ -141,8 +169,16 @@ def parse_wait(value: object) -> Wait:
             )
         if isinstance(timer := rest.pop("timer", None), str):
             return TimerWait(datetime.fromisoformat(timer), pause_id)
+        if isinstance(limit := rest.pop("limit", None), str):
+            key, until = rest.pop("key", None), rest.pop("until", None)
+            return LimitWait(
+                limit,
+                str(key) if key is not None else None,
+                datetime.fromisoformat(until) if until else None,
+                pause_id,
+            )
     raise UnclaimableWait(
-        f"interrupt value {value!r} names neither a gate, a provider nor a timer: "
+        f"interrupt value {value!r} names neither a gate, a provider, a timer nor a limit: "
         "pause with engine.ask(), engine.sleep() or engine.pause()"
     )
 
@@ -150,7 +186,7 @@ def parse_wait(value: object) -> Wait:
 def pause(wait: Wait) -> Any:
     """Pause the run until `wait` is answered; the value it is resumed with (the
     approval row for a gate, `{"events": [...]}` for a provider job, `{"timer": ...,
-    "woke_at": ...}` for a timer).
+    "woke_at": ...}` for a timer, `{"limit": ..., "woke_at": ...}` for a limit).
 
     The node runs again from its first line on resume: it must do nothing with
     side effects before this call.

@@ -15,6 +15,7 @@ from engine.db.connections import Pool
 from engine.db.queries import QUERIES
 from engine.runtime.deadlines import Deadline
 from engine.runtime.lease import Lease
+from engine.runtime.limits import RunLimits
 from engine.runtime.session import RunSession
 from engine.runtime.store import InvalidInput
 from engine.settings import Config
@@ -127,6 +128,11 @@ class RunContext:
     @property
     def pool(self) -> Pool:
         return self.session.pool
+
+    @property
+    def limits(self) -> RunLimits:
+        """The limits every daemon keeps to: a provider's slots (`slot`, `release`)."""
+        return RunLimits(self.session)
 
     async def record_artifact(
         self,

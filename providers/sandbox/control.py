@@ -1,4 +1,5 @@
-"""`/_sandbox`: read and clear the call log, inject faults, change how jobs end."""
+"""`/_sandbox`: read and clear the call log, inject faults, change how jobs end, count
+the jobs in flight."""
 
 from dataclasses import asdict
 from typing import Any, Literal
@@ -13,7 +14,7 @@ router = APIRouter(prefix="/_sandbox")
 
 class FaultSpec(BaseModel):
     provider: Literal["kie", "shotstack", "upload-post"]
-    operation: str
+    operation: str | None = None  # None: whichever of the provider's operations comes next
     status_code: int = Field(ge=400, le=599)
     times: int = Field(default=1, ge=1)
     retry_after: float | None = Field(default=None, ge=0)
@@ -50,7 +51,7 @@ async def list_faults(state: Sandbox) -> list[Fault]:
 
 @router.post("/faults", status_code=201)
 async def add_fault(spec: FaultSpec, state: Sandbox) -> Fault:
-    if (spec.provider, spec.operation) not in state.operations:
+    if spec.operation is not None and (spec.provider, spec.operation) not in state.operations:
         known = sorted(op for provider, op in state.operations if provider == spec.provider)
         raise HTTPException(422, f"{spec.provider} has no operation {spec.operation!r}: {known}")
     fault = Fault(**spec.model_dump())
@@ -62,6 +63,13 @@ async def add_fault(spec: FaultSpec, state: Sandbox) -> Fault:
 async def clear_faults(state: Sandbox) -> Response:
     state.faults.clear()
     return Response(status_code=204)
+
+
+@router.get("/jobs")
+async def count_jobs(state: Sandbox) -> dict[str, dict[str, int]]:
+    """Per provider: `submitted`, `in_flight` now and `most_in_flight` at once, a job
+    being in flight from its submit until it finishes."""
+    return state.jobs()
 
 
 @router.get("/config")

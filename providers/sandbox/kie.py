@@ -66,6 +66,8 @@ class KieRoute(ProviderRoute):
 
 @dataclass(kw_only=True)
 class KieTask(Job):
+    provider = "kie"
+
     kind: Kind
     model: str
     params: dict[str, Any]  # the request body, echoed as `param`/`paramJson`

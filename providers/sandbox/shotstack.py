@@ -46,6 +46,8 @@ class ShotstackRoute(ProviderRoute):
 
 @dataclass(kw_only=True)
 class Render(Job):
+    provider = "shotstack"
+
     env: str
     edit: dict[str, Any]
     callback_url: str | None

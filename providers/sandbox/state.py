@@ -6,7 +6,9 @@ services outside it), so a sandbox restarted after a SIGKILL or a `make run` aga
 still answers for its jobs and sends the webhooks that were due; deleting the file
 while the sandbox is stopped resets it. A job is written once, when accepted: its
 phase follows from its timing on the wall clock. Faults and `/_sandbox/config`
-changes are a test's steering, and a restart forgets them.
+changes are a test's steering, and a restart forgets them. How many jobs of each provider
+were in flight at once at most (what a test of the engine's limits reads) is counted
+in memory too.
 
 Everything runs on one event loop and no handler awaits between reading and
 changing this state, so it needs no lock.
@@ -20,7 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 from fastapi import Depends, Request
 from pydantic import TypeAdapter
@@ -89,6 +91,7 @@ class JobSettings:
 class Job:
     """One submitted job; each provider subclasses it with what its answers need."""
 
+    provider: ClassVar[str]  # whose job it is, as a fault and the call log name it
     id: str
     timing: Timing
 
@@ -126,10 +129,11 @@ class Call:
 
 @dataclass
 class Fault:
-    """The next `times` calls of one operation answer `status_code`."""
+    """The next `times` calls of one operation (None: any of the provider's) answer
+    `status_code`."""
 
     provider: str
-    operation: str
+    operation: str | None
     status_code: int
     times: int = 1
     retry_after: float | None = None
@@ -148,6 +152,10 @@ class SandboxState:
     webhooks: WebhookSender = field(default_factory=WebhookSender)
     faults: list[Fault] = field(default_factory=list)
     _adapters: dict[type[Job], TypeAdapter[Any]] = field(default_factory=dict)
+    # Per provider: each job's (submitted, finishes) on the wall clock, and the most
+    # in flight at once, as counted at each submit (a restart forgets them).
+    _flights: dict[str, list[tuple[float, float | None]]] = field(default_factory=dict)
+    most_in_flight: dict[str, int] = field(default_factory=dict)
 
     def add(self, job: Job, files: Sequence[MediaFile] = ()) -> None:
         """Keep `job` and the files it names; its webhooks go out when it finishes."""
@@ -165,6 +173,30 @@ class SandboxState:
             self.db.executemany(QUERIES["insert_file"], [asdict(file) for file in files])
         if due is not None:
             self._schedule(job, due)
+        submitted = time.time()
+        self._flights.setdefault(job.provider, []).append((submitted, job.timing.finishes_at))
+        count = self.in_flight(job.provider, submitted)
+        self.most_in_flight[job.provider] = max(self.most_in_flight.get(job.provider, 0), count)
+
+    def in_flight(self, provider: str, at: float) -> int:
+        """Jobs of `provider` submitted and not finished at `at` (`time.time()`)."""
+        return sum(
+            1
+            for submitted, finishes in self._flights.get(provider, [])
+            if submitted <= at and (finishes is None or at < finishes)
+        )
+
+    def jobs(self) -> dict[str, dict[str, int]]:
+        """Per provider: jobs submitted, in flight now, and the most in flight at once."""
+        now = time.time()
+        return {
+            provider: {
+                "submitted": len(self._flights.get(provider, [])),
+                "in_flight": self.in_flight(provider, now),
+                "most_in_flight": most,
+            }
+            for provider, most in sorted(self.most_in_flight.items())
+        }
 
     def find(self, kind: type[J], job_id: str) -> J | None:
         row = self.db.execute(QUERIES["job"], {"kind": kind_of(kind), "id": job_id}).fetchone()
@@ -206,7 +238,7 @@ class SandboxState:
 
     def take_fault(self, provider: str, operation: str) -> Fault | None:
         for fault in self.faults:
-            if (fault.provider, fault.operation) == (provider, operation):
+            if fault.provider == provider and fault.operation in (None, operation):
                 fault.times -= 1
                 if fault.times <= 0:
                     self.faults.remove(fault)

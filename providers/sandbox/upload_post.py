@@ -99,6 +99,8 @@ class Post:
 
 @dataclass(kw_only=True)
 class Upload(Job):
+    provider = "upload-post"
+
     user: str
     title: str
     description: str | None

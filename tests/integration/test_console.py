@@ -17,10 +17,11 @@ from pydantic import SecretStr
 
 from engine.db.connections import open_pool
 from engine.db.status import statuses
-from engine.runtime import schedules, store
+from engine.runtime import limits, schedules, store
+from engine.runtime.limits import Limits
 from engine.runtime.schedule_times import Timing
 from engine.service.api import create_app
-from engine.settings import Settings
+from engine.settings import ProviderLimit, Settings
 from tests.app import app as test_app
 
 KNOWN = ", ".join(statuses(test_app.gate_names()))
@@ -556,6 +557,37 @@ async def test_the_run_page_lists_its_notifications_and_how_each_channel_took_th
     assert "pending not handed to the channels yet" in notes
     # Notifications are artifacts of the run, shown in their own section only.
     assert "Artifacts 0" in shown
+
+
+async def test_a_run_parked_at_a_limit_says_for_which_slot_and_how_full_it_is(
+    client: httpx.AsyncClient, conn: Conn
+) -> None:
+    await limits.apply(conn, Limits({"x": ProviderLimit(concurrent=1)}))
+    holder, parked = [
+        await store.create_run(conn, project="cats", payload={}, workflow="production")
+        for _ in range(2)
+    ]
+    await conn.execute(
+        "INSERT INTO flow_slots (limit_name, run_id, key) VALUES ('provider:x', %s, 'job')",
+        (holder["run_id"],),
+    )
+    await conn.execute(
+        "UPDATE runs SET status = 'waiting_limit', waiting_for = %s WHERE run_id = %s",
+        (Jsonb({"limit": "provider:x", "key": "job", "pause_id": 1}), parked["run_id"]),
+    )
+    page = text((await client.get(f"/console/runs/{parked['run_id']}")).text)
+    assert "Waiting for a x slot (1 of 1 in flight, 1 run waiting for one)" in page, page
+    listed = await client.get("/console/runs", params={"status": "waiting_limit"})
+    assert parked["run_id"] in listed.text
+    # Parked for room in its project instead, the one place taken.
+    await conn.execute("UPDATE runs SET status = 'running' WHERE run_id = %s", (holder["run_id"],))
+    await conn.execute(
+        "UPDATE runs SET waiting_for = %s WHERE run_id = %s",
+        (Jsonb({"limit": "project:cats"}), parked["run_id"]),
+    )
+    await limits.apply(conn, Limits(project_concurrency=1))
+    page = text((await client.get(f"/console/runs/{parked['run_id']}")).text)
+    assert "Waiting for room in project cats (1 of 1 running, 1 run waiting for room)" in page
 
 
 async def test_the_schedules_page_lists_each_with_its_next_fire_times(

@@ -276,14 +276,15 @@ def test_statuses_in_sql_match_the_engine() -> None:
     """The claim and its partial indexes name statuses literally (a partial index
     is used only for a constant); they must be the engine's."""
     sql = QUERIES["claim_runs"] + QUERIES["next_timer"]
-    for migration in ("0007_claim_order", "0011_timers"):
-        sql += (ROOT / "migrations" / f"{migration}.up.sql").read_text()
+    for migration in ("*_claim_order", "*_timers", "*_limits"):
+        sql += next((ROOT / "migrations").glob(f"{migration}.up.sql")).read_text()
     literals = set(re.findall(r"\bstatus = '(\w+)'", sql))
     assert literals == {
         Status.QUEUED,
         Status.RUNNING,
         Status.WAITING_PROVIDER,
         Status.WAITING_TIMER,
+        Status.WAITING_LIMIT,
     }
 
 
@@ -334,6 +335,27 @@ async def test_the_claim_reads_no_run_whose_timer_is_not_due(conn: Conn) -> None
     text = await _claim_plan_over(conn, Status.WAITING_TIMER, timedelta(hours=1))
     assert "Seq Scan on runs" not in text, text
     assert re.search(r"Index (Only )?Scan using runs_timers on runs", text), text
+
+
+async def test_the_claim_reads_no_run_parked_at_a_limit(conn: Conn) -> None:
+    # Parked runs are due once handed a slot (wake_at set): the claim reads the due
+    # ones from their index, as it reads due timers.
+    text = await _claim_plan_over(conn, Status.WAITING_LIMIT)
+    assert "Seq Scan on runs" not in text, text
+    assert re.search(r"Index (Only )?Scan using runs_limit_due on runs", text), text
+
+
+async def test_the_claim_sets_its_runs_running_in_its_own_order(conn: Conn) -> None:
+    # The project limit's trigger decides run by run, in the order the update visits
+    # them: the claim's (priority, then age), as long as the update walks the claim's
+    # runs and fetches each by key.
+    await conn.execute("INSERT INTO flow_limits (name, concurrent) VALUES ('project:*', 2)")
+    text = await _claim_plan_over(conn, Status.QUEUED)
+    update = text.split("CTE claimed")[1].split("\n  CTE ")[0]
+    assert re.search(
+        r"Update on runs \w+ .*\n\s+->  Nested Loop .*\n\s+->  Subquery Scan on taken", update
+    ), update
+    assert "Index Scan using runs_pkey" in update, update
 
 
 async def test_migration_0008_binds_each_paused_run_to_one_approval(

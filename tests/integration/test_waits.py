@@ -16,6 +16,7 @@ from engine.runtime.claims import Claim
 from engine.runtime.executor import Executor
 from engine.runtime.waits import (
     GateWait,
+    LimitWait,
     ProviderWait,
     TimerWait,
     UnclaimableWait,
@@ -56,7 +57,7 @@ def test_a_provider_wait_is_stored_as_provider_steps_wrote_it() -> None:
 
 @pytest.mark.parametrize("value", [None, "review", {"gate": 1}, {"job_id": "x"}, ["gate"]])
 def test_a_value_that_names_no_wait_is_refused(value: object) -> None:
-    with pytest.raises(UnclaimableWait, match="neither a gate, a provider nor a timer"):
+    with pytest.raises(UnclaimableWait, match="neither a gate, a provider, a timer nor a limit"):
         parse_wait(value)
 
 
@@ -65,6 +66,15 @@ def test_a_timer_wait_is_stored_as_its_due_time() -> None:
     assert wait == TimerWait(WAKE, pause_id=2)
     assert wait.to_json() == {"timer": WAKE.isoformat(), "pause_id": 2}
     assert wait.status == "waiting_timer" and wait.wake_at == WAKE
+
+
+def test_a_limit_wait_is_stored_as_the_slot_or_the_pause_it_waits_for() -> None:
+    slot = parse_wait({"limit": "provider:x", "key": "media:0", "pause_id": 4})
+    assert slot == LimitWait("provider:x", "media:0", pause_id=4)
+    assert slot.status == "waiting_limit" and slot.wake_at is None  # handed a slot in turn
+    paused = LimitWait("provider:x", wake_at=WAKE)
+    assert paused.to_json() == {"limit": "provider:x", "until": WAKE.isoformat()}
+    assert parse_wait(paused.to_json()) == paused and paused.wake_at == WAKE
 
 
 class Asked(TypedDict, total=False):
@@ -117,7 +127,7 @@ async def test_a_run_that_pauses_on_nothing_fails_saying_why(db_url: str, conn: 
     assert status == "failed"
     run = await store.get_run(conn, run_id)
     assert run["error"]["type"] == "UnclaimableWait"
-    assert "names neither a gate, a provider nor a timer" in run["error"]["message"]
+    assert "names neither a gate, a provider, a timer nor a limit" in run["error"]["message"]
     assert run["lease_owner"] is None and run["waiting_for"] is None
 
 

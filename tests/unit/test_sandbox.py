@@ -528,3 +528,36 @@ async def test_a_failing_webhook_is_tried_three_times(caplog: pytest.LogCaptureF
                 await poll(abandoned, bool)
 
     assert len(attempts) == 3
+
+
+async def test_it_counts_the_most_jobs_in_flight_at_once_per_provider(
+    client: httpx.AsyncClient,
+) -> None:
+    assert (await client.get("/_sandbox/jobs")).json() == {}
+    await client.post("/_sandbox/config", json={"job_latency": 1})
+    for _ in range(3):  # within a second of each other: all three in flight at once
+        await kie_submit(client, "jobs/createTask", {"model": "m", "input": {}})
+    await render(client)
+    jobs = (await client.get("/_sandbox/jobs")).json()
+    assert jobs["kie"]["submitted"] == 3 and jobs["kie"]["most_in_flight"] == 3
+    assert jobs["shotstack"] == {"submitted": 1, "in_flight": 1, "most_in_flight": 1}
+    # Once they are done, none is in flight; the most stays what it was.
+    done = await poll(
+        lambda: get_json(client, "/_sandbox/jobs"), lambda j: j["kie"]["in_flight"] == 0
+    )
+    await kie_submit(client, "jobs/createTask", {"model": "m", "input": {}})
+    assert done["kie"]["most_in_flight"] == 3
+    assert (await get_json(client, "/_sandbox/jobs"))["kie"]["most_in_flight"] == 3
+
+
+async def test_a_fault_naming_no_operation_answers_the_providers_next_call(
+    client: httpx.AsyncClient,
+) -> None:
+    task_id = await kie_submit(client, "jobs/createTask", {"model": "m", "input": {}})
+    spec = {"provider": "kie", "status_code": 429, "retry_after": 3}
+    assert (await client.post("/_sandbox/faults", json=spec)).status_code == 201
+    status = await client.get(
+        "/kie/api/v1/jobs/recordInfo", params={"taskId": task_id}, headers=KIE
+    )
+    assert status.status_code == 429 and status.headers["retry-after"] == "3"
+    assert (await kie_record(client, "jobs/recordInfo", task_id))["taskId"] == task_id

@@ -34,6 +34,7 @@ from engine.service.console.views import (
     Done,
     Refusal,
     RunFilter,
+    limit_wait,
     local_path,
     notifications,
     timeline,
@@ -122,6 +123,12 @@ def console_router(pool: Pool, guard: Guard, served: App) -> APIRouter:
                 "console_webhook_events", limit=EVENTS_LIMIT, max_bytes=EVENT_PREVIEW_BYTES
             )
             notified = notifications(await rows("console_notifications"))
+            waiting_for = view.run["waiting_for"] or {}
+            limit = (
+                await rows("console_limit", limit=waiting_for["limit"])
+                if isinstance(waiting_for, dict) and isinstance(waiting_for.get("limit"), str)
+                else []
+            )
         return {
             "run": view.run,
             "checkpoint": view.checkpoint,
@@ -130,6 +137,7 @@ def console_router(pool: Pool, guard: Guard, served: App) -> APIRouter:
             "notifications": notified,
             "timeline": timeline(view.run, history.entries, approvals, events),
             "checkpoints_hidden": history.earlier,
+            "limit_wait": limit_wait(view.run, limit[0] if limit else None),
             "events_hidden": (events[0]["total"] - len(events)) if events else 0,
             # Forking is refused while the run runs: no button that could only fail.
             "may_fork": auth.allows(request, Role.ADMIN) and view.run["status"] != Status.RUNNING,

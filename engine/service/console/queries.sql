@@ -68,3 +68,21 @@ SELECT a.id, a.status, a.metadata, a.created_at, d.channel, d.attempts, d.next_a
 FROM artifacts a LEFT JOIN notification_deliveries d ON d.artifact_id = a.id
 WHERE a.run_id = %(run_id)s AND a.type = 'notification'
 ORDER BY a.created_at, a.id, d.channel;
+
+-- console_limit --
+-- The limit a parked run waits at, as its page shows it: the numbers (a project's
+-- are every project's, 'project:*'), the places taken (a provider's slots held, a
+-- project's runs executing), the runs parked for one (from runs_limit_waits,
+-- hence the literal)
+WITH wanted AS (
+    SELECT %(limit)s::text AS name, starts_with(%(limit)s, 'project:') AS is_project
+)
+SELECT w.name, l.concurrent, l.paused_until, l.paused_by,
+    CASE WHEN w.is_project THEN (SELECT count(*)::int FROM runs
+                                 WHERE status = 'running' AND 'project:' || project = w.name)
+         ELSE orchestrator_slots_held(w.name) END AS held,
+    (SELECT count(*) FROM runs
+     WHERE status = 'waiting_limit' AND wake_at IS NULL AND waiting_for ->> 'limit' = w.name)
+        AS parked
+FROM wanted w
+LEFT JOIN flow_limits l ON l.name = CASE WHEN w.is_project THEN 'project:*' ELSE w.name END;

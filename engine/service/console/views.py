@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from engine.db.status import STATUS_PARAMS
+from engine.db.status import STATUS_PARAMS, Status
 from engine.runtime import history
 from engine.runtime.store import PROJECT_SLUG, InvalidInput, known_status, parse_duration
 
@@ -132,6 +132,32 @@ class Refusal:
     @property
     def field(self) -> str:
         return self.message.split(":", 1)[0]
+
+
+def limit_wait(run: Mapping[str, Any], limit: Mapping[str, Any] | None) -> str | None:
+    """What a run parked at a limit waits for, in words ("a render slot (3 of 3 in
+    flight, 2 runs waiting for one)", "room in project cats (2 of 2 running, ...)"),
+    from its `waiting_for` and its limit's row (`console_limit`); None for any other run."""
+    waiting = run.get("waiting_for") or {}
+    name = waiting.get("limit")
+    if run.get("status") != Status.WAITING_LIMIT or not isinstance(name, str):
+        return None
+    kind, _, what = name.partition(":")
+    if kind == "project":
+        wanted, unit, taken = f"room in project {what}", "room", "running"
+    elif "key" in waiting:
+        wanted, unit, taken = f"a {what} slot", "one", "in flight"
+    else:
+        return f"{what} to take requests again (paused after a 429, or its requests spent)"
+    if run.get("wake_at") is not None:
+        return f"{wanted}: handed it, the run goes on at the next claim"
+    if limit is None or limit["concurrent"] is None:
+        return wanted
+    parked = limit["parked"]
+    return (
+        f"{wanted} ({limit['held']} of {limit['concurrent']} {taken}, "
+        f"{parked} run{'' if parked == 1 else 's'} waiting for {unit})"
+    )
 
 
 @dataclass(frozen=True)

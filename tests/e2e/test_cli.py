@@ -52,7 +52,7 @@ Conn = AsyncConnection[DictRow]
         (
             ["runs", "list", "--status", "bogus"],
             "error: --status: 'bogus' is not a status; one of queued, running, "
-            "waiting_provider, waiting_timer, pending_workflow, pending_publish",
+            "waiting_provider, waiting_timer, waiting_limit, pending_workflow, pending_publish",
         ),
         (["runs", "list", "--status", "pending_nowhere"], "error: --status: 'pending_nowhere'"),
     ],

@@ -167,11 +167,11 @@ async def test_three_daemons_never_run_more_of_a_project_at_once_than_its_limit(
 @pytest.mark.parametrize(
     ("setting", "value", "message"),
     [
-        ("provider_limits", "nope", "ORCHESTRATOR_PROVIDER_LIMITS: not valid JSON"),
+        ("provider_limits", "nope", "ORCHESTRATOR_PROVIDER_LIMITS: not JSON"),
         (
             "provider_limits",
             '{"kie": {"requests": 20}}',
-            "ORCHESTRATOR_PROVIDER_LIMITS (kie): Value error, requests and per go together",
+            "ORCHESTRATOR_PROVIDER_LIMITS (kie): requests and per go together",
         ),
         (
             "provider_limits",
@@ -181,7 +181,7 @@ async def test_three_daemons_never_run_more_of_a_project_at_once_than_its_limit(
         (
             "provider_limits",
             '{"kie": {"requests": 1, "per": "0s"}}',
-            "ORCHESTRATOR_PROVIDER_LIMITS (kie): Value error, per must be longer than 0s",
+            "ORCHESTRATOR_PROVIDER_LIMITS (kie): per must be longer than 0s",
         ),
         (
             "provider_limits",

@@ -344,7 +344,7 @@ def _refused(kind: type[BaseSettings], error: ValidationError) -> BadSetting:
     first = error.errors(include_input=False)[0]
     where = str(first["loc"][0]) if first["loc"] else ""
     message = first["msg"].removeprefix("Value error, ")
-    # Inside a JSON setting, where: `(kie.concurrent)`.
+    # Inside a JSON setting, where: `(name.concurrent)`.
     inside = ".".join(str(part) for part in first["loc"][1:])
     named = _variable(kind, where) or kind.__name__
     return BadSetting(f"setting {named}{f' ({inside})' if inside else ''}: {message}")

@@ -9,21 +9,23 @@ approvals arrive as plain SQL at random moments. Prints one table.
 
 import argparse
 import asyncio
+import json
 import random
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from psycopg import AsyncConnection, OperationalError
 from psycopg.rows import DictRow, dict_row
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_fixed
 
 from tests.conftest import Postgres, migrated_database, postgres_server
 from tests.helpers import DaemonProcess
 from tests.stack import Stack, stack
 
 Conn = AsyncConnection[DictRow]
-COUNTED_NODES = 5  # brendan, script_writer, media, editor, publisher
 
 
 @dataclass
@@ -34,8 +36,10 @@ class ChaosReport:
     failed: int = 0
     stuck: int = 0
     kills: int = 0
-    in_flight_at_faults: int = 0  # runs running under a killed daemon, or at the restart
+    in_flight_at_faults: int = 0  # holds of a run a fault ended: a kill, the restart, a lost lease
+    leases_lost: int = 0  # of those, holds a live daemon lost (it stalled past its lease)
     node_reexecutions: int = 0  # counted node starts beyond one per run
+    unexplained: list[str] = field(default_factory=list)  # second runs no fault accounts for
     duplicate_publishes: int = 0  # upload calls beyond one per run
     resubmitted_jobs: int = 0  # generations and renders submitted again
     longest_takeover_s: float = 0.0
@@ -59,7 +63,8 @@ class ChaosReport:
                 "daemons / SIGKILLs / PostgreSQL restarts",
                 f"{self.daemons} / {self.kills} / {self.postgres_restarts}",
             ),
-            ("runs in flight at a kill or restart", self.in_flight_at_faults),
+            ("runs in flight at a kill, restart or lost lease", self.in_flight_at_faults),
+            ("  of which leases lost by live daemons", self.leases_lost),
             ("node executions beyond one per run", self.node_reexecutions),
             ("duplicate publishes seen by the sandbox", self.duplicate_publishes),
             ("generations/renders submitted again", self.resubmitted_jobs),
@@ -68,7 +73,13 @@ class ChaosReport:
         ]
         width = max(len(label) for label, _ in rows)
         table = "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
-        return "\n".join([table, *(f"  failed: {why}" for why in self.failures)])
+        return "\n".join(
+            [
+                table,
+                *(f"  failed: {why}" for why in self.failures),
+                *(f"  ran again with no fault: {what}" for what in self.unexplained),
+            ]
+        )
 
 
 async def _connect(url: str) -> Conn:
@@ -161,25 +172,32 @@ async def run_chaos(
         async with asyncio.TaskGroup() as tasks:
             approver = tasks.create_task(_approver(db_url, stop, rng))
             takeovers: list[asyncio.Task[float]] = []
-            restarted = False
+            # Each (daemon, run) a fault cut off: it may run its node in flight once more.
+            cut_off: set[tuple[str, str]] = set()
+            restart: tuple[datetime, datetime] | None = None  # the server's clock
             next_kill = time.monotonic() + rng.uniform(*kill_every)
             while time.monotonic() - started < deadline_s:
                 done = await _finished(db_url)
                 if done is not None and done >= runs:
                     break
-                if not restarted and done is not None and done >= runs // 2:
-                    report.in_flight_at_faults += await _running(db_url)
+                if restart is None and done is not None and done >= runs // 2:
+                    holds, stopped_at = await _holds(db_url)
                     postgres.stop()
                     postgres.start()
-                    restarted, report.postgres_restarts = True, 1
+                    # Runs claimed while the server was stopping were cut off too, and
+                    # so was each node started in between (found in the ledger later).
+                    more, started_at = await _holds(db_url)
+                    cut_off |= holds | more
+                    restart, report.postgres_restarts = (stopped_at, started_at), 1
                 if time.monotonic() >= next_kill:
                     index = rng.randrange(len(workers))
                     victim = workers[index]
-                    held = await _held_by(db_url, victim.name)
                     victim.kill()
                     killed_at = time.monotonic()
+                    # Read after the kill: a dead daemon's leases stand until they expire.
+                    held = await _held_by(db_url, victim.name)
                     report.kills += 1
-                    report.in_flight_at_faults += len(held)
+                    cut_off |= {(victim.name, run_id) for run_id in held}
                     takeovers.append(tasks.create_task(_takeover(db_url, held, killed_at)))
                     name = victim.name.rsplit("-", 1)[0]
                     workers[index] = s.daemon(f"{name}-{report.kills}")
@@ -188,8 +206,13 @@ async def run_chaos(
             stop.set()
             await approver
             report.takeovers = [await t for t in takeovers]
+        if restart is not None:
+            cut_off |= await _started_between(db_url, restart)
+        lost = _leases_lost(s) - cut_off
+        report.leases_lost = len(lost)
+        report.in_flight_at_faults = len(cut_off | lost)
         report.longest_takeover_s = max(report.takeovers, default=0.0)
-        await _tally(db_url, s, report)
+        await _tally(db_url, s, report, cut_off | lost)
     report.seconds = time.monotonic() - started
     return report
 
@@ -207,15 +230,61 @@ async def _finished(url: str) -> int | None:
     return int(row["n"]) if row else 0
 
 
-async def _running(url: str) -> int:
+async def _holds(url: str) -> tuple[set[tuple[str, str]], datetime]:
+    """(daemon, run) for every running run, and the server's time; retried while the
+    server comes back."""
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(OperationalError), wait=wait_fixed(0.1), reraise=True
+    ):
+        with attempt:
+            async with await _connect(url) as conn:
+                rows = await (
+                    await conn.execute(
+                        "SELECT lease_owner, run_id, now() AS at FROM runs "
+                        "WHERE status = 'running' UNION ALL SELECT NULL, NULL, now()"
+                    )
+                ).fetchall()
+    holds = {(row["lease_owner"], row["run_id"]) for row in rows if row["run_id"] is not None}
+    return holds, rows[-1]["at"]
+
+
+async def _started_between(url: str, window: tuple[datetime, datetime]) -> set[tuple[str, str]]:
+    """(daemon, run) for each counted node started within `window`."""
     async with await _connect(url) as conn:
-        row = await (
-            await conn.execute("SELECT count(*) AS n FROM runs WHERE status = 'running'")
-        ).fetchone()
-    return int(row["n"]) if row else 0
+        rows = await (
+            await conn.execute(
+                "SELECT DISTINCT worker, run_id FROM node_ledger "
+                "WHERE executed_at BETWEEN %s AND %s",
+                window,
+            )
+        ).fetchall()
+    return {(row["worker"], row["run_id"]) for row in rows}
 
 
-async def _tally(url: str, s: Stack, report: ChaosReport) -> None:
+# Starts of a node that were not its run's last, and did not end by parking the run.
+_AGAIN = """
+SELECT run_id, node, worker, epoch FROM (
+    SELECT l.*, lead(id) OVER (PARTITION BY run_id, node ORDER BY id) AS next
+    FROM node_ledger l JOIN runs r USING (run_id) WHERE r.status = 'published'
+) starts WHERE next IS NOT NULL AND NOT parked
+"""
+
+
+def _leases_lost(s: Stack) -> set[tuple[str, str]]:
+    """(daemon, run) for each run a daemon logged it had lost (a stall, or the restart)."""
+    lost: set[tuple[str, str]] = set()
+    for name, process in s.processes.items():
+        for line in process.log().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("action") == "lease_lost":
+                lost.add((name, str(record.get("run_id"))))
+    return lost
+
+
+async def _tally(url: str, s: Stack, report: ChaosReport, cut_off: set[tuple[str, str]]) -> None:
     async with await _connect(url) as conn:
         counts = await (
             await conn.execute("SELECT status, count(*) AS n FROM runs GROUP BY status")
@@ -228,14 +297,14 @@ async def _tally(url: str, s: Stack, report: ChaosReport) -> None:
             await conn.execute("SELECT run_id, error FROM runs WHERE status = 'failed'")
         ).fetchall()
         report.failures = [f"{row['run_id']}: {row['error']}" for row in failed]
-        ledger = await (
-            await conn.execute(
-                "SELECT count(*) AS n FROM node_ledger l JOIN runs r USING (run_id) "
-                "WHERE r.status = 'published'"
-            )
-        ).fetchone()
-    assert ledger is not None
-    report.node_reexecutions = int(ledger["n"]) - report.published * COUNTED_NODES
+        again = await (await conn.execute(_AGAIN)).fetchall()
+    report.node_reexecutions = len(again)
+    # Each must follow a fault that cut off the daemon that ran it before.
+    report.unexplained = [
+        f"{row['run_id']} {row['node']} (epoch {row['epoch']} on {row['worker']})"
+        for row in again
+        if (row["worker"], row["run_id"]) not in cut_off
+    ]
     uploads: dict[str, int] = {}
     jobs: dict[tuple[str, str], int] = {}
     for call in await s.sandbox_calls():

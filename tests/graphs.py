@@ -17,6 +17,7 @@ from uuid import UUID
 
 import psycopg
 from langchain_core.callbacks import AsyncCallbackHandler
+from langgraph.errors import GraphInterrupt
 from langgraph.graph import START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
@@ -35,6 +36,8 @@ CREATE TABLE node_ledger (
     run_id      TEXT NOT NULL,
     node        TEXT NOT NULL,
     epoch       BIGINT NOT NULL,
+    worker      TEXT,
+    parked      BOOLEAN NOT NULL DEFAULT false,
     executed_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
 )"""
 
@@ -160,16 +163,20 @@ REVIEW = Gate(
 
 
 class NodeLedger(AsyncCallbackHandler):
-    """Counts each start of the production nodes that should act once per run.
+    """Counts each start of the production nodes that should act once per run, with
+    the lease it ran under, and marks the starts that ended by parking the run.
 
     Gate and wait nodes run again on every resume by design, and collect nodes
-    once per wake-up, so they are not counted.
+    once per wake-up, so they are not counted. A counted node that parks (waiting
+    for a limit's slot or a cut-off submit's callback) runs again when it wakes,
+    having done nothing yet: the start after a parked one repeats no work.
     """
 
     COUNTED = frozenset({"brendan", "script_writer", "media", "editor", "publisher"})
 
     def __init__(self) -> None:
         self._pool: Pool | None = None
+        self._rows: dict[UUID, int] = {}  # LangChain's run id of a start → its ledger row
 
     async def on_chain_start(
         self,
@@ -185,6 +192,26 @@ class NodeLedger(AsyncCallbackHandler):
         node, metadata = kwargs.get("name"), metadata or {}
         if node not in self.COUNTED or node != metadata.get("langgraph_node"):
             return
+        # Who ran it, under which lease: the chaos test pairs a second run of a node
+        # with the fault that cut the first one off.
+        row = await self._write(
+            "INSERT INTO node_ledger (run_id, node, epoch, worker) "
+            "SELECT run_id, %s, lease_epoch, lease_owner FROM runs WHERE run_id = %s "
+            "RETURNING id",
+            (node, metadata["thread_id"]),
+        )
+        if row is not None:
+            self._rows[run_id] = row["id"]
+
+    async def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._rows.pop(run_id, None)
+
+    async def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        row = self._rows.pop(run_id, None)
+        if row is not None and isinstance(error, GraphInterrupt):
+            await self._write("UPDATE node_ledger SET parked = true WHERE id = %s", (row,))
+
+    async def _write(self, query: str, params: tuple[object, ...]) -> dict[str, Any] | None:
         if self._pool is None:
             self._pool = open_pool(database_url(Settings()), Settings(), min_size=1)
             await self._pool.open()
@@ -197,10 +224,9 @@ class NodeLedger(AsyncCallbackHandler):
         ):
             with attempt:
                 async with self._pool.connection() as conn:
-                    await conn.execute(
-                        "INSERT INTO node_ledger (run_id, node, epoch) VALUES (%s, %s, 0)",
-                        (metadata["thread_id"], node),
-                    )
+                    cursor = await conn.execute(query, params)
+                    return await cursor.fetchone() if cursor.description else None
+        raise AssertionError("unreachable: the retry reraises")
 
 
 @asynccontextmanager

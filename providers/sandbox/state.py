@@ -149,13 +149,16 @@ class SandboxState:
     settings: JobSettings
     operations: frozenset[tuple[str, str]]  # (provider, operation) pairs a fault may name
     db: sqlite3.Connection
-    webhooks: WebhookSender = field(default_factory=WebhookSender)
+    webhooks: WebhookSender = field(init=False)
     faults: list[Fault] = field(default_factory=list)
     _adapters: dict[type[Job], TypeAdapter[Any]] = field(default_factory=dict)
     # Per provider: each job's (submitted, finishes) on the wall clock, and the most
     # in flight at once, as counted at each submit (a restart forgets them).
     _flights: dict[str, list[tuple[float, float | None]]] = field(default_factory=dict)
     most_in_flight: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.webhooks = WebhookSender(self.config.webhook_attempts, self.config.webhook_retry_delay)
 
     def add(self, job: Job, files: Sequence[MediaFile] = ()) -> None:
         """Keep `job` and the files it names; its webhooks go out when it finishes."""

@@ -1,8 +1,8 @@
 """Webhooks the sandbox sends when a job finishes, the way each real provider sends them.
 
 A delivery waits until its job finishes, builds its requests then (so they carry
-the final result), and POSTs each at most `ATTEMPTS` times; one that still fails
-is logged and dropped. Then it is done, and says so (the state stops keeping it
+the final result), and POSTs each up to the config's `webhook_attempts` times;
+one that still fails is logged and dropped. Then it is done, and says so (the state stops keeping it
 due); one cut off by a restart is sent again from the start, as providers send
 at least once. Every delivery is a task of the sender's TaskGroup, and `run` is
 owned by the app's lifespan.
@@ -20,8 +20,6 @@ import httpx
 
 log = logging.getLogger(__name__)
 
-ATTEMPTS = 3
-RETRY_DELAY = 0.1  # seconds, times the attempt number
 TIMEOUT = 15.0  # kie.ai's documented callback timeout
 
 
@@ -41,7 +39,8 @@ Done = Callable[[], None]
 
 
 class WebhookSender:
-    def __init__(self) -> None:
+    def __init__(self, attempts: int, retry_delay: float) -> None:
+        self._attempts, self._retry_delay = attempts, retry_delay
         self._scheduled: asyncio.Queue[tuple[float, Build, Done]] = asyncio.Queue()
 
     def schedule(self, due_at: float, build: Build, done: Done) -> None:
@@ -70,7 +69,7 @@ class WebhookSender:
         headers = {"Content-Type": "application/json", **webhook.headers}
         # A receiver may take a token in its query string: keep it out of the logs.
         target = str(httpx.URL(webhook.url).copy_with(query=None))
-        for attempt in range(1, ATTEMPTS + 1):
+        for attempt in range(1, self._attempts + 1):
             try:
                 response = await client.post(webhook.url, content=webhook.body, headers=headers)
             except httpx.HTTPError as error:
@@ -84,8 +83,8 @@ class WebhookSender:
                     return
                 failure = f"HTTP {response.status_code}"
             extra = {"url": target, "attempt": attempt, "error": failure}
-            if attempt == ATTEMPTS:
+            if attempt == self._attempts:
                 log.error("webhook abandoned", extra={"action": "webhook_abandoned", **extra})
                 return
             log.warning("webhook failed", extra={"action": "webhook_failed", **extra})
-            await asyncio.sleep(RETRY_DELAY * attempt)
+            await asyncio.sleep(self._retry_delay * attempt)

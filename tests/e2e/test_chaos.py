@@ -25,5 +25,7 @@ async def test_short_chaos_loses_nothing_and_publishes_nothing_twice(
     assert report.published == 24
     assert report.duplicate_publishes == 0, report.table()
     assert report.resubmitted_jobs == 0, report.table()  # no generation or render twice
-    # A node runs again only if it was in flight when its daemon died or the database went.
+    # A node runs again only if it was in flight when its daemon died, the database went or
+    # its daemon stalled past its lease; once per such hold at most.
+    assert report.unexplained == [], report.table()
     assert report.node_reexecutions <= report.in_flight_at_faults, report.table()

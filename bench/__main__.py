@@ -14,10 +14,19 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import approval_latency, overhead, recovery, report, scale, throughput, timers
+from bench import (
+    approval_latency,
+    console,
+    overhead,
+    recovery,
+    report,
+    scale,
+    throughput,
+    timers,
+)
 from bench.harness import ROOT, server_url
 
-PARTS = (overhead, approval_latency, throughput, recovery, scale, timers)
+PARTS = (overhead, approval_latency, throughput, recovery, scale, timers, console)
 
 
 def main() -> None:

@@ -1246,10 +1246,22 @@ CREATE INDEX notification_deliveries_owed ON public.notification_deliveries USIN
 CREATE INDEX notification_outbox_due ON public.notification_outbox USING btree (due_at);
 
 --
+-- Name: runs_at_gates; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX runs_at_gates ON public.runs USING btree (updated_at, run_id) WHERE (status ~~ 'pending\_%'::text);
+
+--
 -- Name: runs_claimable; Type: INDEX; Schema: public; Owner: -
 --
 
 CREATE INDEX runs_claimable ON public.runs USING btree (priority DESC, created_at) WHERE (status <> ALL (ARRAY['published'::text, 'failed'::text, 'cancelled'::text]));
+
+--
+-- Name: runs_created; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX runs_created ON public.runs USING btree (created_at DESC, run_id DESC);
 
 --
 -- Name: runs_gate_deadlines; Type: INDEX; Schema: public; Owner: -

@@ -50,7 +50,7 @@ SCHEDULE_CHANGES: dict[str, tuple[str, Callable[[Connection, str], Awaitable[obj
     "resume": ("resumed", schedules.resume_schedule),
     "delete": ("deleted", schedules.delete_schedule),
 }
-INBOX_LIMIT = 200
+INBOX_LIMIT = 50  # cards; the inbox says how many more wait (each live refresh renders them)
 # A run's page shows its newest webhook events, and their payloads only when small:
 # strangers can send deliveries naming any job.
 EVENTS_LIMIT = 50

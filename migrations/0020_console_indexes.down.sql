@@ -1,0 +1,2 @@
+DROP INDEX runs_at_gates;
+DROP INDEX runs_created;

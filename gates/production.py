@@ -9,7 +9,15 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 
 from engine import Config, Deadline, Gate, ask
 from gates.settings import GateSettings, OnDeadline
-from personas.state import CREW, NEEDS, PUBLISHER_HOLD, Persona, ProductionState, next_step
+from personas.state import (
+    CREW,
+    NEEDS,
+    PUBLISHER_HOLD,
+    Persona,
+    ProductionState,
+    next_step,
+    platforms_of,
+)
 from providers.upload_post import LONGEST_SCHEDULE
 
 WORKFLOW_GATE = "workflow"
@@ -78,10 +86,21 @@ def publish_time(value: object) -> datetime | None:
     return moment
 
 
+def publish_request(state: ProductionState) -> dict[str, Any]:
+    """Everything an approver needs to let the post go: the render, the script that is
+    its caption, the images in it and where it will be posted (the time is the form's)."""
+    return {
+        "render": state.get("render", {}),
+        "script": state.get("script", ""),
+        "images": [item["url"] for item in state.get("media", []) if item.get("kind") == "image"],
+        "platforms": platforms_of(state),
+    }
+
+
 def publish_gate(state: ProductionState) -> Command[str]:
     problem: dict[str, str] = {}
     while True:
-        decision = ask(PUBLISH_GATE, render=state.get("render", {}), **problem)
+        decision = ask(PUBLISH_GATE, **publish_request(state), **problem)
         if not decision.approved:
             return _rejected(state, PUBLISH_GATE, decision.comment)
         try:
@@ -182,7 +201,13 @@ GATES = (
         description="The render goes to the run's platforms through upload-post once approved, "
         "at once or at the time set below; a rejection sends the run back to Brendan with "
         "the comment.",
-        shows={"render": "The render to publish", "problem": "The last approval was refused"},
+        shows={
+            "render": "The render to publish",
+            "script": "The script (its caption)",
+            "images": "The images in it",
+            "platforms": "Posts to",
+            "problem": "The last approval was refused",
+        },
         edits=PublishEdit,
         deadline=publish_deadline,
     ),

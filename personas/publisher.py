@@ -19,12 +19,11 @@ from typing import Any
 
 from engine import RunContext, ask, sleep
 from personas.provider_step import Job
-from personas.state import ProductionState
+from personas.state import ProductionState, platforms_of
 from providers.errors import ProviderError
 from providers.upload_post import UploadPostClient, schedule_text
 
 RECONCILE_GATE = "reconcile"
-DEFAULT_PLATFORMS = ("tiktok",)
 # With less notice the time might pass before upload-post reads it: the run waits instead.
 SCHEDULE_NOTICE = timedelta(minutes=1)
 
@@ -48,7 +47,7 @@ class UploadPostStep:
         publish_at, now = _time(state.get("publish_at")), datetime.now(UTC)
         if publish_at is not None and publish_at > now:
             notice = publish_at - now
-            if set(_platforms(state)) <= self.schedulable and notice >= SCHEDULE_NOTICE:
+            if set(platforms_of(state)) <= self.schedulable and notice >= SCHEDULE_NOTICE:
                 return {"scheduled_for": publish_at.isoformat()}
             sleep(until=publish_at)
         return {"scheduled_for": None}
@@ -56,7 +55,7 @@ class UploadPostStep:
     async def submit(self, state: ProductionState, ctx: RunContext, key: str) -> str:
         upload = await self.upload_post.upload(
             user=self.user,
-            platforms=_platforms(state),
+            platforms=platforms_of(state),
             video_url=state.get("render", {}).get("url") or "",
             title=(state.get("brief") or ctx.project)[:100],
             description=state.get("script"),
@@ -79,7 +78,7 @@ class UploadPostStep:
             "request_id": job_id,
             "status": "scheduled",
             "scheduled_for": schedule_text(scheduled_for),
-            "platforms": _platforms(state),
+            "platforms": platforms_of(state),
         }
         return Job(done=True, succeeded=True, metadata=metadata)
 
@@ -123,10 +122,6 @@ class UploadPostStep:
 
     def finished(self, state: ProductionState, artifact: dict[str, Any]) -> dict[str, Any]:
         return {"publication": {"url": artifact["url"], **artifact["metadata"]}}
-
-
-def _platforms(state: ProductionState) -> list[str]:
-    return list(state.get("platforms") or DEFAULT_PLATFORMS)
 
 
 def _time(text: str | None) -> datetime | None:

@@ -40,6 +40,14 @@ class PersonaNode(Protocol):
     ) -> dict[str, Any]: ...
 
 
+DEFAULT_PLATFORMS = ("tiktok",)
+
+
+def platforms_of(state: ProductionState) -> list[str]:
+    """Where the publisher posts: the run's platforms, else the default."""
+    return list(state.get("platforms") or DEFAULT_PLATFORMS)
+
+
 def round_of(state: ProductionState) -> int:
     """How many times the proposal was sent back: keys artifacts of each round apart."""
     return len(state.get("feedback", []))

@@ -873,3 +873,20 @@ WHERE a.id = d.artifact_id AND d.delivered_at IS NULL AND d.gave_up_at IS NULL
   AND d.channel <> ALL(%(channels)s::text[]) AND d.next_attempt_at <= NOW()
   AND d.due_at < NOW() - %(max_age)s
 RETURNING d.channel, d.attempts, a.run_id, a.metadata ->> 'event' AS event;
+
+-- inbox --
+-- Runs waiting at a gate, longest waiting first, each with the approval sent
+-- for it that no worker has taken up yet (if any)
+SELECT r.run_id, r.project, r.status, r.workflow, r.created_at, r.updated_at, r.payload, r.wake_at,
+       r.waiting_for, sent.id AS sent_id, sent.decision AS sent_decision,
+       sent.approver AS sent_by, sent.created_at AS sent_at,
+       count(*) OVER () AS waiting_total
+FROM runs r
+LEFT JOIN LATERAL (
+    SELECT a.id, a.decision, a.approver, a.created_at FROM hitl_approvals a
+    WHERE a.run_id = r.run_id AND a.consumed_at IS NULL
+    ORDER BY a.id LIMIT 1
+) sent ON TRUE
+WHERE r.status LIKE %(pending_like)s
+ORDER BY r.updated_at ASC, r.run_id
+LIMIT %(limit)s;

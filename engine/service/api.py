@@ -28,6 +28,7 @@ from engine.service.health import metrics, schema_ready
 from engine.service.history import history_router
 from engine.service.previews import bounded
 from engine.service.refusals import RefuseUnholdable, error, first_invalid
+from engine.service.requests import requests_router
 from engine.service.webhooks import webhook_router
 from engine.settings import Config
 
@@ -481,6 +482,7 @@ def create_app(
 
     app.include_router(webhook_router(pool, verifiers, settings))
     app.include_router(history_router(pool, admin))
+    app.include_router(requests_router(pool, served))
     app.include_router(console_router(pool, guard, served))
     return app
 

@@ -18,7 +18,7 @@ from psycopg.rows import DictRow
 from engine.app import App
 from engine.db.connections import Pool
 from engine.db.queries import load_queries
-from engine.db.status import PENDING_LIKE, Status
+from engine.db.status import Status
 from engine.runtime import schedules, store
 from engine.runtime.forks import CheckpointNotFound, fork_run
 from engine.runtime.history import run_history
@@ -40,6 +40,7 @@ from engine.service.console.views import (
     timeline,
     with_query,
 )
+from engine.service.requests import waiting_at_gates
 
 QUERIES = load_queries(__name__)
 CHANGING_SCHEDULES = "Creating and changing schedules needs the admin role."
@@ -66,10 +67,7 @@ def console_router(pool: Pool, guard: Guard, served: App) -> APIRouter:
 
     async def inbox_context(request: Request) -> dict[str, Any]:
         async with pool.connection() as conn:
-            cursor = await conn.execute(
-                QUERIES["console_inbox"], {"pending_like": PENDING_LIKE, "limit": INBOX_LIMIT}
-            )
-            runs = [_with_sent(dict(row)) for row in await cursor.fetchall()]
+            runs = [_with_sent(run) for run in await waiting_at_gates(conn, INBOX_LIMIT)]
             notice = None
             if (sent := request.query_params.get("sent", "")).isdigit():
                 cursor = await conn.execute(QUERIES["console_approval"], {"id": int(sent)})

@@ -15,6 +15,7 @@ from engine.service.access.guard import identity_of
 from engine.service.console import forms, views
 from engine.service.console.auth import Auth, approver_of
 from engine.service.previews import pretty, pruned
+from engine.service.requests import allowed_answers
 
 _STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
 
@@ -36,6 +37,7 @@ class Pages:
             written=views.written,
             pruned=pruned,
             gate_spec=served.gate,
+            allowed_answers=allowed_answers,
             edit_fields=forms.edit_fields,
             shown=forms.shown,
             statuses=statuses(served.gate_names()),

@@ -15,23 +15,6 @@ WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
 ORDER BY created_at DESC, run_id DESC
 LIMIT %(limit)s;
 
--- console_inbox --
--- Runs waiting at a gate, longest waiting first, each with the approval sent
--- for it that no worker has taken up yet (if any)
-SELECT r.run_id, r.project, r.status, r.workflow, r.created_at, r.updated_at, r.payload, r.wake_at,
-       r.waiting_for, sent.id AS sent_id, sent.decision AS sent_decision,
-       sent.approver AS sent_by, sent.created_at AS sent_at,
-       count(*) OVER () AS waiting_total
-FROM runs r
-LEFT JOIN LATERAL (
-    SELECT a.id, a.decision, a.approver, a.created_at FROM hitl_approvals a
-    WHERE a.run_id = r.run_id AND a.consumed_at IS NULL
-    ORDER BY a.id LIMIT 1
-) sent ON TRUE
-WHERE r.status LIKE %(pending_like)s
-ORDER BY r.updated_at ASC, r.run_id
-LIMIT %(limit)s;
-
 -- console_approvals --
 -- Every approval and rejection of a run, oldest first
 SELECT id, gate, decision, approver, approver_ip, comment, payload, created_at, consumed_at,

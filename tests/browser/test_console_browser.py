@@ -110,11 +110,20 @@ async def test_approve_in_the_inbox_then_publish_from_the_run_page(
         # The daemon takes the approval up and runs the crew to the publish gate.
         await expect(card).to_have_attribute("data-gate", "publish")
         await expect(card.locator("video")).to_have_attribute("src", re.compile(r"\.mp4$"))
+        # The structured request: everything the post will be, and the answers it takes.
+        await expect(card.locator(".gallery img.preview")).to_have_count(1)
+        await expect(
+            card.locator(".asks").filter(has_text="The script (its caption)")
+        ).to_have_count(1)
+        await expect(card.locator(".asks").filter(has_text="Posts to")).to_contain_text("tiktok")
+        await expect(card.locator(".answers")).to_have_attribute(
+            "data-answers", "accept edit respond ignore"
+        )
         await screenshot(page, "inbox-publish-gate")
         [approved] = await approval_rows(conn, run_id)
         assert approved["approver"] == "admin" and approved["approver_ip"] == "127.0.0.1"
 
-        await card.get_by_role("link", name=run_id).click()
+        await card.get_by_role("link", name=run_id, exact=True).click()
         summary = page.locator("#summary")
         await summary.get_by_role("button", name="Approve").click()
         await expect(summary.locator("h2 .badge")).to_have_text("published")

@@ -56,6 +56,6 @@ async def test_the_card_says_which_answers_the_gate_takes_and_shows_the_images(
     images = ["http://127.0.0.1:9/_sandbox/files/a.png", "http://127.0.0.1:9/_sandbox/files/b.png"]
     await waiting(conn, "publish", render={}, script="Cats love boxes.", images=images)
     page = (await client.get("/")).text
-    assert "Answers: approve, edit (change before approving), respond" in text(page)
+    assert "Answers: approve, edit, respond (reject with a comment" in text(page)
     assert page.count('<img class="preview"') == 2
     assert "Cats love boxes." in text(page) and "The images in it" in text(page)

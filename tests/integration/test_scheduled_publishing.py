@@ -225,6 +225,7 @@ async def test_a_publish_at_the_gate_refuses_from_plain_sql_asks_again_saying_wh
         ((datetime.now(UTC) - timedelta(hours=2)).isoformat(), "is more than an hour ago"),
         ((datetime.now(UTC) + timedelta(days=400)).isoformat(), "is more than 365 days away"),
     ],
+    ids=["no-offset", "not-a-time", "a-number", "long-past", "too-far-ahead"],  # stable ids
 )
 async def test_a_bad_publish_at_is_refused_at_approval_and_nothing_is_written(
     db_url: str, conn: Conn, publish_at: object, message: str

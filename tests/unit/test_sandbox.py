@@ -297,6 +297,7 @@ async def test_a_scheduled_upload_is_held_until_its_date_then_posted(
         (utc_text(datetime.now(UTC) - timedelta(minutes=1)), "must be in the future"),
         (utc_text(datetime.now(UTC) + timedelta(days=366)), "is more than 365 days ahead"),
     ],
+    ids=["not-a-date", "past", "too-far-ahead"],  # the same at every collection
 )
 async def test_a_bad_scheduled_date_is_refused_and_posts_nothing(
     client: httpx.AsyncClient, scheduled_date: str, message: str

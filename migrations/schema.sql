@@ -665,6 +665,19 @@ BEGIN
 END $$;
 
 --
+-- Name: orchestrator_worker_runs(text, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.orchestrator_worker_runs(p_workflow text, p_version text) RETURNS boolean
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM workers
+        WHERE live_until > NOW() AND workflows ? p_workflow
+          AND (p_version IS NULL OR workflows ->> p_workflow = p_version))
+$$;
+
+--
 -- Name: api_tokens; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -992,6 +1005,23 @@ CREATE SEQUENCE public.webhook_events_id_seq
 ALTER SEQUENCE public.webhook_events_id_seq OWNED BY public.webhook_events.id;
 
 --
+-- Name: workers; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.workers (
+    worker_id text NOT NULL,
+    host text NOT NULL,
+    pid integer NOT NULL,
+    version text NOT NULL,
+    workflows jsonb NOT NULL,
+    concurrency integer NOT NULL,
+    runs_held integer DEFAULT 0 NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    last_seen timestamp with time zone DEFAULT now() NOT NULL,
+    live_until timestamp with time zone NOT NULL
+);
+
+--
 -- Name: api_tokens id; Type: DEFAULT; Schema: public; Owner: -
 --
 
@@ -1160,6 +1190,13 @@ ALTER TABLE ONLY public.webhook_events
 
 ALTER TABLE ONLY public.webhook_events
     ADD CONSTRAINT webhook_events_provider_delivery_id_key UNIQUE (provider, delivery_id);
+
+--
+-- Name: workers workers_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.workers
+    ADD CONSTRAINT workers_pkey PRIMARY KEY (worker_id);
 
 --
 -- Name: api_tokens_live_name; Type: INDEX; Schema: public; Owner: -

@@ -8,14 +8,25 @@ import typer
 # Typer vendors click; its usage errors are only reachable here.
 from typer._click.exceptions import UsageError
 
-from engine.cli import db, history, runs, schedules, services, tokens
+from engine.cli import db, history, runs, schedules, services, tokens, workers
 from engine.cli.common import UsageFailure, app, fail, run_async
 from engine.db.migrations import MigrationError
 from engine.runtime import store
 from engine.runtime.schedules import ScheduleNotFound
 from engine.settings import BadSetting
 
-__all__ = ["app", "db", "history", "main", "run_async", "runs", "schedules", "services", "tokens"]
+__all__ = [
+    "app",
+    "db",
+    "history",
+    "main",
+    "run_async",
+    "runs",
+    "schedules",
+    "services",
+    "tokens",
+    "workers",
+]
 
 # Bad arguments or settings (exit 2), and refusals of a named thing (exit 1): one line.
 _USAGE = (UsageFailure, BadSetting, store.InvalidInput, store.KeyConflict, MigrationError)

@@ -338,12 +338,66 @@ UPDATE runs SET
 WHERE run_id = %(run_id)s AND lease_epoch = %(epoch)s AND status = %(running)s;
 
 -- heartbeat --
--- Extend the leases of the runs this worker still holds; returns the ones kept
+-- Extend the leases of the runs this worker still holds, and say it is alive: its
+-- workers row (migration 0021) with what it runs and how many runs it holds, live
+-- for %(live_for)s more. Returns the runs kept. The first beat (%(starting)s) begins
+-- the row anew and removes the rows of workers gone for longer than %(gone_kept)s.
+WITH seen AS (
+    INSERT INTO workers AS w (worker_id, host, pid, version, workflows, concurrency,
+                              runs_held, live_until)
+    VALUES (%(worker_id)s, %(host)s, %(pid)s, %(version)s, %(workflows)s, %(concurrency)s,
+            cardinality(%(run_ids)s::text[]), NOW() + %(live_for)s)
+    ON CONFLICT (worker_id) DO UPDATE SET
+        host = EXCLUDED.host, pid = EXCLUDED.pid, version = EXCLUDED.version,
+        workflows = EXCLUDED.workflows, concurrency = EXCLUDED.concurrency,
+        runs_held = EXCLUDED.runs_held, last_seen = NOW(), live_until = EXCLUDED.live_until,
+        started_at = CASE WHEN %(starting)s THEN NOW() ELSE w.started_at END
+), forgotten AS (
+    DELETE FROM workers
+    WHERE %(starting)s AND live_until < NOW() - %(gone_kept)s AND worker_id <> %(worker_id)s
+)
 UPDATE runs SET lease_expires_at = NOW() + %(lease_ttl)s
 FROM unnest(%(run_ids)s::text[], %(epochs)s::bigint[]) AS held(run_id, epoch)
 WHERE runs.run_id = held.run_id AND runs.lease_epoch = held.epoch
   AND runs.status = %(running)s
 RETURNING runs.run_id;
+
+-- forget_worker --
+-- A worker stopping cleanly takes its row away (migration 0021)
+DELETE FROM workers WHERE worker_id = %(worker_id)s AND pid = %(pid)s;
+
+-- list_workers --
+-- Every worker's row, the live ones first, each newest seen first, with the
+-- database's time (what "seen 3 s ago" is counted from)
+SELECT worker_id, host, pid, version, workflows, concurrency, runs_held, started_at,
+       last_seen, live_until, live_until > NOW() AS live, NOW() AS now
+FROM workers
+ORDER BY live_until > NOW() DESC, last_seen DESC, worker_id;
+
+-- unrunnable_kinds --
+-- Live runs that no live worker can take (migration 0021), by workflow and graph
+-- version (none: not begun), with how many there are of each
+SELECT workflow, graph_version, runs FROM (
+    SELECT workflow, graph_version, count(*) AS runs FROM runs
+    WHERE status NOT IN ('published', 'failed', 'cancelled')
+    GROUP BY workflow, graph_version
+) kinds
+WHERE NOT orchestrator_worker_runs(workflow, graph_version)
+ORDER BY workflow, graph_version NULLS FIRST;
+
+-- unrunnable_runs --
+-- The oldest %(limit)s live runs that no live worker can take
+SELECT run_id, project, status, workflow, graph_version, created_at FROM runs
+WHERE status NOT IN ('published', 'failed', 'cancelled')
+  AND NOT orchestrator_worker_runs(workflow, graph_version)
+ORDER BY created_at, run_id
+LIMIT %(limit)s;
+
+-- unrunnable_among --
+-- Which of runs %(run_ids)s no live worker can take
+SELECT run_id, workflow, graph_version FROM runs
+WHERE run_id = ANY(%(run_ids)s::text[]) AND status NOT IN ('published', 'failed', 'cancelled')
+  AND NOT orchestrator_worker_runs(workflow, graph_version);
 
 -- record_artifact --
 -- Store a persona's output once per idempotency key

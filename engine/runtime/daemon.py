@@ -15,7 +15,7 @@ from engine.db.status import Status
 from engine.observability import sd_notify
 from engine.observability.logs import run_context
 from engine.observability.telemetry import DISABLED, Telemetry
-from engine.runtime import schedules
+from engine.runtime import schedules, workers
 from engine.runtime.channels import Channel
 from engine.runtime.claims import Claim, claim_params
 from engine.runtime.claims import load_claims as _load_claims
@@ -66,6 +66,7 @@ class Daemon:
         self._lease_ttl = timedelta(seconds=settings.lease_ttl)
         self._held: dict[str, tuple[asyncio.Task[None], int]] = {}
         self._versions = workflow_versions(workflows)
+        self._beat = workers.beat_params(settings, self._versions)
         self._wake = asyncio.Event()
         self._backlog = False
         # The earliest timer not yet due (loop time), learnt at start, after each
@@ -101,6 +102,7 @@ class Daemon:
             sd_notify.stopping()
             for task in side_tasks:
                 task.cancel()
+        await self._forget()
         log.info("daemon stopped", extra={"action": "daemon_stopped", **extra})
 
     async def _work(self, stop: asyncio.Event) -> None:
@@ -276,17 +278,19 @@ class Daemon:
         await asyncio.gather(*unfinished, return_exceptions=True)
 
     async def _heartbeat(self) -> None:
+        """Renew the leases of the runs held and this worker's row, now and every
+        lease_ttl/3: one statement. Until one beat gets through, each begins the row anew."""
         interval = self._settings.lease_ttl / 3
+        starting = True
         while True:
-            await asyncio.sleep(interval)
             held = dict(self._held)
-            if not held:
-                continue
             try:
                 async with self._pool.connection() as conn:
                     cursor = await conn.execute(
                         QUERIES["heartbeat"],
                         {
+                            **self._beat,
+                            "starting": starting,
                             "run_ids": list(held),
                             "epochs": [epoch for _, epoch in held.values()],
                             "lease_ttl": self._lease_ttl,
@@ -296,14 +300,26 @@ class Daemon:
                     kept = {row["run_id"] for row in await cursor.fetchall()}
             except psycopg.OperationalError as error:
                 log.warning("heartbeat failed: %s", error, extra={"action": "heartbeat_failed"})
-                continue
-            for run_id in held.keys() - kept:
-                task, _ = held[run_id]
-                if not task.done():
-                    log.warning(
-                        "lease lost; stopping run", extra={"action": "lease_lost", "run_id": run_id}
-                    )
-                    task.cancel()
+            else:
+                starting = False
+                for run_id in held.keys() - kept:
+                    task, _ = held[run_id]
+                    if not task.done():
+                        log.warning(
+                            "lease lost; stopping run",
+                            extra={"action": "lease_lost", "run_id": run_id},
+                        )
+                        task.cancel()
+            await asyncio.sleep(interval)
+
+    async def _forget(self) -> None:
+        """A clean stop takes this worker's row away: it is not gone, it stopped."""
+        params = {"worker_id": self._worker_id, "pid": self._beat["pid"]}
+        try:
+            async with self._pool.connection() as conn:
+                await conn.execute(QUERIES["forget_worker"], params)
+        except psycopg.OperationalError as error:  # the row goes stale instead
+            log.warning("forgetting worker failed: %s", error, extra={"action": "forget_failed"})
 
     async def _prune_on_schedule(self) -> None:
         interval = self._settings.prune_interval or 0.0

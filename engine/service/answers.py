@@ -85,6 +85,11 @@ class Run(_Row):
     idempotency_key: str | None
     created_at: datetime
     updated_at: datetime
+    unrunnable: str | None = Field(
+        default=None,
+        description="on GET: why no live worker can take this live run ('no live worker runs "
+        "W at version V': no daemon has its workflow at that graph version), else null",
+    )
 
 
 class ShownRun(Run):

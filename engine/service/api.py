@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from engine.app import App
 from engine.db.connections import Pool, open_pool
 from engine.observability.telemetry import DISABLED, Telemetry
-from engine.runtime import schedules, store
+from engine.runtime import schedules, store, workers
 from engine.runtime.webhook_targets import run_webhook
 from engine.runtime.workflow import checked_edit
 from engine.service import answers, inputs
@@ -30,6 +30,7 @@ from engine.service.previews import bounded
 from engine.service.refusals import RefuseUnholdable, error, first_invalid
 from engine.service.requests import requests_router
 from engine.service.webhooks import webhook_router
+from engine.service.workers import workers_router
 from engine.settings import Config
 
 # Each run of a list shows at most this much of its payload and result; one run, more.
@@ -224,6 +225,7 @@ def create_app(
             store.known_status(status, served.gate_names())
         async with pool.connection() as conn:
             runs = await store.list_runs(conn, status=status, project=project, limit=limit)
+            runs = await workers.flag_unrunnable(conn, runs)
         for run in runs:
             for key in RUN_VALUES:
                 run[key] = bounded(run[key], LISTED_VALUE_BYTES)
@@ -238,8 +240,9 @@ def create_app(
     async def show_run(run_id: str) -> JSONResponse:
         async with pool.connection() as conn:
             view = await store.show_run(conn, run_id)
+            [flagged] = await workers.flag_unrunnable(conn, [view.run])
         # Whole up to SHOWN_VALUE_BYTES a value: more only plain SQL or a graph could store.
-        run = {**view.run, **{k: bounded(view.run[k], SHOWN_VALUE_BYTES) for k in RUN_VALUES}}
+        run = {**flagged, **{k: bounded(view.run[k], SHOWN_VALUE_BYTES) for k in RUN_VALUES}}
         run = _with_due(run)
         checkpoint = view.checkpoint and {
             **view.checkpoint,
@@ -483,6 +486,7 @@ def create_app(
     app.include_router(webhook_router(pool, verifiers, settings))
     app.include_router(history_router(pool, admin))
     app.include_router(requests_router(pool, served))
+    app.include_router(workers_router(pool))
     app.include_router(console_router(pool, guard, served))
     return app
 

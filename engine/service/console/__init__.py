@@ -3,7 +3,8 @@
 `/` is the approvals inbox; `/console/runs` lists runs and `/console/runs/{id}`
 shows one, with its notifications and how each was delivered. Each of these has a
 `…/live` twin that renders only its changing part,
-which `static/console.js` polls and swaps in piece by piece. `/console/schedules`
+which `static/console.js` polls and swaps in piece by piece. `/console/workers`
+lists the daemons and the live runs none of them can take. `/console/schedules`
 lists the schedules with the form to create one and each one's pause, resume,
 backfill and delete, which call what the API's `/schedules` routes call.
 """
@@ -19,7 +20,7 @@ from engine.app import App
 from engine.db.connections import Pool
 from engine.db.queries import load_queries
 from engine.db.status import Status
-from engine.runtime import schedules, store
+from engine.runtime import schedules, store, workers
 from engine.runtime.forks import CheckpointNotFound, fork_run
 from engine.runtime.history import run_history
 from engine.runtime.schedule_times import DEFAULT_CATCHUP, DEFAULT_OVERLAP, OVERLAPS
@@ -88,6 +89,7 @@ def console_router(pool: Pool, guard: Guard, served: App) -> APIRouter:
         async with pool.connection() as conn:
             cursor = await conn.execute(QUERIES["console_runs"], chosen.sql_params())
             rows = [dict(row) for row in await cursor.fetchall()]
+            rows = await workers.flag_unrunnable(conn, rows)
         more = len(rows) > chosen.limit
         rows = rows[: chosen.limit]
         older = chosen.query(before=(rows[-1]["created_at"], rows[-1]["run_id"])) if more else None
@@ -107,9 +109,24 @@ def console_router(pool: Pool, guard: Guard, served: App) -> APIRouter:
         except store.InvalidInput as exc:
             return pages.error(request, 422, str(exc), back="/console/runs")
 
+    async def workers_context() -> dict[str, Any]:
+        async with pool.connection() as conn:
+            shown = await workers.overview(conn)
+            runs = await workers.unrunnable_runs(conn) if shown["unrunnable"] else []
+        return {**shown, "unrunnable_runs": runs}
+
+    @router.get("/console/workers")
+    async def workers_page(request: Request) -> Response:
+        return pages.render(request, "workers.html", **await workers_context())
+
+    @router.get("/console/workers/live")
+    async def workers_live(request: Request) -> Response:
+        return pages.render(request, "workers_sections.html", **await workers_context())
+
     async def run_context(request: Request, run_id: str) -> dict[str, Any]:
         async with pool.connection() as conn:
             view = await store.show_run(conn, run_id)
+            [run] = await workers.flag_unrunnable(conn, [view.run])
 
             async def rows(query: str, **params: object) -> list[DictRow]:
                 cursor = await conn.execute(QUERIES[query], {"run_id": run_id, **params})
@@ -128,7 +145,7 @@ def console_router(pool: Pool, guard: Guard, served: App) -> APIRouter:
                 else []
             )
         return {
-            "run": view.run,
+            "run": run,
             "checkpoint": view.checkpoint,
             # Notifications have a section of their own, with their deliveries.
             "artifacts": [a for a in view.artifacts if a["type"] != "notification"],

@@ -44,6 +44,8 @@ PAGES = (
     ("runs_list_failed", "/console/runs?status=failed"),
     ("inbox", "/"),
     ("run_200_steps", f"/console/runs/{LONG_RUN}"),
+    # No daemon runs: each of the 11,000 runs not finished is one no live worker can take.
+    ("workers", "/console/workers"),
 )
 
 

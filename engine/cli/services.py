@@ -2,8 +2,9 @@
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated
+import logging
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -16,6 +17,8 @@ from engine.cli.common import (
     overridden,
     run_async,
 )
+from engine.cli.db import server_of, url_variable
+from engine.db import embedded
 from engine.db.connections import connect, database_url, open_pool
 from engine.db.migrations import current_version, discover, migrate
 from engine.observability import logs
@@ -23,6 +26,10 @@ from engine.runtime import store
 from engine.service.access import LOOPBACK, identities
 from engine.service.signals import stop_on_signals
 from engine.settings import Settings, read
+
+# How `up` learns that the API answers before it prints its banner.
+READY_PROBE_INTERVAL = 0.1  # seconds
+READY_PROBE_TIMEOUT = 2.0  # seconds
 
 if TYPE_CHECKING:
     from engine.app import App, Service
@@ -89,14 +96,103 @@ def services() -> None:
 def up(
     concurrency: Annotated[int | None, typer.Option(min=1, help="Runs at a time.")] = None,
 ) -> None:
-    """All in one: database (embedded unless DATABASE_URL is set), migrations, daemon, API,
-    and the App's services that its settings want."""
+    """All in one: database, migrations, daemon, API and the App's services; Ctrl-C stops all.
+
+    The database is the embedded server unless DATABASE_URL is set; the services are those
+    the App's settings want. Prints one banner once they answer; SIGINT or SIGTERM stops
+    all it started, the embedded server too, and exits 0.
+    """
     chosen, config = loaded(overridden(concurrency=concurrency))
     wanted = [each for each in chosen.services if each.wanted(config)]
     for each in wanted:
         if each.prepare is not None:
             config = each.prepare(config)
-    run_async(_serve(chosen, config, migrate_first=True, daemon=True, api=True, services=wanted))
+    settings = config.engine
+    # Stopped on the way out only if this command starts it: a server that was already
+    # running serves other commands too.
+    ours = settings.database_url is None and embedded.running(settings.data_dir) is None
+    try:
+        run_async(
+            _serve(
+                chosen,
+                config,
+                migrate_first=True,
+                daemon=True,
+                api=True,
+                services=wanted,
+                ready=lambda: _announce(settings, wanted, ours=ours),
+            )
+        )
+    finally:
+        if ours:
+            embedded.stop(settings.data_dir)
+    stopped = ["the daemon", "the API", *(f"the {each.name} service" for each in wanted)]
+    if ours:
+        stopped.append("the embedded server")
+    print(f"stopped {', '.join(stopped[:-1])} and {stopped[-1]}")
+
+
+async def _announce(settings: Settings, services: "Sequence[Service]", *, ours: bool) -> None:
+    """Once the API answers `/readyz` (its database too; the daemon has started by
+    then), print where everything is: one banner on stdout, the logs being on stderr."""
+    import httpx
+
+    probe = f"http://{_loopback(settings.api_host)}:{settings.api_port}/readyz"
+    async with httpx.AsyncClient(timeout=READY_PROBE_TIMEOUT) as client:
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if (await client.get(probe)).status_code == 200:
+                    break
+            await asyncio.sleep(READY_PROBE_INTERVAL)
+    base = settings.public_base_url
+    lines = {
+        "console": f"{base}/",
+        "API": f"{base} (GET /runs, POST /runs, ...)",
+        "API docs": f"{base}/docs",
+        "database": _database(settings, ours=ours),
+    }
+    if settings.health_port:
+        health = f"http://{_loopback(settings.health_host)}:{settings.health_port}"
+        lines["health"] = f"{health}/healthz, {health}/readyz (the daemon)"
+    if services:
+        lines["services"] = ", ".join(
+            f"{each.name} ({each.description})" if each.description else each.name
+            for each in services
+        )
+    lines["logs"] = f"stderr, as {_log_format()} (ORCHESTRATOR_LOG_FORMAT)"
+    rule = "-" * 72
+    shown = [f"  {label:<10}{value}" for label, value in lines.items()]
+    banner = [rule, "orchestrator is up", *shown, "Ctrl-C stops everything.", rule]
+    print("\n".join(banner), flush=True)
+
+
+def _log_format() -> str:
+    """What `logs.configure` chose for this process (`auto` decides by the terminal)."""
+    handlers = logging.getLogger().handlers
+    return (
+        "JSON lines"
+        if any(isinstance(h.formatter, logs.JsonFormatter) for h in handlers)
+        else "text"
+    )
+
+
+def _database(settings: Settings, *, ours: bool) -> str:
+    if settings.database_url is not None:
+        url = settings.database_url.get_secret_value()
+        return f"external, {server_of(url)} ({url_variable()}; left running)"
+    where = embedded.pgdata(settings.data_dir)
+    if ours:
+        return f"embedded PostgreSQL in {where} (stopped with the rest)"
+    return f"embedded PostgreSQL in {where} (already running: left running; 'db stop' stops it)"
+
+
+def _loopback(host: str) -> str:
+    """Where this machine reaches a server listening on `host`."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
 
 
 async def _serve(
@@ -108,6 +204,7 @@ async def _serve(
     api: bool = False,
     services: "Sequence[Service]" = (),
     needs_database: bool = True,
+    ready: "Callable[[], Coroutine[Any, Any, None]] | None" = None,
 ) -> None:
     # LangGraph and FastAPI take a second to import: only the services pay for them.
     from engine.observability.telemetry import DISABLED, setup
@@ -161,6 +258,8 @@ async def _serve(
                                 serve_http(vitals, settings.health_host, settings.health_port)
                             )
                         )
+                    if ready is not None:  # the daemon starts before this task first runs
+                        http.append(tasks.create_task(ready()))
                     await worker.serve(stop)
             else:
                 await stop.wait()

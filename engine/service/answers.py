@@ -123,14 +123,6 @@ class Artifact(BaseModel):
     created_at: datetime
 
 
-class RunView(BaseModel):
-    """The seed's triad: the run, its checkpoint and its artifacts."""
-
-    run: ShownRun
-    checkpoint: Checkpoint | None
-    artifacts: list[Artifact]
-
-
 class Approval(_Row):
     """An approval as written: a worker takes it up (`consumed_at`) and resumes the run."""
 
@@ -138,13 +130,36 @@ class Approval(_Row):
     run_id: str
     gate: str
     decision: Literal["approved", "rejected"]
-    approver: str | None
+    approver: str | None = Field(
+        description="who decided: the identity that sent it, the name given, or `system` "
+        "for the system's answer at the gate's deadline"
+    )
     approver_ip: str | None
     comment: str | None
-    payload: dict[str, Any] | None
+    payload: dict[str, Any] | None = Field(
+        description=f"an edit sent with it, or the deadline the system answered: {JSON_VALUE}"
+    )
     pause_id: int | None
     created_at: datetime
     consumed_at: datetime | None
+
+
+class Decided(Approval):
+    """An approval as a run's page lists it: whether it was the system's at a deadline,
+    and whether it was voided (the run left that pause unanswered)."""
+
+    timed_out: bool = Field(description="the system's answer: nobody answered by the deadline")
+    voided_at: datetime | None
+    void_reason: str | None
+
+
+class RunView(BaseModel):
+    """The seed's triad: the run, its checkpoint and its artifacts; and who decided what."""
+
+    run: ShownRun
+    checkpoint: Checkpoint | None
+    artifacts: list[Artifact]
+    approvals: list[Decided] = Field(description="the run's newest 50 approvals, newest first")
 
 
 class BulkResult(BaseModel):

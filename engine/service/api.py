@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from engine.app import App
 from engine.db.connections import Pool, open_pool
 from engine.observability.telemetry import DISABLED, Telemetry
-from engine.runtime import schedules, store, workers
+from engine.runtime import approvals, schedules, store, workers
 from engine.runtime.webhook_targets import run_webhook
 from engine.runtime.workflow import checked_edit
 from engine.service import answers, inputs
@@ -43,7 +43,8 @@ BULK_IDS_SHOWN = 100
 
 class NewApproval(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    gate: str = Field(pattern=r"^[a-z][a-z0-9_]{0,40}$")
+    # None: the gate the run waits at (a run waiting at none: 422 naming `gate`).
+    gate: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,40}$")
     decision: Literal["approved", "rejected"] = "approved"
     comment: str | None = Field(default=None, max_length=5_000)
     approver: str | None = Field(default=None, max_length=200)
@@ -100,7 +101,8 @@ def create_app(
     telemetry: Telemetry = DISABLED,
 ) -> FastAPI:
     """The API of `served` on its own pool (or `pool`, when the caller shares one). It
-    reads the App's declarations only: it builds no graph and opens no client."""
+    reads the App's declarations only: it runs no graph, and builds one only for the
+    console to draw it (once per workflow version, closed at once)."""
     settings = config.engine
     if problem := weak_bootstrap(settings.api_token):
         raise store.InvalidInput(problem)
@@ -233,7 +235,7 @@ def create_app(
 
     @app.get(
         "/runs/{run_id}",
-        summary="Show a run, its checkpoint and its artifacts",
+        summary="Show a run, its checkpoint, its artifacts and its approvals",
         response_model=answers.RunView,
         responses=refusals(*GUARDED, 404),
     )
@@ -241,6 +243,7 @@ def create_app(
         async with pool.connection() as conn:
             view = await store.show_run(conn, run_id)
             [flagged] = await workers.flag_unrunnable(conn, [view.run])
+            decided = await approvals.run_approvals(conn, run_id)
         # Whole up to SHOWN_VALUE_BYTES a value: more only plain SQL or a graph could store.
         run = {**flagged, **{k: bounded(view.run[k], SHOWN_VALUE_BYTES) for k in RUN_VALUES}}
         run = _with_due(run)
@@ -251,8 +254,11 @@ def create_app(
         artifacts = [
             {**a, "metadata": bounded(a["metadata"], SHOWN_VALUE_BYTES)} for a in view.artifacts
         ]
+        decided = [{**a, "payload": bounded(a["payload"], SHOWN_VALUE_BYTES)} for a in decided]
         return JSONResponse(
-            jsonable_encoder({"run": run, "checkpoint": checkpoint, "artifacts": artifacts})
+            jsonable_encoder(
+                {"run": run, "checkpoint": checkpoint, "artifacts": artifacts, "approvals": decided}
+            )
         )
 
     @app.post(
@@ -276,22 +282,23 @@ def create_app(
                 )
             name = identity.name
 
-        def check(run: dict[str, Any]) -> None:
+        def check(run: dict[str, Any], gate: str) -> None:
             # 404 before the trigger's 409; 403 for a pause escalated past this
             # identity's role; 422 for an edit the gate would refuse
             if refusal := escalation_refusal(identity, run["waiting_for"]):
                 raise _Forbidden(refusal)
             checked_edit(
-                served.gate(run["workflow"], approval.gate),
+                served.gate(run["workflow"], gate),
                 approval.payload if approval.decision == "approved" else None,
             )
 
         async with pool.connection() as conn:
-            row = await store.approve(
+            row = await approvals.approve(
                 conn,
                 run_id,
                 check=check,
                 gate=approval.gate,
+                field="gate",
                 rejected=approval.decision == "rejected",
                 comment=approval.comment,
                 approver=name,
@@ -487,7 +494,7 @@ def create_app(
     app.include_router(history_router(pool, admin))
     app.include_router(requests_router(pool, served))
     app.include_router(workers_router(pool))
-    app.include_router(console_router(pool, guard, served))
+    app.include_router(console_router(pool, guard, served, config))
     return app
 
 

@@ -44,7 +44,7 @@ Conn = AsyncConnection[DictRow]
             ["runs", "create", "--project", "p", "--not-before", "9999-01-01T00:00:00Z"],
             "error: --not-before: 9999-01-01T00:00:00+00:00 is more than 3660 days away",
         ),
-        (["runs", "approve", "run_x"], "error: Missing option '--gate'."),
+        (["runs", "approve", "run_x", "--pause", "-1"], "error: Invalid value for '--pause'"),
         (["runs", "list", "--limit", "0"], "error: Invalid value for '--limit'"),
         (["daemon", "--concurrency", "0"], "error: Invalid value for '--concurrency'"),
         (["migrate", "--to", "99"], "error: --to must be between 0 and"),
@@ -86,7 +86,7 @@ async def test_an_approval_the_trigger_refuses_exits_1_with_its_message(
         "(status is queued)\n"
     )
     result = orchestrator(db_url, "runs", "approve", "run_nope", "--gate", "workflow")
-    assert result.stderr == "error: approval refused: run run_nope does not exist (gate workflow)\n"
+    assert (result.returncode, result.stderr) == (1, "error: run run_nope not found\n")
 
 
 async def test_a_bad_publish_at_exits_2_naming_it_and_writes_nothing(

@@ -41,7 +41,7 @@ async def test_create_list_show_approve_cancel(client: httpx.AsyncClient, conn: 
     listed = await client.get("/runs", params={"project": "cats"})
     assert [r["run_id"] for r in listed.json()] == [run["run_id"]]
     shown = (await client.get(f"/runs/{run['run_id']}")).json()
-    assert shown == {"run": shown["run"], "checkpoint": None, "artifacts": []}
+    assert shown == {"run": shown["run"], "checkpoint": None, "artifacts": [], "approvals": []}
 
     await conn.execute(
         "UPDATE runs SET status = 'pending_workflow' WHERE run_id = %s", (run["run_id"],)

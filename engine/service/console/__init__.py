@@ -1,7 +1,8 @@
 """The operator console: server-rendered pages over the same store as the API.
 
 `/` is the approvals inbox; `/console/runs` lists runs and `/console/runs/{id}`
-shows one, with its notifications and how each was delivered. Each of these has a
+shows one: where it is in its workflow's graph, its steps, who decided what at its
+gates, its notifications and how each was delivered. Each of these has a
 `…/live` twin that renders only its changing part,
 which `static/console.js` polls and swaps in piece by piece. `/console/workers`
 lists the daemons and the live runs none of them can take. `/console/schedules`
@@ -20,7 +21,9 @@ from engine.app import App
 from engine.db.connections import Pool
 from engine.db.queries import load_queries
 from engine.db.status import Status
-from engine.runtime import schedules, store, workers
+from engine.runtime import schedules, steps, store, workers
+from engine.runtime.approvals import SHOWN as APPROVALS_SHOWN
+from engine.runtime.approvals import run_approvals
 from engine.runtime.forks import CheckpointNotFound, fork_run
 from engine.runtime.history import run_history
 from engine.runtime.schedule_times import DEFAULT_CATCHUP, DEFAULT_OVERLAP, OVERLAPS
@@ -30,6 +33,7 @@ from engine.service.access.guard import Guard, identity_of
 from engine.service.access.identities import Role, escalation_refusal
 from engine.service.console import forms
 from engine.service.console.auth import Auth, SignInRefused, remember_approver
+from engine.service.console.graphs import Graphs
 from engine.service.console.pages import Pages, static_files
 from engine.service.console.views import (
     Done,
@@ -42,6 +46,7 @@ from engine.service.console.views import (
     with_query,
 )
 from engine.service.requests import waiting_at_gates
+from engine.settings import Config
 
 QUERIES = load_queries(__name__)
 CHANGING_SCHEDULES = "Creating and changing schedules needs the admin role."
@@ -56,12 +61,12 @@ INBOX_LIMIT = 50  # cards; the inbox says how many more wait (each live refresh 
 # A run's page shows its newest webhook events, and their payloads only when small:
 # strangers can send deliveries naming any job.
 EVENTS_LIMIT = 50
-CHECKPOINTS_SHOWN = 50  # the newest, in the timeline; `GET /runs/{id}/history` pages them all
 EVENT_PREVIEW_BYTES = 64 * 1024
 
 
-def console_router(pool: Pool, guard: Guard, served: App) -> APIRouter:
+def console_router(pool: Pool, guard: Guard, served: App, config: Config) -> APIRouter:
     router = APIRouter(include_in_schema=False)
+    graphs = Graphs(served, config)
     auth = Auth(guard, pool)
     pages = Pages(auth, served)
     static = static_files()
@@ -132,8 +137,10 @@ def console_router(pool: Pool, guard: Guard, served: App) -> APIRouter:
                 cursor = await conn.execute(QUERIES[query], {"run_id": run_id, **params})
                 return await cursor.fetchall()
 
-            history = await run_history(conn, run_id, limit=CHECKPOINTS_SHOWN)
-            approvals = await rows("console_approvals")
+            # The newest, in the timeline and the steps; `GET /runs/{id}/history` pages them all.
+            history = await run_history(conn, run_id, limit=steps.CHECKPOINTS_SHOWN)
+            approvals = await run_approvals(conn, run_id)
+            finished = await steps.finished_nodes(conn, run_id)
             events = await rows(
                 "console_webhook_events", limit=EVENTS_LIMIT, max_bytes=EVENT_PREVIEW_BYTES
             )
@@ -144,9 +151,15 @@ def console_router(pool: Pool, guard: Guard, served: App) -> APIRouter:
                 if isinstance(waiting_for, dict) and isinstance(waiting_for.get("limit"), str)
                 else []
             )
+        taken = steps.run_steps(view.run, history.entries)
         return {
             "run": run,
             "checkpoint": view.checkpoint,
+            "approvals": approvals,
+            "steps": taken,
+            "end": steps.run_end(view.run),
+            "place": await graphs.place(view.run, taken, finished),
+            "approvals_shown": APPROVALS_SHOWN,
             # Notifications have a section of their own, with their deliveries.
             "artifacts": [a for a in view.artifacts if a["type"] != "notification"],
             "notifications": notified,

@@ -30,7 +30,15 @@ class Pages:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self.env.filters.update(when=when, precise=precise, pretty=pretty, age=age, left=left)
+        self.env.filters.update(
+            when=when,
+            precise=precise,
+            pretty=pretty,
+            age=age,
+            left=left,
+            lasted=lasted,
+            so_far=so_far,
+        )
         self.env.tests.update(link=views.is_link)
         self.env.globals.update(
             media_kind=views.media_kind,
@@ -91,6 +99,24 @@ def precise(moment: datetime) -> str:
 def left(moment: datetime) -> str:
     """How long until `moment` (or since), by this server's clock."""
     return time_left(moment, datetime.now(UTC))
+
+
+def lasted(seconds: float) -> str:
+    """A step's duration: to the millisecond while short, then to the unit people read."""
+    if seconds < 60:
+        return f"{seconds:.3f} s" if seconds < 10 else f"{seconds:.1f} s"
+    whole = int(seconds)
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    if whole < 48 * 3600:
+        return f"{whole // 3600} h {whole % 3600 // 60} min"
+    return f"{whole // 86400} days {whole % 86400 // 3600} h"
+
+
+def so_far(moment: datetime) -> str:
+    """How long a step still going has taken until now, by this server's clock."""
+    seconds = max(0, int((datetime.now(UTC) - moment).total_seconds()))
+    return f"{lasted(seconds) if seconds >= 60 else f'{seconds} s'} so far"
 
 
 def age(minutes: float) -> str:

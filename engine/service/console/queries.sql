@@ -15,11 +15,6 @@ WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
 ORDER BY created_at DESC, run_id DESC
 LIMIT %(limit)s;
 
--- console_approvals --
--- Every approval and rejection of a run, oldest first
-SELECT id, gate, decision, approver, approver_ip, comment, payload, created_at, consumed_at,
-       pause_id, voided_at, void_reason
-FROM hitl_approvals WHERE run_id = %(run_id)s ORDER BY id;
 
 -- console_webhook_events --
 -- The newest %(limit)s provider deliveries tied to a run, oldest first, with how

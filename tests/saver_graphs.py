@@ -12,6 +12,7 @@
 
 import asyncio
 import operator
+from collections import defaultdict
 from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import START, StateGraph
@@ -42,15 +43,22 @@ class SiblingState(TypedDict, total=False):
     seen: Annotated[list[str], operator.add]
 
 
+# Per run: `a` has returned. `b` fails only after that, however slow the machine: a
+# sibling still running when its neighbour fails is cancelled, and rightly runs again.
+_a_returned: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
+
+
 async def _a(state: SiblingState, runtime: Runtime[RunContext]) -> SiblingState:
     await count_execution("a", runtime)
+    asyncio.get_running_loop().call_soon(_a_returned[runtime.context.run_id].set)
     return {"seen": ["a"]}
 
 
 async def _b(state: SiblingState, runtime: Runtime[RunContext]) -> SiblingState:
     executions = await count_execution("b", runtime)
-    await asyncio.sleep(0.002)  # `a` has ended: its writes wait in the saver's linger
     if executions == 1:
+        await _a_returned[runtime.context.run_id].wait()
+        await asyncio.sleep(0.002)  # `a` has ended: its writes wait in the saver's linger
         raise RuntimeError("b fails on its first execution")
     return {"seen": ["b"]}
 

@@ -23,9 +23,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# The inner loop: unit and integration tiers (no subprocesses, no browser).
+# The inner loop: unit and integration tiers (no subprocesses, no browser), on two
+# processes: most of their time is waiting on PostgreSQL.
 test-fast: $(STAMP)
-	$(BIN)/pytest tests/unit tests/integration $(PYTEST_ARGS)
+	$(BIN)/pytest -n 2 tests/unit tests/integration $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -16,7 +16,6 @@ from engine.app import App
 from engine.db.connections import Pool, open_pool
 from engine.observability.telemetry import DISABLED, Telemetry
 from engine.runtime import approvals, schedules, store, workers
-from engine.runtime.webhook_targets import run_webhook
 from engine.runtime.workflow import checked_edit
 from engine.service import answers, inputs
 from engine.service.access.guard import Guard, Guarded, identity_of
@@ -182,24 +181,9 @@ def create_app(
         },
     )
     async def create_run(new: inputs.NewRun) -> JSONResponse:
-        workflow, payload = inputs.run_input(served, new)
-        start = (
-            store.parse_not_before(new.not_before, "not_before")
-            if new.not_before is not None
-            else None
-        )
-        webhook = await run_webhook(new.webhook, served.default_webhook, settings, "webhook")
+        checked = await inputs.checked_run(served, settings, new)
         async with pool.connection() as conn:
-            started = await store.start_run(
-                conn,
-                project=new.project,
-                payload=payload,
-                workflow=workflow,
-                priority=new.priority,
-                not_before=start,
-                idempotency_key=new.idempotency_key,
-                webhook_url=webhook,
-            )
+            started = await checked.start(conn)
         # 200: the run this key already created, as it is now.
         return JSONResponse(
             jsonable_encoder(_with_due(started.run)), status_code=201 if started.created else 200

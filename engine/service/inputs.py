@@ -2,6 +2,8 @@
 backfill's range. Each is checked one way, wherever it was sent from (JSON to the
 API, a form in the console): the bodies here, then the workflow's input schema."""
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -10,7 +12,9 @@ from engine.app import App
 from engine.runtime import schedules, store
 from engine.runtime.schedule_times import DEFAULT_CATCHUP, DEFAULT_OVERLAP, Timing
 from engine.runtime.store import Connection
+from engine.runtime.webhook_targets import run_webhook
 from engine.runtime.workflow import checked_input
+from engine.settings import Settings
 
 SLUG = store.PROJECT_SLUG.pattern
 
@@ -73,6 +77,41 @@ def run_input(served: App, new: NewRun | NewSchedule) -> tuple[str, dict[str, An
     payload = {**new.payload, **({"brief": brief} if brief is not None else {})}
     checked_input(served.by_name[workflow].input_schema, payload)
     return workflow, payload
+
+
+@dataclass(frozen=True)
+class CheckedRun:
+    """A new run as `checked_run` found it fit to start."""
+
+    new: NewRun
+    workflow: str
+    payload: dict[str, Any]
+    not_before: datetime | None
+    webhook: str | None
+
+    async def start(self, conn: Connection) -> store.Start:
+        """The run started (or the one its idempotency key already started)."""
+        return await store.start_run(
+            conn,
+            project=self.new.project,
+            payload=self.payload,
+            workflow=self.workflow,
+            priority=self.new.priority,
+            not_before=self.not_before,
+            idempotency_key=self.new.idempotency_key,
+            webhook_url=self.webhook,
+        )
+
+
+async def checked_run(served: App, settings: Settings, new: NewRun) -> CheckedRun:
+    """`new` checked as `POST /runs` checks it, before any row is written: the workflow
+    and its input, the start time, the webhook (InvalidInput naming the field)."""
+    workflow, payload = run_input(served, new)
+    start = (
+        store.parse_not_before(new.not_before, "not_before") if new.not_before is not None else None
+    )
+    webhook = await run_webhook(new.webhook, served.default_webhook, settings, "webhook")
+    return CheckedRun(new, workflow, payload, start, webhook)
 
 
 async def create_schedule(conn: Connection, served: App, new: NewSchedule) -> dict[str, Any]:

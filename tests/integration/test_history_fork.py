@@ -363,10 +363,15 @@ async def test_the_console_forks_from_a_checkpoint_of_the_timeline(db_url: str, 
         assert f"run {source} has no checkpoint cp" in text(unknown.text)
         empty = await client.post(f"/console/runs/{source}/fork", data={})
         assert empty.status_code == 422 and "checkpoint_id" in text(empty.text)
-        forked = await client.post(f"/console/runs/{source}/fork", data=form)
+        # The form asks first; nothing is forked until its answer comes back confirmed.
+        asked = await client.post(f"/console/runs/{source}/fork", data=form)
+        assert asked.status_code == 200, asked.text
+        assert f"Fork run {source}?" in text(asked.text) and point in asked.text
+        assert (await (await conn.execute("SELECT count(*) AS n FROM runs")).fetchone()) == {"n": 1}
+        forked = await client.post(f"/console/runs/{source}/fork", data={**form, "confirm": "yes"})
         assert forked.status_code == 303
         fork_page = await client.get(forked.headers["location"])
-    fork_id = forked.headers["location"].removeprefix("/console/runs/")
+    fork_id = forked.headers["location"].removeprefix("/console/runs/").removesuffix("?done=forked")
     assert (await store.get_run(conn, fork_id))["forked_from"] == source
     assert f"Forked from {source} at checkpoint {point}" in text(fork_page.text)
     assert f'href="/console/runs/{source}"' in fork_page.text

@@ -7,20 +7,24 @@ gates, its notifications and how each was delivered. Each of these has a
 which `static/console.js` polls and swaps in piece by piece. `/console/workers`
 lists the daemons and the live runs none of them can take. `/console/schedules`
 lists the schedules with the form to create one and each one's pause, resume,
-backfill and delete, which call what the API's `/schedules` routes call.
+backfill and delete, which call what the API's `/schedules` routes call. A run is
+started, cancelled, retried and forked, and runs ticked on the list cancelled or
+retried, each after a page that asks to confirm it (`console.actions`). Every page's
+navigation counts the runs waiting at a gate.
 """
 
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import RedirectResponse
 from psycopg.rows import DictRow
 
 from engine.app import App
 from engine.db.connections import Pool
+from engine.db.queries import QUERIES as ENGINE_QUERIES
 from engine.db.queries import load_queries
-from engine.db.status import Status
+from engine.db.status import Status, pending
 from engine.runtime import schedules, steps, store, workers
 from engine.runtime.approvals import SHOWN as APPROVALS_SHOWN
 from engine.runtime.approvals import run_approvals
@@ -31,7 +35,8 @@ from engine.runtime.store import Connection
 from engine.service import inputs
 from engine.service.access.guard import Guard, identity_of
 from engine.service.access.identities import Role, escalation_refusal
-from engine.service.console import forms
+from engine.service.console import actions, forms
+from engine.service.console.actions import Outcome
 from engine.service.console.auth import Auth, SignInRefused, remember_approver
 from engine.service.console.graphs import Graphs
 from engine.service.console.pages import Pages, static_files
@@ -50,6 +55,7 @@ from engine.settings import Config
 
 QUERIES = load_queries(__name__)
 CHANGING_SCHEDULES = "Creating and changing schedules needs the admin role."
+ACTING_ON_RUNS = "Starting, cancelling, retrying and forking runs need the admin role."
 # A schedule's buttons: the action in its path, what the page then says was done, and
 # the API's own call for it.
 SCHEDULE_CHANGES: dict[str, tuple[str, Callable[[Connection, str], Awaitable[object]]]] = {
@@ -65,9 +71,24 @@ EVENT_PREVIEW_BYTES = 64 * 1024
 
 
 def console_router(pool: Pool, guard: Guard, served: App, config: Config) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
     graphs = Graphs(served, config)
     auth = Auth(guard, pool)
+    gate_statuses = [pending(gate) for gate in served.gate_names()]
+
+    async def count_inbox(request: Request) -> None:
+        """The navigation's count of runs waiting at a gate, for every page but the live
+        parts and the static files, and only for who may see the inbox."""
+        path = request.url.path
+        if path.endswith("/live") or path.startswith("/console/static/"):
+            return
+        if not auth.signed_in(request):
+            return
+        async with pool.connection() as conn:
+            cursor = await conn.execute(QUERIES["console_inbox_count"], {"pending": gate_statuses})
+            row = await cursor.fetchone()
+        request.state.inbox_count = row["n"] if row else 0
+
+    router = APIRouter(include_in_schema=False, dependencies=[Depends(count_inbox)])
     pages = Pages(auth, served)
     static = static_files()
 
@@ -89,23 +110,51 @@ def console_router(pool: Pool, guard: Guard, served: App, config: Config) -> API
     async def inbox_live(request: Request) -> Response:
         return pages.render(request, "inbox_cards.html", **await inbox_context(request))
 
-    async def runs_context(request: Request) -> dict[str, Any]:
-        chosen = RunFilter.parse(request.query_params, served.gate_names())
+    async def runs_context(request: Request, counted: bool = False) -> dict[str, Any]:
+        """The page of runs the query string asks for; `counted`: with the runs of each
+        status the other filters find (the full page's status list, not its live part)."""
+        chosen = RunFilter.parse(request.query_params, served.gate_names(), served.by_name)
+        params = chosen.sql_params()
         async with pool.connection() as conn:
-            cursor = await conn.execute(QUERIES["console_runs"], chosen.sql_params())
+            cursor = await conn.execute(QUERIES["console_runs"], params)
             rows = [dict(row) for row in await cursor.fetchall()]
             rows = await workers.flag_unrunnable(conn, rows)
+            counts = {}
+            if counted:
+                cursor = await conn.execute(QUERIES["console_status_counts"], params)
+                counts = {row["status"]: row["n"] for row in await cursor.fetchall()}
         more = len(rows) > chosen.limit
         rows = rows[: chosen.limit]
         older = chosen.query(before=(rows[-1]["created_at"], rows[-1]["run_id"])) if more else None
-        return {"rows": rows, "filter": chosen, "older": older}
+        return {"rows": rows, "filter": chosen, "older": older, "counts": counts}
+
+    blank_run = {
+        **dict.fromkeys(forms.NEW_RUN_FIELDS, ""),
+        "workflow": served.default_workflow,
+        "priority": "0",
+    }
+
+    async def runs_page(
+        request: Request, status_code: int = 200, refusal: Refusal | None = None
+    ) -> Response:
+        try:
+            context = await runs_context(request, counted=True)
+        except store.InvalidInput as exc:
+            return pages.error(request, 422, str(exc), back="/console/runs")
+        return pages.render(
+            request,
+            "runs.html",
+            status_code,
+            workflows=list(served.by_name),
+            new=refusal.typed if refusal else blank_run,
+            refusal=refusal,
+            outcome=Outcome.parse(request.query_params),
+            **context,
+        )
 
     @router.get("/console/runs")
     async def runs(request: Request) -> Response:
-        try:
-            return pages.render(request, "runs.html", **await runs_context(request))
-        except store.InvalidInput as exc:
-            return pages.error(request, 422, str(exc), back="/console/runs")
+        return await runs_page(request)
 
     @router.get("/console/runs/live")
     async def runs_live(request: Request) -> Response:
@@ -183,6 +232,7 @@ def console_router(pool: Pool, guard: Guard, served: App, config: Config) -> API
         sent = request.query_params.get("sent", "")
         approvals = (e.row for e in context["timeline"] if e.kind == "approval")
         context["notice"] = next((a for a in approvals if str(a["id"]) == sent), None)
+        context["outcome"] = Outcome.parse(request.query_params)
         return pages.render(request, "run.html", **context)
 
     @router.get("/console/runs/{run_id}/live")
@@ -234,16 +284,104 @@ def console_router(pool: Pool, guard: Guard, served: App, config: Config) -> API
             remember_approver(response, request, approval.approver)
         return response
 
+    # Acting on runs: every form is answered with a page asking to confirm it, then,
+    # sent again with confirm=yes, done by what the API's routes call.
+
+    @router.post("/console/runs")
+    async def start_run(request: Request) -> Response:
+        if not auth.allows(request, Role.ADMIN):
+            return pages.error(request, 403, ACTING_ON_RUNS, back="/console/runs")
+        form = await request.form()
+        fields = blank_run
+        try:
+            fields = forms.typed(form, forms.NEW_RUN_FIELDS)
+            checked = await inputs.checked_run(served, config.engine, forms.parse_new_run(fields))
+            if not actions.confirmed(form):
+                key = fields["idempotency_key"] or store.new_id("console_")
+                confirmation = actions.starting(checked, _without_key(fields), key)
+                return pages.render(request, "confirm.html", confirmation=confirmation)
+            async with pool.connection() as conn:
+                started = await checked.start(conn)
+        except store.InvalidInput as exc:
+            return await runs_page(request, 422, Refusal(str(exc), fields))
+        except store.Refused as exc:  # the key started another run
+            return pages.error(request, 409, str(exc), back="/console/runs")
+        back = f"/console/runs/{started.run['run_id']}"
+        return RedirectResponse(Outcome("started").path(back), status_code=303)
+
+    @router.post("/console/runs/bulk")
+    async def act_on_runs(request: Request) -> Response:
+        form = await request.form()
+        back = local_path(str(form.get("next", "")), default="/console/runs")
+        if not auth.allows(request, Role.ADMIN):
+            return pages.error(request, 403, ACTING_ON_RUNS, back=back)
+        try:
+            chosen = forms.parse_bulk(form)
+            async with pool.connection() as conn:
+                if not actions.confirmed(form):
+                    cursor = await conn.execute(
+                        QUERIES["console_selection"], {"run_ids": chosen.run_ids}
+                    )
+                    confirmation = actions.bulk(chosen, await cursor.fetchall(), back)
+                    return pages.render(request, "confirm.html", confirmation=confirmation)
+                change = store.cancel_runs if chosen.operation == "cancel" else store.retry_runs
+                changed = await change(conn, chosen.run_ids)
+        except store.InvalidInput as exc:
+            return pages.error(request, 422, str(exc), back=back)
+        except store.Refused as exc:
+            return pages.error(request, 409, str(exc), back=back)
+        done = Outcome(actions.DONE[chosen.operation], len(changed), len(chosen.run_ids))
+        return RedirectResponse(done.path(back), status_code=303)
+
+    async def act_on_run(request: Request, run_id: str, operation: forms.Operation) -> Response:
+        back = f"/console/runs/{run_id}"
+        if not auth.allows(request, Role.ADMIN):
+            return pages.error(request, 403, ACTING_ON_RUNS, back=back)
+        form = await request.form()
+        try:
+            async with pool.connection() as conn:
+                if not actions.confirmed(form):
+                    run = await store.get_run(conn, run_id)
+                    cursor = await conn.execute(QUERIES["console_failed_jobs"], {"run_id": run_id})
+                    jobs = await cursor.fetchone()
+                    confirmation = actions.single(operation, run, jobs["n"] if jobs else 0)
+                    return pages.render(request, "confirm.html", confirmation=confirmation)
+                change = store.cancel_run if operation == "cancel" else store.retry_run
+                changed = await change(conn, run_id)
+        except store.RunNotFound as exc:
+            return pages.error(request, 404, str(exc), back="/console/runs")
+        except store.Refused as exc:
+            return pages.error(request, 409, str(exc), back=back)
+        done = Outcome(actions.DONE[operation], jobs=changed.get("reopened_jobs") or 0)
+        return RedirectResponse(done.path(back), status_code=303)
+
+    @router.post("/console/runs/{run_id}/cancel")
+    async def cancel(request: Request, run_id: str) -> Response:
+        return await act_on_run(request, run_id, "cancel")
+
+    @router.post("/console/runs/{run_id}/retry")
+    async def retry(request: Request, run_id: str) -> Response:
+        return await act_on_run(request, run_id, "retry")
+
     @router.post("/console/runs/{run_id}/fork")
     async def fork(request: Request, run_id: str) -> Response:
         back = f"/console/runs/{run_id}"
         if not auth.allows(request, Role.ADMIN):
             return pages.error(request, 403, "Forking a run needs the admin role.", back=back)
-        checkpoint_id = (await request.form()).get("checkpoint_id")
+        form = await request.form()
+        checkpoint_id = form.get("checkpoint_id")
         if not isinstance(checkpoint_id, str) or not checkpoint_id:
             return pages.error(request, 422, "checkpoint_id: which checkpoint to fork", back=back)
         try:
             async with pool.connection() as conn:
+                if not actions.confirmed(form):
+                    await store.get_run(conn, run_id)
+                    params = {"run_id": run_id, "checkpoint_id": checkpoint_id}
+                    cursor = await conn.execute(ENGINE_QUERIES["fork_point"], params)
+                    if (point := await cursor.fetchone()) is None:
+                        raise CheckpointNotFound(run_id, checkpoint_id)
+                    confirmation = actions.fork(run_id, checkpoint_id, point["step"])
+                    return pages.render(request, "confirm.html", confirmation=confirmation)
                 forked = await fork_run(conn, run_id, checkpoint_id)
         except (store.RunNotFound, CheckpointNotFound) as exc:
             return pages.error(request, 404, str(exc), back=back)
@@ -251,7 +389,17 @@ def console_router(pool: Pool, guard: Guard, served: App, config: Config) -> API
             return pages.error(request, 422, str(exc), back=back)
         except store.Refused as exc:
             return pages.error(request, 409, str(exc), back=back)
-        return RedirectResponse(f"/console/runs/{forked['run_id']}", status_code=303)
+        path = Outcome("forked").path(f"/console/runs/{forked['run_id']}")
+        return RedirectResponse(path, status_code=303)
+
+    @router.get("/console/runs/{run_id}/actions/live")
+    async def run_actions_live(request: Request, run_id: str) -> Response:
+        try:
+            async with pool.connection() as conn:
+                run = await store.get_run(conn, run_id)
+        except store.RunNotFound as exc:
+            return pages.error(request, 404, str(exc), back="/console/runs")
+        return pages.render(request, "run_buttons.html", run=run)
 
     blank_schedule = {
         **dict.fromkeys(forms.SCHEDULE_FIELDS, ""),
@@ -369,6 +517,10 @@ def console_router(pool: Pool, guard: Guard, served: App, config: Config) -> API
         return Response(content, media_type=media_type, headers={"Cache-Control": "no-cache"})
 
     return router
+
+
+def _without_key(fields: dict[str, str]) -> dict[str, str]:
+    return {name: value for name, value in fields.items() if name != "idempotency_key"}
 
 
 def _with_sent(row: dict[str, Any]) -> dict[str, Any]:

@@ -1,19 +1,20 @@
 """The console's forms, checked before anything reaches the database: the approval
-form, drawn from the gate's declared edits; the schedule forms, read into the API's
-own bodies (engine/service/inputs.py) so that both refuse alike."""
+form, drawn from the gate's declared edits; the schedule and new-run forms, read into
+the API's own bodies (engine/service/inputs.py) so that both refuse alike; the runs
+ticked for a bulk action."""
 
 import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData
 
 from engine.runtime.store import InvalidInput
 from engine.runtime.workflow import Gate, checked_edit
-from engine.service.inputs import BackfillRange, NewSchedule
+from engine.service.inputs import BackfillRange, NewRun, NewSchedule
 from engine.service.refusals import first_invalid
 
 GATE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
@@ -23,8 +24,16 @@ MAX_FIELD = 20_000
 
 SCHEDULE_FIELDS = ("cron", "timezone", "project", "brief", "workflow", "overlap", "catchup")
 BACKFILL_FIELDS = ("from", "to")
+# idempotency_key: not on the form; its confirmation sends one (console.actions.starting)
+NEW_RUN_FIELDS = ("project", "workflow", "priority", "not_before", "brief", "idempotency_key")
+INTEGER = re.compile(r"^[+-]?[0-9]{1,9}$")
+# Runs ticked at once: at most a page of the runs list (views.MAX_PAGE_SIZE).
+MAX_TICKED = 200
+RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+OPERATIONS = ("cancel", "retry")
 
 Kind = Literal["ordered", "choice", "text", "time", "number", "flag", "json"]
+Operation = Literal["cancel", "retry"]
 Body = TypeVar("Body", bound=BaseModel)
 
 
@@ -221,8 +230,40 @@ def parse_backfill(fields: Mapping[str, str]) -> BackfillRange:
     return _body(BackfillRange, fields)
 
 
-def _body(model: type[Body], fields: Mapping[str, str]) -> Body:
-    given = {name: value.strip() for name, value in fields.items() if value.strip()}
+def parse_new_run(fields: Mapping[str, str]) -> NewRun:
+    """The new-run form as `POST /runs` takes it: a blank field left out, the priority's
+    digits as the number JSON would carry (anything else is refused as JSON's would be)."""
+    priority = fields.get("priority", "").strip()
+    return _body(NewRun, fields, priority=int(priority) if INTEGER.match(priority) else priority)
+
+
+@dataclass(frozen=True)
+class BulkForm:
+    """The runs ticked on the runs page, and what to do with them."""
+
+    operation: Operation
+    run_ids: list[str]
+
+
+def parse_bulk(form: FormData) -> BulkForm:
+    operation = _text(form, "operation")
+    if operation not in OPERATIONS:
+        raise InvalidInput(f"operation: 'cancel' or 'retry', not {operation[:20]!r}")
+    run_ids = list(dict.fromkeys(_string(value, "run_id") for value in form.getlist("run_id")))
+    if not run_ids:
+        raise InvalidInput(f"run_id: tick the runs to {operation} first")
+    if len(run_ids) > MAX_TICKED:
+        raise InvalidInput(f"run_id: at most {MAX_TICKED} runs at once, not {len(run_ids)}")
+    if bad := next((run_id for run_id in run_ids if not RUN_ID.match(run_id)), None):
+        raise InvalidInput(f"run_id: {bad[:70]!r} is not a run id")
+    return BulkForm(cast(Operation, operation), run_ids)
+
+
+def _body(model: type[Body], fields: Mapping[str, str], **values: object) -> Body:
+    given: dict[str, object] = {
+        name: value.strip() for name, value in fields.items() if value.strip()
+    }
+    given.update((name, value) for name, value in values.items() if value != "")
     try:
         return model.model_validate(given)
     except ValidationError as error:

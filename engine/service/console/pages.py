@@ -12,7 +12,8 @@ from engine.app import App
 from engine.db.status import PENDING_PREFIX, statuses
 from engine.runtime.timers import time_left
 from engine.service.access.guard import identity_of
-from engine.service.console import forms, views
+from engine.service.access.identities import Role
+from engine.service.console import actions, forms, views
 from engine.service.console.auth import Auth, approver_of
 from engine.service.previews import pretty, pruned
 from engine.service.requests import allowed_answers
@@ -50,6 +51,7 @@ class Pages:
             shown=forms.shown,
             statuses=statuses(served.gate_names()),
             pending_prefix=PENDING_PREFIX,
+            takes=actions.takes,
         )
 
     def render(
@@ -61,6 +63,9 @@ class Pages:
             auth_required=self.auth.required(request),
             identity=identity_of(request),
             approver=approver_of(request),
+            admin=self.auth.allows(request, Role.ADMIN),
+            # set for full pages by the console's router (`count_inbox`)
+            inbox_count=getattr(request.state, "inbox_count", None),
             **context,
         )
         return HTMLResponse(html, status_code=status_code)

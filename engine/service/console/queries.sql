@@ -1,19 +1,52 @@
 -- console_runs --
 -- A page of runs, newest first, older than the cursor: optionally one status,
--- one project, and only the stuck ones (the condition of `stuck_runs`, which
--- `runs list --stuck` uses: waiting or running, created before %(older_than)s ago)
+-- project and workflow, created before %(older_than)s ago, with %(brief)s (a
+-- LIKE pattern) in the brief in any case, and only the stuck ones (the
+-- condition of `stuck_runs`, which `runs list --stuck` uses: waiting or running)
 SELECT run_id, project, status, workflow, created_at, updated_at, left(payload ->> 'brief', 500) AS brief,
        (EXTRACT(EPOCH FROM (NOW() - created_at)) / 60)::float8 AS minutes_running
 FROM runs
 WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(project)s::text IS NULL OR project = %(project)s::text)
+  AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s::text)
+  AND (%(older_than)s::interval IS NULL OR created_at < NOW() - %(older_than)s::interval)
+  AND (%(brief)s::text IS NULL OR payload ->> 'brief' ILIKE %(brief)s::text)
   AND (NOT %(stuck)s::boolean
-       OR ((status LIKE %(pending_like)s OR status IN (%(running)s, %(waiting_provider)s))
-           AND created_at < NOW() - %(older_than)s::interval))
+       OR status LIKE %(pending_like)s OR status IN (%(running)s, %(waiting_provider)s))
   AND (%(before_at)s::timestamptz IS NULL
        OR (created_at, run_id) < (%(before_at)s::timestamptz, %(before_id)s::text))
 ORDER BY created_at DESC, run_id DESC
 LIMIT %(limit)s;
+
+-- console_status_counts --
+-- How many runs of each status `console_runs` would find with any status: one
+-- grouped count (unfiltered, a pass over runs_status_created or the table)
+SELECT status, count(*)::int AS n
+FROM runs
+WHERE (%(project)s::text IS NULL OR project = %(project)s::text)
+  AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s::text)
+  AND (%(older_than)s::interval IS NULL OR created_at < NOW() - %(older_than)s::interval)
+  AND (%(brief)s::text IS NULL OR payload ->> 'brief' ILIKE %(brief)s::text)
+  AND (NOT %(stuck)s::boolean
+       OR status LIKE %(pending_like)s OR status IN (%(running)s, %(waiting_provider)s))
+GROUP BY status;
+
+-- console_inbox_count --
+-- How many runs wait at one of the App's gates (%(pending)s: their statuses), for
+-- the navigation on every page: an index-only scan of runs_status_created
+SELECT count(*)::int AS n FROM runs WHERE status = ANY(%(pending)s::text[]);
+
+-- console_selection --
+-- The runs of a selection (ticked on the runs page) as they are now, newest first
+SELECT run_id, project, status, workflow, created_at FROM runs
+WHERE run_id = ANY(%(run_ids)s::text[])
+ORDER BY created_at DESC, run_id DESC;
+
+-- console_failed_jobs --
+-- How many of a failed run's provider jobs failed and are not yet marked retried:
+-- the jobs a retry submits anew (`retry_run` marks them)
+SELECT count(*)::int AS n FROM artifacts
+WHERE run_id = %(run_id)s AND status = 'failed' AND NOT metadata ? 'retried_at';
 
 
 -- console_webhook_events --

@@ -14,6 +14,8 @@ from engine.runtime.store import PROJECT_SLUG, InvalidInput, known_status, parse
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
+MAX_BRIEF_SEARCH = 200
+STUCK_AFTER = "30m"  # a live run older than this is stuck, unless the filter says how old
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".avif")
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".m4v", ".ogv")
 SCHEDULE_ACTIONS = ("created", "paused", "resumed", "deleted", "backfilled")
@@ -26,41 +28,61 @@ class RunFilter:
 
     status: str | None = None
     project: str | None = None
-    stuck: bool = False
-    older_than: str = "30m"
+    workflow: str | None = None
+    brief: str | None = None  # text the brief contains, in any case
+    older_than: str | None = None  # created longer ago than this (45s, 30m, 2h, 7d)
+    stuck: bool = False  # only live runs, older than `older_than` (or STUCK_AFTER)
     before: tuple[datetime, str] | None = None
     limit: int = PAGE_SIZE
 
     @classmethod
-    def parse(cls, params: Mapping[str, str], gates: Iterable[str]) -> "RunFilter":
+    def parse(
+        cls, params: Mapping[str, str], gates: Iterable[str], workflows: Iterable[str]
+    ) -> "RunFilter":
         """The filter in `params`, each value checked (InvalidInput naming it); a status
-        must be one a run of an App with `gates` can have."""
+        must be one a run of an App with `gates` can have, a workflow one of `workflows`."""
         status = params.get("status", "").strip() or None
         if status is not None:
             known_status(status, gates)
         project = params.get("project", "").strip() or None
         if project is not None and not PROJECT_SLUG.match(project):
-            raise InvalidInput(f"project: {project!r} is not a project slug")
-        older_than = params.get("older_than", "").strip() or "30m"
-        parse_duration(older_than, "older_than")
+            raise InvalidInput(f"project: {project[:64]!r} is not a project slug")
+        workflow = params.get("workflow", "").strip() or None
+        if workflow is not None and workflow not in (known := list(workflows)):
+            raise InvalidInput(
+                f"workflow: no workflow named {workflow[:100]!r}; one of {', '.join(known)}"
+            )
+        brief = params.get("brief", "").strip() or None
+        if brief is not None and len(brief) > MAX_BRIEF_SEARCH:
+            raise InvalidInput(f"brief: search for at most {MAX_BRIEF_SEARCH} characters")
+        older_than = params.get("older_than", "").strip() or None
+        if older_than is not None:
+            parse_duration(older_than, "older_than")
         limit = params.get("limit", str(PAGE_SIZE))
         if not limit.isdigit() or not 1 <= int(limit) <= MAX_PAGE_SIZE:
             raise InvalidInput(f"limit: a number from 1 to {MAX_PAGE_SIZE}, not {limit!r}")
         return cls(
             status,
             project,
-            params.get("stuck", "") not in ("", "0"),
+            workflow,
+            brief,
             older_than,
+            params.get("stuck", "") not in ("", "0"),
             _cursor(params.get("before", "")),
             int(limit),
         )
 
     def sql_params(self) -> dict[str, Any]:
+        """For `console_runs` and `console_status_counts` (which leaves out the status
+        and the cursor)."""
+        older_than = self.older_than or (STUCK_AFTER if self.stuck else None)
         return {
             "status": self.status,
             "project": self.project,
+            "workflow": self.workflow,
+            "brief": f"%{_escaped(self.brief)}%" if self.brief else None,
             "stuck": self.stuck,
-            "older_than": parse_duration(self.older_than, "older_than"),
+            "older_than": parse_duration(older_than, "older_than") if older_than else None,
             **STATUS_PARAMS,
             "before_at": self.before[0] if self.before else None,
             "before_id": self.before[1] if self.before else None,
@@ -73,14 +95,21 @@ class RunFilter:
         params = {
             "status": changed.status,
             "project": changed.project,
+            "workflow": changed.workflow,
+            "brief": changed.brief,
+            "older_than": changed.older_than,
             "stuck": "1" if changed.stuck else None,
-            "older_than": changed.older_than if changed.stuck else None,
             "before": f"{changed.before[0].isoformat()} {changed.before[1]}"
             if changed.before
             else None,
             "limit": changed.limit if changed.limit != PAGE_SIZE else None,
         }
         return urlencode({key: value for key, value in params.items() if value is not None})
+
+
+def _escaped(text: str) -> str:
+    """`text` matched as itself by LIKE: its wildcards and the escape taken literally."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _cursor(text: str) -> tuple[datetime, str] | None:

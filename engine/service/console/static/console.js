@@ -63,3 +63,38 @@ document.addEventListener("submit", (event) => {
 });
 
 document.querySelectorAll("[data-live]").forEach(live);
+
+// The runs ticked for a bulk action stay ticked when the live table is replaced, and
+// the header's box (shown only with this script) ticks every run of the page.
+const ticked = new Set();
+const runBoxes = () => document.querySelectorAll('input[form="bulk"][name="run_id"]');
+
+function showTicks() {
+  const boxes = [...runBoxes()];
+  boxes.forEach((box) => { box.checked = ticked.has(box.value); });
+  document.querySelectorAll("input[data-tick-all]").forEach((all) => {
+    all.hidden = false;
+    all.checked = boxes.length > 0 && boxes.every((box) => box.checked);
+  });
+}
+
+document.addEventListener("change", (event) => {
+  const box = event.target;
+  if (box.matches('input[form="bulk"][name="run_id"]')) {
+    if (box.checked) ticked.add(box.value);
+    else ticked.delete(box.value);
+  } else if (box.matches("input[data-tick-all]")) {
+    runBoxes().forEach((one) => {
+      if (box.checked) ticked.add(one.value);
+      else ticked.delete(one.value);
+    });
+  } else {
+    return;
+  }
+  showTicks();
+});
+
+if (document.getElementById("bulk")) {
+  new MutationObserver(showTicks).observe(document.body, { childList: true, subtree: true });
+  showTicks();
+}

@@ -25,6 +25,11 @@ from tests.graphs import ledger_workflow
 from tests.helpers import run_checksums, table_checksums, wait_for
 from tests.integration.test_console import console, text
 
+SETTLED = (
+    "SELECT 1 FROM artifacts WHERE run_id = %s AND type = 'notification' "
+    "AND status NOT IN ('pending', 'sending')"
+)
+
 Conn = AsyncConnection[DictRow]
 STATUS = "SELECT status FROM runs WHERE run_id = %s"
 LEDGER = "SELECT node, count(*) AS n FROM node_ledger WHERE run_id = %s GROUP BY node"
@@ -215,6 +220,9 @@ async def test_a_fork_of_a_run_waiting_at_a_gate_waits_there_too(db_url: str, co
         run = await store.create_run(conn, project="p", payload={}, workflow="ledger")
         source = run["run_id"]
         await reaches(conn, source, "pending_review")
+        # The daemon's outbox settles the pause's notification (`recorded`: no channel)
+        # in its own time; the fork must change nothing of the source after that.
+        await wait_for(conn, SETTLED, (source,), until=bool)
         untouched = await run_checksums(conn, source)
         fork = await fork_run(conn, source)  # its latest checkpoint
         await reaches(conn, fork["run_id"], "pending_review")

@@ -64,6 +64,9 @@ class App:
     # Across all daemons (docs/flow-control.md#limits), or a function of the settings
     # that gives them; the settings replace them provider by provider.
     limits: Limits | Callable[[Config], Limits] = field(default_factory=Limits)
+    # Origins the console may show images and video from with these settings, besides
+    # https: and ORCHESTRATOR_CONSOLE_MEDIA_SOURCES (say, a loopback server of the App's).
+    media_sources: Callable[[Config], Sequence[str]] | None = None
     by_name: Mapping[str, Workflow] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -73,6 +76,11 @@ class App:
         if duplicate := next((name for name in names if names.count(name) > 1), None):
             raise ValueError(f"the App has two workflows named {duplicate!r}")
         object.__setattr__(self, "by_name", {w.name: w for w in self.workflows})
+
+    def console_media(self, config: Config) -> list[str]:
+        """Every origin the console's pages may load media from, besides https:."""
+        own = list(self.media_sources(config)) if self.media_sources is not None else []
+        return list(dict.fromkeys([*config.engine.console_media_sources, *own]))
 
     @property
     def default_workflow(self) -> str:

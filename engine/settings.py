@@ -257,7 +257,7 @@ class Settings(BaseSettings):
     console_media_sources: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="origins (http://host:port) the console may show images and video from "
-        "beside itself and https:, comma-separated; a local service may add its own",
+        "beside itself and https:, comma-separated; the App may add its own (App.media_sources)",
     )
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     log_format: Literal["auto", "json", "text"] = Field(

@@ -7,7 +7,7 @@ from gates.settings import GateSettings
 from personas.graph import PRODUCTION
 from personas.settings import PersonaSettings
 from providers.config import has_key
-from providers.sandbox.service import SANDBOX
+from providers.sandbox.service import SANDBOX, media_sources
 from providers.settings import ProviderSettings
 from providers.webhooks import Verifier, verifiers
 
@@ -32,4 +32,5 @@ app = App(
     webhooks=_verifiers,
     services=[SANDBOX],
     limits=_limits,
+    media_sources=media_sources,
 )

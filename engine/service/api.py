@@ -123,7 +123,7 @@ def create_app(
     # Innermost: it reads whole bodies, which BodyLimit bounds first.
     app.add_middleware(RefuseUnholdable)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    guard = Guard(settings, pool)
+    guard = Guard(settings, pool, served.console_media(config))
     app.add_middleware(Guarded, guard=guard)
     admin, approver = [needs(Role.ADMIN)], [needs(Role.APPROVER)]
 

@@ -2,7 +2,6 @@
 provider key is set, and `orchestrator service sandbox` starts it alone."""
 
 import secrets
-from dataclasses import replace
 
 from pydantic import SecretStr
 
@@ -37,22 +36,21 @@ def wanted(config: Config) -> bool:
 
 def with_made_up_secrets(config: Config) -> Config:
     """The sandbox and the API share the process: sign its webhooks with secrets made up
-    now, so they wake runs at once instead of leaving it to the poll; and let the
-    console show the media it serves."""
+    now, so they wake runs at once instead of leaving it to the poll."""
     settings = config[ProviderSettings]
     made_up = {
         name: SecretStr(secrets.token_urlsafe(32))
         for name in WEBHOOK_SECRETS
         if getattr(settings, name) is None
     }
-    engine = config.engine
-    # The console previews the media the sandbox serves from its own loopback port.
-    origin = f"http://127.0.0.1:{settings.sandbox_port}"
-    sources = [*engine.console_media_sources, origin]
-    return replace(
-        config.replaced(settings.model_copy(update=made_up)),
-        engine=engine.model_copy(update={"console_media_sources": sources}),
-    )
+    return config.replaced(settings.model_copy(update=made_up))
+
+
+def media_sources(config: Config) -> list[str]:
+    """The console previews the media the sandbox serves from its own loopback port,
+    whichever process runs it, when the providers use it."""
+    settings = config[ProviderSettings]
+    return [f"http://127.0.0.1:{settings.sandbox_port}"] if settings.uses_sandbox else []
 
 
 SANDBOX = Service(

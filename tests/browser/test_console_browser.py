@@ -4,7 +4,9 @@ whole system as processes: sandbox providers, API and a daemon.
 Screenshots are saved under tests/artifacts/console/ (not committed).
 """
 
+import asyncio
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.async_api import Page, Route, async_playwright, expect
+from playwright.async_api import Locator, Page, Route, async_playwright, expect
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
@@ -64,6 +66,15 @@ async def screenshot(page: Page, name: str) -> Path:
     return path
 
 
+async def decoded(image: Locator) -> None:
+    """Until `image` has loaded and decoded (the page's CSP allowed its source)."""
+    await image.scroll_into_view_if_needed()
+    deadline = time.monotonic() + WITHIN_MS / 1000
+    while not await image.evaluate("img => img.complete && img.naturalWidth > 1"):
+        assert time.monotonic() < deadline, "the image never loaded"
+        await asyncio.sleep(0.05)
+
+
 async def create_run(s: Stack, brief: str, **headers: str) -> str:
     response = await s.http.post(
         f"{s.api}/runs", json={"project": "cats", "brief": brief}, headers=headers
@@ -112,6 +123,8 @@ async def test_approve_in_the_inbox_then_publish_from_the_run_page(
         await expect(card.locator("video")).to_have_attribute("src", re.compile(r"\.mp4$"))
         # The structured request: everything the post will be, and the answers it takes.
         await expect(card.locator(".gallery img.preview")).to_have_count(1)
+        # A real image, allowed by the page's CSP and decoded: not a broken preview.
+        await decoded(card.locator(".gallery img.preview"))
         await expect(
             card.locator(".asks").filter(has_text="The script (its caption)")
         ).to_have_count(1)

@@ -264,12 +264,15 @@ async def test_the_pages_policy_lets_previews_come_from_the_configured_media_ori
         Settings(console_media_sources=["http://x:1; script-src *"])
 
 
-def test_the_sandbox_adds_its_own_origin_to_the_console_media_sources() -> None:
-    from providers.sandbox.service import SANDBOX
+def test_the_console_may_show_the_media_of_the_sandbox_the_providers_use() -> None:
+    """Whichever process serves the sandbox: the API alone adds its origin too."""
+    from pydantic import SecretStr
+
     from providers.settings import ProviderSettings
     from tests.app import app as test_app
 
-    assert SANDBOX.prepare is not None
-    configured = test_app.configure(Settings()).replaced(ProviderSettings(sandbox_port=8123))
-    config = SANDBOX.prepare(configured)
-    assert config.engine.console_media_sources == ["http://127.0.0.1:8123"]
+    sandboxed = test_app.configure(Settings(console_media_sources=["https://cdn.example"]))
+    sandboxed = sandboxed.replaced(ProviderSettings(sandbox_port=8123))
+    assert test_app.console_media(sandboxed) == ["https://cdn.example", "http://127.0.0.1:8123"]
+    keyed = sandboxed.replaced(ProviderSettings(sandbox_port=8123, kie_api_key=SecretStr("k" * 32)))
+    assert test_app.console_media(keyed) == ["https://cdn.example"]

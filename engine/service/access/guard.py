@@ -72,11 +72,11 @@ class Guarded:
 
 
 class Guard:
-    def __init__(self, settings: Settings, pool: Pool) -> None:
+    def __init__(self, settings: Settings, pool: Pool, media_sources: list[str]) -> None:
         self._pool = pool
         self.bootstrap = settings.api_token
         self._allowed_hosts = frozenset(h.lower() for h in settings.allowed_hosts)
-        self._policy = page_policy(settings.console_media_sources)
+        self._policy = page_policy(media_sources)
         self._public = {"/healthz", "/readyz", "/console/login"} | (
             {"/metrics"} if settings.metrics_public else set()
         )

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, LiteralString
@@ -18,8 +18,12 @@ import httpx
 from psycopg import AsyncConnection, sql
 from psycopg.rows import DictRow
 
+from engine.db.connections import open_pool
 from engine.db.queries import QUERIES
 from engine.runtime.claims import Claim, claim_params, load_claims
+from engine.runtime.daemon import Daemon
+from engine.runtime.workflow import Workflow
+from engine.settings import Settings
 from providers.sandbox import SandboxConfig, serve
 from providers.settings import ProviderSettings
 from tests.conftest import ROOT, orchestrator_env
@@ -31,6 +35,22 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+@asynccontextmanager
+async def in_process_daemon(
+    db_url: str, settings: Settings, workflows: dict[str, Workflow]
+) -> AsyncIterator[None]:
+    """A real daemon in this process serving `workflows`, stopped cleanly (drained) when
+    the block ends."""
+    stop = asyncio.Event()
+    async with open_pool(db_url, settings) as pool:
+        serving = asyncio.create_task(Daemon(db_url, pool, settings, workflows).serve(stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            await serving
 
 
 async def wait_for(

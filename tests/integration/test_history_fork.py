@@ -2,9 +2,7 @@
 a real daemon in this process: the fork continues from the checkpoint, runs the step
 after it again, and leaves its source as it was."""
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
@@ -13,16 +11,14 @@ from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 from pydantic import SecretStr
 
-from engine.db.connections import open_pool
 from engine.runtime import store
-from engine.runtime.daemon import Daemon
 from engine.runtime.forks import CheckpointNotFound, fork_run
 from engine.runtime.history import Entry, run_history
 from engine.service.access.identities import Role, create_token
 from engine.settings import Settings
 from tests.access import api
 from tests.graphs import ledger_workflow
-from tests.helpers import run_checksums, table_checksums, wait_for
+from tests.helpers import in_process_daemon, run_checksums, table_checksums, wait_for
 from tests.integration.test_console import console, text
 
 SETTLED = (
@@ -36,19 +32,9 @@ LEDGER = "SELECT node, count(*) AS n FROM node_ledger WHERE run_id = %s GROUP BY
 SETTINGS = Settings(poll_interval=0.1, max_attempts=1)
 
 
-@asynccontextmanager
-async def daemon(db_url: str) -> AsyncIterator[None]:
+def daemon(db_url: str) -> AbstractAsyncContextManager[None]:
     """A real daemon in this process serving the ledger graph, drained when the block ends."""
-    stop = asyncio.Event()
-    async with open_pool(db_url, SETTINGS) as pool:
-        serving = asyncio.create_task(
-            Daemon(db_url, pool, SETTINGS, {"ledger": ledger_workflow()}).serve(stop)
-        )
-        try:
-            yield
-        finally:
-            stop.set()
-            await serving
+    return in_process_daemon(db_url, SETTINGS, {"ledger": ledger_workflow()})
 
 
 async def reaches(conn: Conn, run_id: str, status: str) -> None:

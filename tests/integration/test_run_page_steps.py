@@ -1,11 +1,9 @@
 """Who decided what, a run's steps and where it is in its graph: in `runs show`, the
 API's run body and the run page, with a real daemon in this process running the runs."""
 
-import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
@@ -14,15 +12,13 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
 from engine import ProviderWait, RunContext, Workflow, pause
-from engine.db.connections import open_pool
 from engine.db.queries import QUERIES
 from engine.runtime import store
-from engine.runtime.daemon import Daemon
 from engine.service.console.graphs import flow_order
 from engine.settings import Settings
 from tests.conftest import orchestrator
 from tests.graphs import ledger_workflow
-from tests.helpers import wait_for
+from tests.helpers import in_process_daemon, wait_for
 from tests.integration.test_console import console, text
 
 Conn = AsyncConnection[DictRow]
@@ -54,18 +50,11 @@ def waiter_workflow() -> Workflow:
     return Workflow("waiter", "waiter-1", builder.compile())
 
 
-@asynccontextmanager
-async def daemon(db_url: str) -> AsyncIterator[None]:
+def daemon(db_url: str) -> AbstractAsyncContextManager[None]:
     """A real daemon in this process serving the ledger and waiter graphs."""
-    stop = asyncio.Event()
-    workflows = {"ledger": ledger_workflow(), "waiter": waiter_workflow()}
-    async with open_pool(db_url, SETTINGS) as pool:
-        serving = asyncio.create_task(Daemon(db_url, pool, SETTINGS, workflows).serve(stop))
-        try:
-            yield
-        finally:
-            stop.set()
-            await serving
+    return in_process_daemon(
+        db_url, SETTINGS, {"ledger": ledger_workflow(), "waiter": waiter_workflow()}
+    )
 
 
 async def reaches(conn: Conn, run_id: str, status: str) -> None:

@@ -17,7 +17,7 @@ from engine.db.connections import Pool, open_pool
 from engine.db.queries import QUERIES
 from engine.runtime import store
 from engine.runtime.claims import CHECKPOINT_COLUMNS, Claim, claim_params
-from engine.runtime.daemon import Daemon, workflow_versions
+from engine.runtime.daemon import workflow_versions
 from engine.runtime.executor import Executor
 from engine.runtime.lease import Lease, LeaseLost
 from engine.runtime.mirror import mirror_json
@@ -26,7 +26,7 @@ from engine.runtime.session import RunSession
 from engine.runtime.workflow import Workflow
 from engine.settings import Settings
 from tests.graphs import ledger_workflow
-from tests.helpers import wait_for
+from tests.helpers import in_process_daemon, wait_for
 from tests.saver_graphs import hostile_workflow, nested_workflow, siblings_workflow
 
 Conn = AsyncConnection[DictRow]
@@ -56,19 +56,6 @@ async def _saver(pool: Pool, run_id: str, epoch: int) -> AsyncIterator[FencedSav
     """The saver of a session holding `run_id` at `epoch`, as the executor makes one."""
     async with RunSession(pool, Lease(run_id, epoch, TTL)) as session:
         yield FencedSaver(session)
-
-
-@asynccontextmanager
-async def _daemon(db_url: str, settings: Settings, workflows: dict[str, Workflow]) -> Any:
-    """A real daemon in this process, stopped (and drained) when the block ends."""
-    stop = asyncio.Event()
-    async with open_pool(db_url, settings) as pool:
-        serving = asyncio.create_task(Daemon(db_url, pool, settings, workflows).serve(stop))
-        try:
-            yield
-        finally:
-            stop.set()
-            await serving
 
 
 async def test_the_claim_reads_the_checkpoint_langgraph_would(db_url: str, conn: Conn) -> None:
@@ -162,7 +149,7 @@ async def test_a_state_json_cannot_hold_is_mirrored_and_the_run_ends(
 ) -> None:
     settings = Settings(max_attempts=1, poll_interval=0.1)
     run = await store.create_run(conn, project="p", payload={}, workflow="hostile")
-    async with _daemon(db_url, settings, {"hostile": hostile_workflow()}):
+    async with in_process_daemon(db_url, settings, {"hostile": hostile_workflow()}):
         await wait_for(
             conn, STATUS, (run["run_id"],), until=lambda r: r[0]["status"] == "published"
         )
@@ -203,7 +190,7 @@ async def test_a_sibling_that_finished_is_not_run_again_when_its_neighbour_fails
     them, so the retry runs only the task that failed. So must ours."""
     settings = Settings(max_attempts=3, retry_backoff=0.01, poll_interval=0.1)
     run = await store.create_run(conn, project="p", payload={}, workflow="siblings")
-    async with _daemon(db_url, settings, {"siblings": siblings_workflow()}):
+    async with in_process_daemon(db_url, settings, {"siblings": siblings_workflow()}):
         await wait_for(
             conn, STATUS, (run["run_id"],), until=lambda r: r[0]["status"] == "published"
         )

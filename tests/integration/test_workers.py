@@ -1,26 +1,23 @@
 """Workers: each daemon's heartbeat row, and the live runs no live worker can take,
 flagged in the API, the console's runs list, the run page and the workers page."""
 
-import asyncio
 import os
 import re
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from typing import Any
 
 from psycopg import AsyncConnection, sql
 from psycopg.rows import DictRow
 
-from engine.db.connections import open_pool
 from engine.db.queries import QUERIES
 from engine.db.status import Status
 from engine.runtime import store, workers
-from engine.runtime.daemon import Daemon, workflow_versions
+from engine.runtime.daemon import workflow_versions
 from engine.settings import Settings
 from tests.graphs import ledger_workflow
-from tests.helpers import wait_for
+from tests.helpers import in_process_daemon, wait_for
 from tests.integration.test_console import console, text
 
 Conn = AsyncConnection[DictRow]
@@ -29,19 +26,9 @@ SETTINGS = Settings(worker_id="w-ledger", poll_interval=0.1, lease_ttl=0.6, max_
 ROW = "SELECT *, live_until > NOW() AS live FROM workers"
 
 
-@asynccontextmanager
-async def daemon(db_url: str) -> AsyncIterator[None]:
+def daemon(db_url: str) -> AbstractAsyncContextManager[None]:
     """A daemon in this process serving the ledger graph, stopped cleanly at the end."""
-    stop = asyncio.Event()
-    async with open_pool(db_url, SETTINGS) as pool:
-        serving = asyncio.create_task(
-            Daemon(db_url, pool, SETTINGS, {"ledger": ledger_workflow()}).serve(stop)
-        )
-        try:
-            yield
-        finally:
-            stop.set()
-            await serving
+    return in_process_daemon(db_url, SETTINGS, {"ledger": ledger_workflow()})
 
 
 async def _run(conn: Conn, workflow: str, **columns: Any) -> str:
